@@ -1,0 +1,797 @@
+"""The compressed-net format (IR): one frozen dataclass per layer kind, and its file.
+
+A net file (``*.sfnet``) is a zip archive holding ``manifest.json`` and one ``.npy`` file per
+integer array. The manifest names the format and its version, the input shape and format, the
+layers in order (their scalar fields, formats and, per array, file, shape and dtype), the test
+vectors and free-form metadata. Everything is validated on load; any disagreement raises one
+:class:`IRError` naming the layer and the field.
+
+Layer kinds: ``conv2d``, ``maxpool2d`` (2x2, stride 2), ``flatten`` (C, H, W order, as PyTorch),
+``dense`` and ``sparse_dense`` (EIE's compressed sparse column form, see :func:`encode_csc`).
+Arrays hold *stored* weights: integer values for fixed-point and power-of-two formats, indices for
+codebook formats; in every format a stored 0 is an exact zero weight.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .numerics import (
+    CodebookWeights,
+    FixedFormat,
+    FormatError,
+    WeightFormat,
+    accumulator_bits,
+    bias_bits,
+    int_range,
+    weight_format_from_dict,
+)
+
+FORMAT_NAME = "squeezeforge-net"
+FORMAT_VERSION = 1
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Conv2d",
+    "Dense",
+    "Flatten",
+    "IRError",
+    "Layer",
+    "MaxPool2d",
+    "Net",
+    "SparseDense",
+    "decode_csc",
+    "encode_csc",
+    "load_net",
+    "save_net",
+]
+
+
+class IRError(ValueError):
+    """A net that is malformed; the message names the layer and the field."""
+
+    def __init__(self, layer: str, field_name: str, message: str) -> None:
+        self.layer = layer
+        self.field = field_name
+        super().__init__(f"layer {layer!r}, field {field_name!r}: {message}")
+
+
+def _storage_dtype(lo: int, hi: int) -> np.dtype:
+    for dt in (np.int8, np.int16, np.int32, np.int64):
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dt)
+    raise OverflowError(f"no integer dtype holds [{lo}, {hi}]")
+
+
+def _check_array(
+    layer: str, name: str, arr: Any, shape: tuple[int, ...], lo: int, hi: int
+) -> np.ndarray:
+    if not isinstance(arr, np.ndarray):
+        raise IRError(layer, name, f"expected a NumPy array, got {type(arr).__name__}")
+    if arr.dtype.kind not in "iu":
+        raise IRError(layer, name, f"dtype {arr.dtype} is not an integer type")
+    if tuple(arr.shape) != tuple(shape):
+        raise IRError(layer, name, f"shape {tuple(arr.shape)} disagrees with expected {shape}")
+    if arr.size:
+        amin, amax = int(arr.min()), int(arr.max())
+        if amin < lo or amax > hi:
+            bad = amin if amin < lo else amax
+            raise IRError(layer, name, f"value {bad} outside the format's range [{lo}, {hi}]")
+    return arr
+
+
+class _ComputeLayer:
+    """What conv2d, dense and sparse_dense share: formats, requantization, ReLU."""
+
+    name: str
+    input_format: FixedFormat
+    weight_format: WeightFormat
+    output_format: FixedFormat
+    relu: bool
+    bias: np.ndarray
+
+    @property
+    def fan_in(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def acc_frac(self) -> int:
+        """Fraction length of products, bias and accumulator."""
+        return self.input_format.frac + self.weight_format.frac
+
+    @property
+    def shift(self) -> int:
+        """Right shift of the requantization."""
+        return self.acc_frac - self.output_format.frac
+
+    @property
+    def acc_bits(self) -> int:
+        return accumulator_bits(self.input_format, self.weight_format, self.fan_in)
+
+    @property
+    def bias_bits(self) -> int:
+        return bias_bits(self.input_format, self.weight_format)
+
+    def _check_common(self, n_out: int) -> None:
+        for fname, kind in (
+            ("input_format", FixedFormat),
+            ("output_format", FixedFormat),
+            ("weight_format", WeightFormat),
+        ):
+            if not isinstance(getattr(self, fname), kind):
+                raise IRError(self.name, fname, f"expected {kind}, got {getattr(self, fname)!r}")
+        if self.shift < 0:
+            raise IRError(
+                self.name,
+                "output_format",
+                f"fraction length {self.output_format.frac} exceeds the accumulator's"
+                f" {self.acc_frac}; requantization only shifts right",
+            )
+        if self.acc_bits > 62:
+            raise IRError(self.name, "weight_format", f"accumulator needs {self.acc_bits} bits")
+        lo, hi = int_range(self.bias_bits)
+        _check_array(self.name, "bias", self.bias, (n_out,), lo, hi)
+
+    def _format_dict(self) -> dict:
+        return {
+            "input_format": self.input_format.to_dict(),
+            "weight_format": self.weight_format.to_dict(),
+            "output_format": self.output_format.to_dict(),
+            "relu": bool(self.relu),
+        }
+
+    def _stored_range(self) -> tuple[int, int]:
+        wf = self.weight_format
+        if isinstance(wf, CodebookWeights):
+            return 0, len(wf.table) - 1
+        return wf.value_range
+
+    def _check_stored(self, name: str, stored: np.ndarray, shape: tuple[int, ...]) -> None:
+        lo, hi = self._stored_range()
+        _check_array(self.name, name, stored, shape, lo, hi)
+        bad = self.weight_format.invalid(stored)
+        if np.any(bad):
+            value = stored[bad].flat[0]
+            raise IRError(self.name, name, f"value {value} is not in the {self.weight_format}")
+
+    def bias_dtype(self) -> np.dtype:
+        return _storage_dtype(*int_range(self.bias_bits))
+
+    def stored_dtype(self) -> np.dtype:
+        return _storage_dtype(*self._stored_range())
+
+
+@dataclass(frozen=True, eq=False)
+class Conv2d(_ComputeLayer):
+    """2-D convolution, square stride and symmetric zero padding; weight (M, C, kh, kw)."""
+
+    name: str
+    in_channels: int
+    out_channels: int
+    kernel: tuple[int, int]
+    stride: int
+    padding: int
+    input_format: FixedFormat
+    weight_format: WeightFormat
+    output_format: FixedFormat
+    relu: bool
+    weight: np.ndarray
+    bias: np.ndarray
+    kind: ClassVar[str] = "conv2d"
+    arrays: ClassVar[tuple[str, ...]] = ("weight", "bias")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kernel", tuple(int(k) for k in self.kernel))
+        for fname in ("in_channels", "out_channels", "stride"):
+            if int(getattr(self, fname)) < 1:
+                raise IRError(self.name, fname, f"must be >= 1, got {getattr(self, fname)}")
+        if len(self.kernel) != 2 or min(self.kernel) < 1:
+            raise IRError(self.name, "kernel", f"must be two sizes >= 1, got {self.kernel}")
+        if self.padding < 0:
+            raise IRError(self.name, "padding", f"must be >= 0, got {self.padding}")
+        self._check_common(self.out_channels)
+        self._check_stored(
+            "weight", self.weight, (self.out_channels, self.in_channels, *self.kernel)
+        )
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_channels * self.kernel[0] * self.kernel[1]
+
+    def output_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
+        c, h, w = in_shape
+        oh = (h + 2 * self.padding - self.kernel[0]) // self.stride + 1
+        ow = (w + 2 * self.padding - self.kernel[1]) // self.stride + 1
+        if c != self.in_channels:
+            raise IRError(self.name, "in_channels", f"{self.in_channels}, but input has {c}")
+        if oh < 1 or ow < 1:
+            raise IRError(self.name, "kernel", f"{self.kernel} larger than padded input {h}x{w}")
+        return (self.out_channels, oh, ow)
+
+    def macs(self, in_shape: Sequence[int]) -> int:
+        _, oh, ow = self.output_shape(in_shape)
+        return oh * ow * self.out_channels * self.fan_in
+
+    def weight_values(self) -> np.ndarray:
+        return self.weight_format.decode(self.weight)
+
+    def to_manifest(self) -> dict:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel": list(self.kernel),
+            "stride": self.stride,
+            "padding": self.padding,
+            **self._format_dict(),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class MaxPool2d:
+    """2x2 max pool, stride 2; odd rows and columns at the edge are dropped."""
+
+    name: str
+    kernel: int = 2
+    stride: int = 2
+    kind: ClassVar[str] = "maxpool2d"
+    arrays: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        if self.kernel != 2 or self.stride != 2:
+            raise IRError(self.name, "kernel", "only 2x2 max pooling with stride 2 is supported")
+
+    def output_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
+        if len(in_shape) != 3:
+            raise IRError(self.name, "input", f"needs a (C, H, W) input, got {tuple(in_shape)}")
+        c, h, w = in_shape
+        if h < 2 or w < 2:
+            raise IRError(self.name, "input", f"{h}x{w} is too small to pool")
+        return (c, h // 2, w // 2)
+
+    def to_manifest(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "kernel": 2, "stride": 2}
+
+
+@dataclass(frozen=True, eq=False)
+class Flatten:
+    """(C, H, W) to C*H*W features in C, H, W order."""
+
+    name: str
+    kind: ClassVar[str] = "flatten"
+    arrays: ClassVar[tuple[str, ...]] = ()
+
+    def output_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
+        return (math.prod(in_shape),)
+
+    def to_manifest(self) -> dict:
+        return {"kind": self.kind, "name": self.name}
+
+
+@dataclass(frozen=True, eq=False)
+class Dense(_ComputeLayer):
+    """Fully connected layer, weight (out_features, in_features)."""
+
+    name: str
+    in_features: int
+    out_features: int
+    input_format: FixedFormat
+    weight_format: WeightFormat
+    output_format: FixedFormat
+    relu: bool
+    weight: np.ndarray
+    bias: np.ndarray
+    kind: ClassVar[str] = "dense"
+    arrays: ClassVar[tuple[str, ...]] = ("weight", "bias")
+
+    def __post_init__(self) -> None:
+        for fname in ("in_features", "out_features"):
+            if int(getattr(self, fname)) < 1:
+                raise IRError(self.name, fname, f"must be >= 1, got {getattr(self, fname)}")
+        self._check_common(self.out_features)
+        self._check_stored("weight", self.weight, (self.out_features, self.in_features))
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_features
+
+    def output_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
+        if tuple(in_shape) != (self.in_features,):
+            raise IRError(self.name, "in_features", f"{self.in_features}, input is {in_shape}")
+        return (self.out_features,)
+
+    def macs(self, in_shape: Sequence[int] | None = None) -> int:
+        return self.in_features * self.out_features
+
+    def weight_values(self) -> np.ndarray:
+        return self.weight_format.decode(self.weight)
+
+    def to_manifest(self) -> dict:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            **self._format_dict(),
+        }
+
+
+def encode_csc(
+    stored: np.ndarray, n_pe: int, index_bits: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """EIE's interleaved compressed sparse column encoding of a stored (out, in) matrix.
+
+    Row ``i`` belongs to PE ``i % n_pe`` as its local row ``i // n_pe``. Per PE and column, each
+    non-zero is an entry ``(v, z)``: ``v`` the stored weight, ``z`` the number of zero local rows
+    since the previous entry of the column. A gap longer than ``2**index_bits - 1`` inserts a
+    padding entry ``(0, 2**index_bits - 1)``. Entries of PE ``k`` lie in ``v[ptr[k, 0]:ptr[k, -1]]``
+    and those of its column ``j`` in ``v[ptr[k, j]:ptr[k, j + 1]]`` (pointers are absolute).
+    """
+    out_f, in_f = stored.shape
+    max_gap = (1 << index_bits) - 1
+    vs: list[int] = []
+    zs: list[int] = []
+    ptr = np.zeros((n_pe, in_f + 1), dtype=np.int64)
+    for k in range(n_pe):
+        local = stored[k::n_pe, :]
+        ptr[k, 0] = len(vs)
+        for j in range(in_f):
+            prev = -1
+            for r in np.flatnonzero(local[:, j]):
+                gap = int(r) - prev - 1
+                while gap > max_gap:
+                    vs.append(0)
+                    zs.append(max_gap)
+                    gap -= max_gap + 1
+                vs.append(int(local[r, j]))
+                zs.append(gap)
+                prev = int(r)
+            ptr[k, j + 1] = len(vs)
+    return np.asarray(vs, dtype=np.int64), np.asarray(zs, dtype=np.int64), ptr
+
+
+def decode_csc(v: np.ndarray, z: np.ndarray, ptr: np.ndarray, out_features: int) -> np.ndarray:
+    """Inverse of :func:`encode_csc`: the stored (out, in) matrix."""
+    n_pe, cols = ptr.shape[0], ptr.shape[1] - 1
+    dense = np.zeros((out_features, cols), dtype=np.int64)
+    for k in range(n_pe):
+        for j in range(cols):
+            row = -1
+            for e in range(int(ptr[k, j]), int(ptr[k, j + 1])):
+                row += int(z[e]) + 1
+                if v[e] != 0:
+                    dense[row * n_pe + k, j] = v[e]
+    return dense
+
+
+@dataclass(frozen=True, eq=False)
+class SparseDense(_ComputeLayer):
+    """Fully connected layer stored in EIE's compressed sparse column form (:func:`encode_csc`)."""
+
+    name: str
+    in_features: int
+    out_features: int
+    input_format: FixedFormat
+    weight_format: WeightFormat
+    output_format: FixedFormat
+    relu: bool
+    n_pe: int
+    index_bits: int
+    v: np.ndarray
+    z: np.ndarray
+    ptr: np.ndarray
+    bias: np.ndarray
+    kind: ClassVar[str] = "sparse_dense"
+    arrays: ClassVar[tuple[str, ...]] = ("v", "z", "ptr", "bias")
+
+    def __post_init__(self) -> None:
+        for fname in ("in_features", "out_features"):
+            if int(getattr(self, fname)) < 1:
+                raise IRError(self.name, fname, f"must be >= 1, got {getattr(self, fname)}")
+        if self.n_pe < 1 or self.n_pe & (self.n_pe - 1) or self.n_pe > 64:
+            raise IRError(self.name, "n_pe", f"must be a power of two in 1..64, got {self.n_pe}")
+        if not 1 <= self.index_bits <= 8:
+            raise IRError(self.name, "index_bits", f"must be in 1..8, got {self.index_bits}")
+        self._check_common(self.out_features)
+        n = self.v.shape[0] if isinstance(self.v, np.ndarray) and self.v.ndim == 1 else -1
+        if n < 0:
+            raise IRError(self.name, "v", "must be a one-dimensional integer array")
+        self._check_stored("v", self.v, (n,))
+        _check_array(self.name, "z", self.z, (n,), 0, (1 << self.index_bits) - 1)
+        _check_array(self.name, "ptr", self.ptr, (self.n_pe, self.in_features + 1), 0, n)
+        flat = self.ptr.reshape(-1)
+        if np.any(np.diff(flat.astype(np.int64)) < 0) or (flat.size and flat[0] != 0):
+            raise IRError(self.name, "ptr", "column pointers must start at 0 and never decrease")
+        if flat.size and flat[-1] != n:
+            raise IRError(self.name, "ptr", f"last pointer {flat[-1]} != {n} entries")
+        if np.any(self.ptr[1:, 0] != self.ptr[:-1, -1]):
+            raise IRError(self.name, "ptr", "each PE's entries must follow the previous PE's")
+        rows_per_pe = -(-self.out_features // self.n_pe)
+        for k in range(self.n_pe):
+            local_rows = (self.out_features - k + self.n_pe - 1) // self.n_pe
+            for j in range(self.in_features):
+                s, e = int(self.ptr[k, j]), int(self.ptr[k, j + 1])
+                last = int(np.sum(self.z[s:e].astype(np.int64) + 1)) - 1
+                if e > s and last >= min(local_rows, rows_per_pe):
+                    raise IRError(
+                        self.name,
+                        "z",
+                        f"PE {k} column {j} reaches local row {last} of {local_rows}",
+                    )
+
+    @classmethod
+    def from_dense(cls, stored: np.ndarray, *, n_pe: int, index_bits: int, **kw: Any):
+        v, z, ptr = encode_csc(np.asarray(stored), n_pe, index_bits)
+        out_f, in_f = stored.shape
+        return cls(
+            in_features=in_f,
+            out_features=out_f,
+            n_pe=n_pe,
+            index_bits=index_bits,
+            v=v,
+            z=z,
+            ptr=ptr,
+            **kw,
+        )
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_features
+
+    @property
+    def entries(self) -> int:
+        """Entries in the sparse memories, padding included."""
+        return int(self.v.shape[0])
+
+    @property
+    def nonzeros(self) -> int:
+        return int(np.count_nonzero(self.v))
+
+    def output_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
+        if tuple(in_shape) != (self.in_features,):
+            raise IRError(self.name, "in_features", f"{self.in_features}, input is {in_shape}")
+        return (self.out_features,)
+
+    def macs(self, in_shape: Sequence[int] | None = None) -> int:
+        return self.in_features * self.out_features
+
+    def stored_dense(self) -> np.ndarray:
+        return decode_csc(self.v, self.z, self.ptr, self.out_features)
+
+    def weight_values(self) -> np.ndarray:
+        return self.weight_format.decode(self.stored_dense())
+
+    def to_manifest(self) -> dict:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "n_pe": self.n_pe,
+            "index_bits": self.index_bits,
+            **self._format_dict(),
+        }
+
+
+Layer = Conv2d | MaxPool2d | Flatten | Dense | SparseDense
+LAYER_KINDS: dict[str, type] = {
+    cls.kind: cls for cls in (Conv2d, MaxPool2d, Flatten, Dense, SparseDense)
+}
+COMPUTE_KINDS = (Conv2d, Dense, SparseDense)
+
+
+@dataclass(frozen=True, eq=False)
+class Net:
+    """A compressed net: input shape and format, layers, test vectors, metadata."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    input_format: FixedFormat
+    layers: tuple[Layer, ...]
+    test_inputs: np.ndarray
+    test_labels: np.ndarray
+    test_outputs: np.ndarray
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if not self.layers:
+            raise IRError(self.name, "layers", "a net needs at least one layer")
+        names = [layer.name for layer in self.layers]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise IRError(sorted(dup)[0], "name", "layer names must be unique")
+        shapes = self.shapes()
+        fmt = self.input_format
+        for layer in self.layers:
+            if isinstance(layer, COMPUTE_KINDS):
+                if layer.input_format != fmt:
+                    raise IRError(
+                        layer.name,
+                        "input_format",
+                        f"{layer.input_format} disagrees with the previous output {fmt}",
+                    )
+                fmt = layer.output_format
+        n = self.test_inputs.shape[0] if isinstance(self.test_inputs, np.ndarray) else -1
+        _check_array(
+            "<net>",
+            "test_inputs",
+            self.test_inputs,
+            (n, *self.input_shape),
+            self.input_format.min,
+            self.input_format.max,
+        )
+        _check_array("<net>", "test_labels", self.test_labels, (n,), 0, np.iinfo(np.int64).max)
+        _check_array(
+            "<net>",
+            "test_outputs",
+            self.test_outputs,
+            (n, *shapes[-1]),
+            self.output_format.min,
+            self.output_format.max,
+        )
+
+    def shapes(self) -> list[tuple[int, ...]]:
+        """Output shape of every layer."""
+        out = []
+        shape: tuple[int, ...] = self.input_shape
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+            out.append(shape)
+        return out
+
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        return [self.input_shape, *self.shapes()[:-1]]
+
+    @property
+    def output_format(self) -> FixedFormat:
+        fmt = self.input_format
+        for layer in self.layers:
+            if isinstance(layer, COMPUTE_KINDS):
+                fmt = layer.output_format
+        return fmt
+
+    def compute_layers(self) -> Iterator[tuple[Layer, tuple[int, ...]]]:
+        for layer, shape in zip(self.layers, self.input_shapes(), strict=True):
+            if isinstance(layer, COMPUTE_KINDS):
+                yield layer, shape
+
+    def replace(self, **changes: Any) -> Net:
+        return replace(self, **changes)
+
+
+# ---------------------------------------------------------------------------------------------
+# The file
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _zip_entry(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
+    # A fixed timestamp keeps the same net byte-identical across runs.
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    zf.writestr(info, data, compresslevel=6)
+
+
+def _array_dtype(layer: Any, name: str) -> np.dtype:
+    if name == "bias":
+        return layer.bias_dtype()
+    if name in ("weight", "v"):
+        return layer.stored_dtype()
+    if name == "z":
+        return np.dtype(np.uint8)
+    return np.dtype(np.int32)  # ptr
+
+
+def net_to_bytes(net: Net) -> bytes:
+    """Serialize a net to the bytes of a ``.sfnet`` file (deterministic)."""
+    arrays: dict[str, np.ndarray] = {}
+    layer_entries = []
+    for layer in net.layers:
+        entry = layer.to_manifest()
+        if layer.arrays:
+            entry["arrays"] = {}
+        for aname in layer.arrays:
+            arr = np.asarray(getattr(layer, aname)).astype(_array_dtype(layer, aname))
+            fname = f"arrays/{layer.name}.{aname}.npy"
+            arrays[fname] = arr
+            entry["arrays"][aname] = {
+                "file": fname,
+                "shape": list(arr.shape),
+                "dtype": arr.dtype.name,
+            }
+        layer_entries.append(entry)
+    tests = {}
+    in_dtype = _storage_dtype(net.input_format.min, net.input_format.max)
+    out_dtype = _storage_dtype(net.output_format.min, net.output_format.max)
+    for aname, arr in (
+        ("test_inputs", net.test_inputs.astype(in_dtype)),
+        ("test_labels", net.test_labels.astype(np.int64)),
+        ("test_outputs", net.test_outputs.astype(out_dtype)),
+    ):
+        fname = f"arrays/{aname}.npy"
+        arrays[fname] = arr
+        tests[aname] = {"file": fname, "shape": list(arr.shape), "dtype": arr.dtype.name}
+    manifest = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "name": net.name,
+        "input": {"shape": list(net.input_shape), "format": net.input_format.to_dict()},
+        "layers": layer_entries,
+        "test_vectors": tests,
+        "metadata": net.metadata,
+    }
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        _zip_entry(zf, "manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode())
+        for fname in sorted(arrays):
+            _zip_entry(zf, fname, _npy_bytes(arrays[fname]))
+    return buf.getvalue()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file through a temporary in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_net(net: Net, path: str | os.PathLike) -> Path:
+    """Write ``net`` to ``path`` atomically."""
+    atomic_write_bytes(path, net_to_bytes(net))
+    return Path(path)
+
+
+def _read_array(zf: zipfile.ZipFile, layer: str, name: str, spec: Any) -> np.ndarray:
+    if not isinstance(spec, dict) or not {"file", "shape", "dtype"} <= spec.keys():
+        raise IRError(layer, name, "array entry needs 'file', 'shape' and 'dtype'")
+    try:
+        raw = zf.read(spec["file"])
+    except KeyError:
+        raise IRError(layer, name, f"array file {spec['file']!r} is missing") from None
+    try:
+        arr = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise IRError(layer, name, f"array file {spec['file']!r} is unreadable: {exc}") from None
+    if arr.dtype.name != spec["dtype"]:
+        raise IRError(
+            layer, name, f"dtype {arr.dtype.name} disagrees with manifest {spec['dtype']}"
+        )
+    if list(arr.shape) != list(spec["shape"]):
+        raise IRError(
+            layer, name, f"shape {list(arr.shape)} disagrees with manifest {spec['shape']}"
+        )
+    if arr.dtype.kind not in "iu":
+        raise IRError(layer, name, f"dtype {arr.dtype} is not an integer type")
+    return arr.astype(np.int64)
+
+
+def _layer_from_manifest(zf: zipfile.ZipFile, entry: Any, index: int) -> Layer:
+    if not isinstance(entry, dict):
+        raise IRError(f"#{index}", "layer", "each layer must be an object")
+    name = entry.get("name", f"#{index}")
+    kind = entry.get("kind")
+    cls = LAYER_KINDS.get(kind)
+    if cls is None:
+        raise IRError(name, "kind", f"unknown layer kind {kind!r} ({', '.join(LAYER_KINDS)})")
+    kw: dict[str, Any] = {}
+    arrays = entry.get("arrays", {})
+    try:
+        for f in fields(cls):
+            if f.name in cls.arrays:
+                if f.name not in arrays:
+                    raise IRError(name, f.name, "array is missing from the manifest")
+                kw[f.name] = _read_array(zf, name, f.name, arrays[f.name])
+            elif f.name in ("input_format", "output_format"):
+                kw[f.name] = FixedFormat.from_dict(_require(entry, name, f.name))
+            elif f.name == "weight_format":
+                kw[f.name] = weight_format_from_dict(_require(entry, name, f.name))
+            elif f.name in entry:
+                kw[f.name] = entry[f.name]
+            elif f.default is f.default_factory:  # MISSING on both: a required field
+                raise IRError(name, f.name, "is missing")
+    except FormatError as exc:
+        raise IRError(name, f.name, str(exc)) from None
+    except (KeyError, TypeError) as exc:
+        raise IRError(name, f.name, f"malformed: {exc}") from None
+    if "kernel" in kw and cls is Conv2d:
+        kw["kernel"] = tuple(kw["kernel"])
+    for key in ("relu",):
+        if key in kw and not isinstance(kw[key], bool):
+            raise IRError(name, key, f"must be true or false, got {kw[key]!r}")
+    for key in (
+        "in_channels",
+        "out_channels",
+        "stride",
+        "padding",
+        "in_features",
+        "out_features",
+        "n_pe",
+        "index_bits",
+    ):
+        if key in kw and (not isinstance(kw[key], int) or isinstance(kw[key], bool)):
+            raise IRError(name, key, f"must be an integer, got {kw[key]!r}")
+    return cls(**kw)
+
+
+def _require(entry: dict, layer: str, key: str) -> Any:
+    if key not in entry:
+        raise IRError(layer, key, "is missing")
+    return entry[key]
+
+
+def load_net(path: str | os.PathLike) -> Net:
+    """Read and validate a ``.sfnet`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise IRError("<file>", "path", f"{path} does not exist")
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise IRError("<file>", "path", f"{path} is not a squeezeforge net file") from None
+    with zf:
+        try:
+            manifest = json.loads(zf.read("manifest.json"))
+        except KeyError:
+            raise IRError("<file>", "manifest.json", "is missing") from None
+        except json.JSONDecodeError as exc:
+            raise IRError("<file>", "manifest.json", f"is not valid JSON: {exc}") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+            raise IRError("<file>", "format", f"is not {FORMAT_NAME!r}")
+        if manifest.get("version") != FORMAT_VERSION:
+            raise IRError(
+                "<file>",
+                "version",
+                f"file has version {manifest.get('version')!r}, this squeezeforge reads"
+                f" {FORMAT_VERSION}",
+            )
+        inp = _require(manifest, "<net>", "input")
+        try:
+            input_format = FixedFormat.from_dict(inp["format"])
+            input_shape = tuple(int(s) for s in inp["shape"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IRError("<net>", "input", f"malformed: {exc}") from None
+        entries = _require(manifest, "<net>", "layers")
+        if not isinstance(entries, list):
+            raise IRError("<net>", "layers", "must be a list")
+        layers = tuple(_layer_from_manifest(zf, e, i) for i, e in enumerate(entries))
+        tv = _require(manifest, "<net>", "test_vectors")
+        tests = {}
+        for key in ("test_inputs", "test_labels", "test_outputs"):
+            tests[key] = _read_array(zf, "<net>", key, _require(tv, "<net>", key))
+        return Net(
+            name=str(manifest.get("name", path.stem)),
+            input_shape=input_shape,
+            input_format=input_format,
+            layers=layers,
+            metadata=dict(manifest.get("metadata", {})),
+            **tests,
+        )

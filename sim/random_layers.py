@@ -1,0 +1,261 @@
+"""Random layers and nets within the numeric contract, for tests and benchmarks.
+
+Every test tier (reference, Amaranth, cocotb) draws its cases from here, so they all exercise
+the same corners: widths 2..16, all three weight formats, extreme values.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from .ir import Conv2d, Dense, Flatten, MaxPool2d, Net, SparseDense
+from .numerics import (
+    CodebookWeights,
+    FixedFormat,
+    FixedWeights,
+    Pow2Weights,
+    WeightFormat,
+    int_range,
+)
+
+__all__ = [
+    "random_activations",
+    "random_conv2d",
+    "random_dense",
+    "random_net",
+    "random_sparse_dense",
+    "random_stored_weights",
+    "random_weight_format",
+]
+
+WeightKind = Literal["fixed", "pow2", "codebook"]
+
+
+def random_weight_format(
+    rng: np.random.Generator, kind: WeightKind, bits: int | None = None
+) -> WeightFormat:
+    if kind == "fixed":
+        b = bits or int(rng.integers(2, 17))
+        return FixedWeights(bits=b, frac=int(rng.integers(0, b + 2)))
+    if kind == "pow2":
+        b = bits or int(rng.integers(2, 7))
+        n1 = int(rng.integers(-3, 1))
+        return Pow2Weights(bits=b, n1=n1, n2=n1 + 1 - (1 << (b - 1)) // 2)
+    if kind == "codebook":
+        k = bits or int(rng.integers(1, 5))
+        vb = int(rng.integers(2, 17))
+        lo, hi = int_range(vb)
+        table = (0, *(int(t) for t in rng.integers(lo, hi + 1, size=(1 << k) - 1)))
+        return CodebookWeights(
+            index_bits=k, value_bits=vb, frac=int(rng.integers(0, vb)), table=table
+        )
+    raise ValueError(f"unknown weight kind {kind!r}")
+
+
+def random_stored_weights(
+    rng: np.random.Generator,
+    fmt: WeightFormat,
+    shape: tuple[int, ...],
+    density: float = 1.0,
+    extreme: bool = False,
+) -> np.ndarray:
+    """Stored weights of ``fmt``; ``extreme`` uses only the most negative value."""
+    if isinstance(fmt, CodebookWeights):
+        if extreme:
+            table = np.asarray(fmt.table)
+            stored = np.full(shape, int(np.argmin(table)))
+        else:
+            stored = rng.integers(0, len(fmt.table), size=shape)
+    elif isinstance(fmt, Pow2Weights):
+        if extreme:
+            stored = np.full(shape, -(1 << fmt.max_shift))
+        else:
+            sh = rng.integers(0, fmt.max_shift + 1, size=shape)
+            sign = rng.choice([-1, 1], size=shape)
+            stored = sign * (1 << sh)
+    else:
+        lo, hi = fmt.value_range
+        stored = np.full(shape, lo) if extreme else rng.integers(lo, hi + 1, size=shape)
+    keep = rng.random(shape) < density
+    return np.where(keep, stored, 0).astype(np.int64)
+
+
+def random_activations(
+    rng: np.random.Generator,
+    fmt: FixedFormat,
+    shape: tuple[int, ...],
+    density: float = 1.0,
+    extreme: bool = False,
+) -> np.ndarray:
+    x = np.full(shape, fmt.min) if extreme else rng.integers(fmt.min, fmt.max + 1, size=shape)
+    return np.where(rng.random(shape) < density, x, 0).astype(np.int64)
+
+
+def _formats(
+    rng: np.random.Generator,
+    kind: WeightKind,
+    act_bits: int | None,
+    weight_bits: int | None,
+) -> tuple[FixedFormat, WeightFormat, FixedFormat]:
+    ab = act_bits or int(rng.integers(2, 17))
+    inp = FixedFormat(bits=ab, frac=int(rng.integers(0, ab + 1)))
+    wf = random_weight_format(rng, kind, weight_bits)
+    ob = act_bits or int(rng.integers(2, 17))
+    acc_frac = inp.frac + wf.frac
+    out = FixedFormat(bits=ob, frac=int(rng.integers(max(acc_frac - 20, -4), acc_frac + 1)))
+    return inp, wf, out
+
+
+def _bias(rng: np.random.Generator, layer_bias_bits: int, n: int, extreme: bool) -> np.ndarray:
+    lo, hi = int_range(layer_bias_bits)
+    return np.full(n, lo) if extreme else rng.integers(lo, hi + 1, size=n)
+
+
+def random_conv2d(
+    rng: np.random.Generator,
+    *,
+    kind: WeightKind = "fixed",
+    in_channels: int | None = None,
+    out_channels: int | None = None,
+    kernel: tuple[int, int] | None = None,
+    stride: int | None = None,
+    padding: int | None = None,
+    act_bits: int | None = None,
+    weight_bits: int | None = None,
+    density: float = 1.0,
+    extreme: bool = False,
+    relu: bool | None = None,
+    name: str = "conv",
+) -> Conv2d:
+    inp, wf, out = _formats(rng, kind, act_bits, weight_bits)
+    c = in_channels or int(rng.integers(1, 5))
+    m = out_channels or int(rng.integers(1, 6))
+    k = kernel or (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    probe = Conv2d(
+        name=name,
+        in_channels=c,
+        out_channels=m,
+        kernel=k,
+        stride=stride or int(rng.integers(1, 3)),
+        padding=int(rng.integers(0, 2)) if padding is None else padding,
+        input_format=inp,
+        weight_format=wf,
+        output_format=out,
+        relu=bool(rng.integers(0, 2)) if relu is None else relu,
+        weight=np.zeros((m, c, *k), dtype=np.int64),
+        bias=np.zeros(m, dtype=np.int64),
+    )
+    return Conv2d(
+        **{
+            **probe.__dict__,
+            "weight": random_stored_weights(rng, wf, (m, c, *k), density, extreme),
+            "bias": _bias(rng, probe.bias_bits, m, extreme),
+        }
+    )
+
+
+def random_dense(
+    rng: np.random.Generator,
+    *,
+    kind: WeightKind = "fixed",
+    in_features: int | None = None,
+    out_features: int | None = None,
+    act_bits: int | None = None,
+    weight_bits: int | None = None,
+    density: float = 1.0,
+    extreme: bool = False,
+    relu: bool | None = None,
+    name: str = "fc",
+) -> Dense:
+    inp, wf, out = _formats(rng, kind, act_bits, weight_bits)
+    fi = in_features or int(rng.integers(1, 40))
+    fo = out_features or int(rng.integers(1, 20))
+    probe = Dense(
+        name=name,
+        in_features=fi,
+        out_features=fo,
+        input_format=inp,
+        weight_format=wf,
+        output_format=out,
+        relu=bool(rng.integers(0, 2)) if relu is None else relu,
+        weight=np.zeros((fo, fi), dtype=np.int64),
+        bias=np.zeros(fo, dtype=np.int64),
+    )
+    return Dense(
+        **{
+            **probe.__dict__,
+            "weight": random_stored_weights(rng, wf, (fo, fi), density, extreme),
+            "bias": _bias(rng, probe.bias_bits, fo, extreme),
+        }
+    )
+
+
+def random_sparse_dense(
+    rng: np.random.Generator,
+    *,
+    n_pe: int = 4,
+    index_bits: int = 4,
+    density: float = 0.2,
+    **kw,
+) -> SparseDense:
+    """A random sparse dense layer (``kind`` may be ``pow2`` or ``codebook`` or ``fixed``)."""
+    d = random_dense(rng, density=density, **kw)
+    return SparseDense.from_dense(
+        d.weight,
+        n_pe=n_pe,
+        index_bits=index_bits,
+        name=d.name,
+        input_format=d.input_format,
+        weight_format=d.weight_format,
+        output_format=d.output_format,
+        relu=d.relu,
+        bias=d.bias,
+    )
+
+
+def random_net(rng: np.random.Generator, n_tests: int = 4, kind: WeightKind = "fixed") -> Net:
+    """A small conv, pool, flatten, dense, sparse-dense net with chained formats."""
+    from .reference import run_net
+
+    inp = FixedFormat(8, 4)
+    a = FixedFormat(8, 3)
+    conv = random_conv2d(
+        rng,
+        kind=kind,
+        in_channels=1,
+        out_channels=3,
+        kernel=(3, 3),
+        stride=1,
+        padding=1,
+        act_bits=8,
+        relu=True,
+        name="conv1",
+    )
+    conv = Conv2d(**{**conv.__dict__, "input_format": inp, "output_format": a})
+    fc = random_dense(rng, kind=kind, in_features=27, out_features=12, act_bits=8, name="fc1")
+    fc = Dense(**{**fc.__dict__, "input_format": a, "output_format": a, "relu": True})
+    sp = random_sparse_dense(
+        rng,
+        kind="codebook",
+        in_features=12,
+        out_features=5,
+        act_bits=8,
+        name="fc2",
+        density=0.4,
+        n_pe=2,
+    )
+    sp = SparseDense(**{**sp.__dict__, "input_format": a, "output_format": FixedFormat(8, 0)})
+    layers = (conv, MaxPool2d("pool1"), Flatten("flatten"), fc, sp)
+    x = random_activations(rng, inp, (n_tests, 1, 6, 6))
+    probe = Net(
+        "random",
+        (1, 6, 6),
+        inp,
+        layers,
+        x,
+        np.zeros(n_tests, np.int64),
+        np.zeros((n_tests, 5), np.int64),
+    )
+    return probe.replace(test_outputs=run_net(probe, x))

@@ -1,0 +1,94 @@
+"""The bit-accurate reference model: the golden outputs every RTL result must equal.
+
+Integers only, following :mod:`squeezeforge.sim.numerics`. Whole batches are vectorized; a
+layer's sums run through float64 BLAS only when the accumulator width (at most 53 bits) proves
+every partial sum exact in a double, and through int64 otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .ir import Conv2d, Dense, Flatten, Layer, MaxPool2d, Net, SparseDense
+from .numerics import requantize
+
+__all__ = ["conv2d_acc", "dense_acc", "maxpool2x2", "run_layer", "run_net"]
+
+_EXACT_DOUBLE_BITS = 53
+
+
+def _matmul(a: np.ndarray, b: np.ndarray, acc_bits: int) -> np.ndarray:
+    if acc_bits <= _EXACT_DOUBLE_BITS:
+        return np.rint(a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+    return a.astype(np.int64) @ b.astype(np.int64)
+
+
+def conv2d_acc(layer: Conv2d, x: np.ndarray) -> np.ndarray:
+    """Accumulator values (N, M, OH, OW) of a conv layer, bias included, before requantizing."""
+    n, c, h, w = x.shape
+    p, s = layer.padding, layer.stride
+    kh, kw = layer.kernel
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else x
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))
+    win = win[:, :, ::s, ::s]  # (N, C, OH, OW, kh, kw)
+    _, _, oh, ow = win.shape[:4]
+    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
+    wmat = layer.weight_values().reshape(layer.out_channels, -1).T
+    acc = _matmul(cols, wmat, layer.acc_bits) + layer.bias.astype(np.int64)
+    return acc.reshape(n, oh, ow, layer.out_channels).transpose(0, 3, 1, 2)
+
+
+def dense_acc(layer: Dense | SparseDense, x: np.ndarray) -> np.ndarray:
+    """Accumulator values (N, out) of a (sparse) dense layer, bias included."""
+    return _matmul(x, layer.weight_values().T, layer.acc_bits) + layer.bias.astype(np.int64)
+
+
+def maxpool2x2(x: np.ndarray) -> np.ndarray:
+    n, c, h, w = x.shape
+    x = x[:, :, : h - h % 2, : w - w % 2]
+    return x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+
+
+def run_layer(layer: Layer, x: np.ndarray) -> np.ndarray:
+    """One layer on a batch of integer activations."""
+    if isinstance(layer, Conv2d):
+        acc = conv2d_acc(layer, x)
+    elif isinstance(layer, Dense | SparseDense):
+        acc = dense_acc(layer, x)
+    elif isinstance(layer, MaxPool2d):
+        return maxpool2x2(x)
+    elif isinstance(layer, Flatten):
+        return x.reshape(x.shape[0], -1)
+    else:  # pragma: no cover - the IR admits no other kind
+        raise TypeError(f"unknown layer {layer!r}")
+    return requantize(acc, layer.acc_frac, layer.output_format, apply_relu=layer.relu)
+
+
+def run_net(net: Net, x: np.ndarray, *, taps: bool = False) -> np.ndarray | list[np.ndarray]:
+    """Run ``net`` on integer inputs ``x`` of shape (N, *input_shape).
+
+    With ``taps=True`` returns every layer's output (the last one is the net's output), to
+    locate where an RTL result first departs from the reference.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    if x.shape[1:] != net.input_shape:
+        raise ValueError(f"inputs have shape {x.shape[1:]}, the net takes {net.input_shape}")
+    lo, hi = net.input_format.min, net.input_format.max
+    if x.size and (x.min() < lo or x.max() > hi):
+        raise ValueError(f"inputs outside the input format's range [{lo}, {hi}]")
+    outs: list[np.ndarray] = []
+    for layer in net.layers:
+        x = run_layer(layer, x)
+        outs.append(x)
+    return outs if taps else x
+
+
+def predictions(outputs: np.ndarray) -> np.ndarray:
+    """Class predictions from integer scores (first maximum wins, as argmax)."""
+    return np.argmax(outputs.reshape(outputs.shape[0], -1), axis=1)
+
+
+def accuracy(net: Net, x: np.ndarray, labels: Sequence[int]) -> float:
+    return float(np.mean(predictions(run_net(net, x)) == np.asarray(labels)))

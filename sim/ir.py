@@ -124,7 +124,7 @@ class _ComputeLayer:
     def bias_bits(self) -> int:
         return bias_bits(self.input_format, self.weight_format)
 
-    def _check_common(self, n_out: int) -> None:
+    def _check_common(self) -> None:
         for fname, kind in (
             ("input_format", FixedFormat),
             ("output_format", FixedFormat),
@@ -141,6 +141,8 @@ class _ComputeLayer:
             )
         if self.acc_bits > 62:
             raise IRError(self.name, "weight_format", f"accumulator needs {self.acc_bits} bits")
+
+    def _check_bias(self, n_out: int) -> None:
         lo, hi = int_range(self.bias_bits)
         _check_array(self.name, "bias", self.bias, (n_out,), lo, hi)
 
@@ -201,10 +203,11 @@ class Conv2d(_ComputeLayer):
             raise IRError(self.name, "kernel", f"must be two sizes >= 1, got {self.kernel}")
         if self.padding < 0:
             raise IRError(self.name, "padding", f"must be >= 0, got {self.padding}")
-        self._check_common(self.out_channels)
+        self._check_common()
         self._check_stored(
             "weight", self.weight, (self.out_channels, self.in_channels, *self.kernel)
         )
+        self._check_bias(self.out_channels)
 
     @property
     def fan_in(self) -> int:
@@ -301,8 +304,9 @@ class Dense(_ComputeLayer):
         for fname in ("in_features", "out_features"):
             if int(getattr(self, fname)) < 1:
                 raise IRError(self.name, fname, f"must be >= 1, got {getattr(self, fname)}")
-        self._check_common(self.out_features)
+        self._check_common()
         self._check_stored("weight", self.weight, (self.out_features, self.in_features))
+        self._check_bias(self.out_features)
 
     @property
     def fan_in(self) -> int:
@@ -405,7 +409,8 @@ class SparseDense(_ComputeLayer):
             raise IRError(self.name, "n_pe", f"must be a power of two in 1..64, got {self.n_pe}")
         if not 1 <= self.index_bits <= 8:
             raise IRError(self.name, "index_bits", f"must be in 1..8, got {self.index_bits}")
-        self._check_common(self.out_features)
+        self._check_common()
+        self._check_bias(self.out_features)
         n = self.v.shape[0] if isinstance(self.v, np.ndarray) and self.v.ndim == 1 else -1
         if n < 0:
             raise IRError(self.name, "v", "must be a one-dimensional integer array")

@@ -20,10 +20,10 @@ length, so that every format multiplies the same way:
     ``w = ±2**(e - n2)`` with fraction length ``frac = -n2``: the scale ``2**n2`` is folded into
     the fraction length, so every exponent ``e - n2`` is in ``[0, n1 - n2]`` and a product is an
     exact *left* shift ``a << (e - n2)`` (negated for a negative weight). No bit is lost, no
-    multiplier is needed (INQ widths 2..6). ``bits`` counts INQ's bits: one for zero, ``bits - 1`` for the powers,
-    so ``n1 - n2 + 1 == 2**(bits - 2)`` exponents. In hardware a weight is the code
-    :func:`pow2_encode` gives: sign bit on top, then ``bits - 1`` bits holding ``e - n2 + 1``, or
-    0 for a zero weight.
+    multiplier is needed (INQ widths 2..6). ``bits`` counts INQ's bits: one for zero,
+    ``bits - 1`` for the powers, so ``n1 - n2 + 1 == 2**(bits - 2)`` exponents. In hardware a
+    weight is the code :func:`pow2_encode` gives: sign bit on top, then ``bits - 1`` bits
+    holding ``e - n2 + 1``, or 0 for a zero weight.
 ``CodebookWeights(index_bits, value_bits, frac, table)`` (weight sharing)
     a layer stores ``index_bits``-wide indices into ``table``, a tuple of ``2**index_bits``
     signed ``value_bits``-wide integers; index 0 is exact zero (``table[0] == 0``). The

@@ -1,0 +1,85 @@
+"""The console script: every subcommand explains itself; errors are one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from squeezeforge.cli.main import SUBCOMMANDS, build_parser, main
+from squeezeforge.sim.ir import save_net
+from squeezeforge.sim.random_layers import random_net
+
+
+def _registered() -> list[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return list(sub.choices)
+
+
+def test_top_level_help_lists_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in _registered():
+        assert name in out
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_each_subcommand_has_help(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    if name not in _registered():
+        pytest.skip(f"{name} is not part of this installation yet")
+    with pytest.raises(SystemExit) as exc:
+        main([name, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: squeezeforge {name}" in out and len(out) > 200
+
+
+def test_reference_json_and_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    net = random_net(np.random.default_rng(0), n_tests=3)
+    path = save_net(net, tmp_path / "n.sfnet")
+    assert main(["reference", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 3 and report["matches_stored_outputs"] == 3
+    assert report["outputs"] == net.test_outputs.tolist()
+    # A corrupted golden output must be reported as a mismatch (exit 1).
+    bad = net.test_outputs.copy()
+    bad[2, 0] += 1
+    save_net(net.replace(test_outputs=bad), path)
+    assert main(["reference", str(path), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["matches_stored_outputs"] == 2
+
+
+def test_reference_given_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    net = random_net(np.random.default_rng(1), n_tests=2)
+    path = save_net(net, tmp_path / "n.sfnet")
+    np.save(tmp_path / "x.npy", net.test_inputs[:1])
+    assert main(["reference", str(path), "--inputs", str(tmp_path / "x.npy"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"] == net.test_outputs[:1].tolist()
+
+
+def test_bad_file_is_one_clear_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sfnet"
+    bad.write_bytes(b"not a zip")
+    proc = subprocess.run(
+        [sys.executable, "-m", "squeezeforge.cli", "reference", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "not a squeezeforge net file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_info_json(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["info", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == (0 if report["ok"] else 1)
+    assert report["versions"]["python"].startswith("3.")
+    assert report["versions"]["verilator"] is not None

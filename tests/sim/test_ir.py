@@ -1,0 +1,197 @@
+"""The compressed-net file: round trip, determinism, validation, sparse encoding."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from squeezeforge.sim.ir import (
+    Dense,
+    IRError,
+    SparseDense,
+    decode_csc,
+    encode_csc,
+    load_net,
+    net_to_bytes,
+    save_net,
+)
+from squeezeforge.sim.random_layers import random_dense, random_net
+from squeezeforge.sim.reference import run_net
+
+
+@pytest.mark.parametrize("kind", ["fixed", "pow2", "codebook"])
+def test_round_trip(tmp_path: Path, kind: str) -> None:
+    net = random_net(np.random.default_rng(1), kind=kind)
+    path = save_net(net, tmp_path / "n.sfnet")
+    back = load_net(path)
+    assert back.input_shape == net.input_shape and back.input_format == net.input_format
+    for a, b in zip(net.layers, back.layers, strict=True):
+        assert type(a) is type(b) and a.to_manifest() == b.to_manifest()
+        for name in a.arrays:
+            assert np.array_equal(getattr(a, name), getattr(b, name)), (a.name, name)
+    assert np.array_equal(run_net(back, back.test_inputs), net.test_outputs)
+    assert net_to_bytes(back) == path.read_bytes()
+
+
+def test_same_net_gives_identical_bytes() -> None:
+    a = net_to_bytes(random_net(np.random.default_rng(9)))
+    b = net_to_bytes(random_net(np.random.default_rng(9)))
+    assert a == b
+
+
+def _rewrite(path: Path, edit) -> Path:
+    """Apply ``edit(manifest, arrays)`` to a net file and write it back."""
+    with zipfile.ZipFile(path) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        arrays = {n: zf.read(n) for n in zf.namelist() if n != "manifest.json"}
+    edit(manifest, arrays)
+    out = path.with_name("edited.sfnet")
+    with zipfile.ZipFile(out, "w") as zf:
+        zf.writestr("manifest.json", json.dumps(manifest))
+        for n, data in arrays.items():
+            zf.writestr(n, data)
+    return out
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def net_file(tmp_path: Path) -> Path:
+    return save_net(random_net(np.random.default_rng(2)), tmp_path / "n.sfnet")
+
+
+def test_wrong_version(net_file: Path) -> None:
+    bad = _rewrite(net_file, lambda m, a: m.update(version=99))
+    with pytest.raises(IRError, match="field 'version': file has version 99"):
+        load_net(bad)
+
+
+def test_missing_array(net_file: Path) -> None:
+    bad = _rewrite(net_file, lambda m, a: a.pop("arrays/fc1.weight.npy"))
+    with pytest.raises(IRError, match="layer 'fc1', field 'weight': array file .* is missing"):
+        load_net(bad)
+
+
+def test_shape_disagrees_with_manifest(net_file: Path) -> None:
+    def edit(m, a):
+        spec = m["layers"][3]["arrays"]["weight"]
+        a["arrays/fc1.weight.npy"] = _npy(np.zeros((3, 3), dtype=spec["dtype"]))
+
+    with pytest.raises(IRError, match="layer 'fc1', field 'weight': shape"):
+        load_net(_rewrite(net_file, edit))
+
+
+def test_dtype_disagrees_with_manifest(net_file: Path) -> None:
+    def edit(m, a):
+        a["arrays/conv1.bias.npy"] = _npy(np.zeros(3, dtype=np.float32))
+
+    with pytest.raises(IRError, match="layer 'conv1', field 'bias': dtype float32"):
+        load_net(_rewrite(net_file, edit))
+
+
+def test_value_outside_format(net_file: Path) -> None:
+    def edit(m, a):
+        spec = m["layers"][3]["arrays"]["weight"]
+        w = np.zeros(spec["shape"], dtype=spec["dtype"])
+        w[0, 0] = np.iinfo(w.dtype).min  # below the most negative fixed-point weight
+        a["arrays/fc1.weight.npy"] = _npy(w)
+        m["layers"][3]["weight_format"]["bits"] = 2
+
+    with pytest.raises(IRError, match="layer 'fc1', field 'weight': value"):
+        load_net(_rewrite(net_file, edit))
+
+
+def test_bit_width_out_of_range(net_file: Path) -> None:
+    def edit(m, a):
+        m["layers"][3]["output_format"]["bits"] = 40
+
+    with pytest.raises(IRError, match="layer 'fc1', field 'output_format': .*bit width 40"):
+        load_net(_rewrite(net_file, edit))
+
+
+def test_unknown_layer_kind(net_file: Path) -> None:
+    with pytest.raises(IRError, match="layer 'conv1', field 'kind': unknown layer kind 'lstm'"):
+        load_net(_rewrite(net_file, lambda m, a: m["layers"][0].update(kind="lstm")))
+
+
+def test_not_a_net_file(tmp_path: Path) -> None:
+    p = tmp_path / "x.sfnet"
+    p.write_text("hello")
+    with pytest.raises(IRError, match="not a squeezeforge net file"):
+        load_net(p)
+    with pytest.raises(IRError, match="does not exist"):
+        load_net(tmp_path / "missing.sfnet")
+
+
+def test_format_chain_is_checked() -> None:
+    net = random_net(np.random.default_rng(3))
+    fc = net.layers[3]
+    changed = Dense(**{**fc.__dict__, "input_format": fc.output_format.__class__(8, 0)})
+    with pytest.raises(IRError, match="layer 'fc1', field 'input_format'"):
+        net.replace(layers=(*net.layers[:3], changed, net.layers[4]))
+
+
+def test_negative_requantization_shift_rejected() -> None:
+    layer = random_dense(np.random.default_rng(0), act_bits=8)
+    too_fine = layer.output_format.__class__(8, layer.acc_frac + 1)
+    with pytest.raises(IRError, match="field 'output_format': fraction length"):
+        Dense(**{**layer.__dict__, "output_format": too_fine})
+
+
+def test_csc_matches_eie_example() -> None:
+    # REFERENCES.md: v=[1,2,0,3], z=[2,0,15,2] (a padding zero after a 15-zero gap).
+    col = np.zeros((23, 1), dtype=np.int64)
+    col[[2, 3, 22], 0] = [1, 2, 3]
+    v, z, ptr = encode_csc(col, n_pe=1, index_bits=4)
+    assert v.tolist() == [1, 2, 0, 3] and z.tolist() == [2, 0, 15, 2]
+    assert ptr.tolist() == [[0, 4]]
+    assert np.array_equal(decode_csc(v, z, ptr, 23), col)
+
+
+@pytest.mark.parametrize("n_pe", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("index_bits", [1, 2, 4])
+def test_csc_decodes_exactly(n_pe: int, index_bits: int) -> None:
+    rng = np.random.default_rng(n_pe * 10 + index_bits)
+    # out_features < n_pe for the larger counts: some PEs own no row at all.
+    out_f, in_f = int(rng.integers(3, 70)), int(rng.integers(1, 12))
+    dense = np.where(rng.random((out_f, in_f)) < 0.15, rng.integers(-5, 6, (out_f, in_f)), 0)
+    dense[:, 0] = 0  # an empty column
+    if out_f > 40:
+        dense[:, -1] = 0
+        dense[-1, -1] = 3  # a long gap: padding entries
+    v, z, ptr = encode_csc(dense, n_pe, index_bits)
+    assert np.array_equal(decode_csc(v, z, ptr, out_f), dense)
+    assert np.all(z < (1 << index_bits))
+
+
+def test_sparse_pointer_validation() -> None:
+    rng = np.random.default_rng(0)
+    d = random_dense(rng, kind="fixed", in_features=4, out_features=6, act_bits=8, weight_bits=8)
+    good = SparseDense.from_dense(
+        d.weight,
+        n_pe=2,
+        index_bits=2,
+        name="s",
+        input_format=d.input_format,
+        weight_format=d.weight_format,
+        output_format=d.output_format,
+        relu=d.relu,
+        bias=d.bias,
+    )
+    ptr = good.ptr.copy()
+    ptr[0, 1], ptr[0, 2] = ptr[0, 2], ptr[0, 1] - 1
+    with pytest.raises(IRError, match="field 'ptr'"):
+        SparseDense(**{**good.__dict__, "ptr": ptr})
+    z = good.z.copy()
+    z[:] = 3
+    with pytest.raises(IRError, match="field 'z'"):
+        SparseDense(**{**good.__dict__, "z": z})

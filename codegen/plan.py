@@ -1,0 +1,217 @@
+"""Compiling a net into an accelerator plan: a list of small, named passes.
+
+Each pass takes the plan built so far and returns a new one; a user (or a test) can run them one
+at a time and look at what each did::
+
+    plan = Plan.start(net)
+    for p in PASSES:
+        plan = p(plan)
+
+The plan ends with one :class:`Step` per hardware run (a conv with its pooling fused, or a
+fully connected layer), the engine each runs on, the engines' elaboration parameters and memory
+images, and the estimated cycles of every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from ..sim.ir import Conv2d, Dense, Flatten, IRError, MaxPool2d, Net, SparseDense
+from ..sim.numerics import CodebookWeights, FixedWeights, Pow2Weights
+from ..sim.reference import run_net
+from .engines import ENGINE_KINDS, EngineBinding
+
+# The sequencer spends one cycle starting each step (its LAUNCH state), and a step fed from an
+# activation buffer waits one more for the first word out of the synchronous read port.
+LAUNCH_CYCLES = 1
+PREFETCH_CYCLES = 1
+
+__all__ = ["PASSES", "Plan", "Step", "compile_net"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One run of one engine: a compute layer, with a 2x2 pool fused when one follows."""
+
+    index: int
+    layer: Conv2d | Dense | SparseDense
+    layers: tuple[str, ...]  # IR layer names this step computes (conv + pool, or fc)
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    pool: bool = False
+    engine: str = ""  # engine instance name, set by assign_engines
+    cfg: dict[str, int] = field(default_factory=dict)
+    cycles_estimated: int = 0
+    cycles_ideal: float = 0.0
+
+    @property
+    def in_count(self) -> int:
+        n = 1
+        for s in self.in_shape:
+            n *= s
+        return n
+
+    @property
+    def out_count(self) -> int:
+        n = 1
+        for s in self.out_shape:
+            n *= s
+        return n
+
+
+@dataclass(frozen=True)
+class Plan:
+    net: Net
+    steps: tuple[Step, ...] = ()
+    engines: dict[str, EngineBinding] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    images: dict[str, dict[str, Any]] = field(default_factory=dict)
+    act_bits: int = 0
+    log: tuple[str, ...] = ()
+
+    @classmethod
+    def start(cls, net: Net) -> Plan:
+        return cls(net=net)
+
+    def noted(self, message: str, **changes: Any) -> Plan:
+        return replace(self, log=(*self.log, message), **changes)
+
+
+def check_supported(plan: Plan) -> Plan:
+    """Every layer must map onto an engine; say which one does not, before any long step."""
+    prev: object = None
+    for layer in plan.net.layers:
+        if isinstance(layer, MaxPool2d) and not isinstance(prev, Conv2d):
+            raise IRError(layer.name, "kind", "a max pool must follow a conv layer to be fused")
+        if isinstance(layer, Conv2d) and isinstance(layer.weight_format, CodebookWeights):
+            raise IRError(
+                layer.name, "weight_format", "conv layers run fixed-point or power-of-two weights"
+            )
+        prev = layer
+    return plan.noted("check_supported: every layer maps onto an engine")
+
+
+def fuse_steps(plan: Plan) -> Plan:
+    """Group the IR layers into hardware steps: conv (+ pool), dense; flatten is free."""
+    steps: list[Step] = []
+    layers = plan.net.layers
+    shapes = plan.net.input_shapes()
+    outs = plan.net.shapes()
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        if isinstance(layer, Flatten):
+            i += 1
+            continue
+        pool = i + 1 < len(layers) and isinstance(layers[i + 1], MaxPool2d)
+        names = (layer.name, layers[i + 1].name) if pool else (layer.name,)
+        out_shape = outs[i + 1] if pool else outs[i]
+        steps.append(Step(len(steps), layer, names, shapes[i], out_shape, pool=pool))
+        i += 2 if pool else 1
+    return plan.noted(f"fuse_steps: {len(layers)} layers -> {len(steps)} steps", steps=tuple(steps))
+
+
+def _engine_kind(step: Step) -> str:
+    wf = step.layer.weight_format
+    if isinstance(step.layer, Conv2d):
+        return "conv_pow2" if isinstance(wf, Pow2Weights) else "conv_mac"
+    # Dense layers run on the sparse unit at full density: one FC engine serves both forms.
+    if isinstance(wf, CodebookWeights):
+        return "fc_codebook"
+    if isinstance(wf, FixedWeights):
+        return "fc_fixed"
+    return "fc_pow2"
+
+
+def assign_engines(plan: Plan) -> Plan:
+    """One engine instance per (engine kind, weight format) the net needs."""
+    steps = tuple(replace(s, engine=_engine_kind(s)) for s in plan.steps)
+    engines = {name: ENGINE_KINDS[name] for name in dict.fromkeys(s.engine for s in steps)}
+    return plan.noted(f"assign_engines: {', '.join(engines)}", steps=steps, engines=engines)
+
+
+def size_engines(plan: Plan) -> Plan:
+    """Elaboration parameters: widths are the maxima over the steps; memories hold them all."""
+    act_bits = max(
+        max(s.layer.input_format.bits, s.layer.output_format.bits) for s in plan.steps
+    )
+    params = {
+        name: binding.size([s for s in plan.steps if s.engine == name], act_bits)
+        for name, binding in plan.engines.items()
+    }
+    return plan.noted(
+        f"size_engines: activations {act_bits} bits", params=params, act_bits=act_bits
+    )
+
+
+def place_weights(plan: Plan) -> Plan:
+    """Per-layer base addresses in each engine's memories, run-time cfg, memory images."""
+    images: dict[str, dict[str, Any]] = {}
+    steps = []
+    for name, binding in plan.engines.items():
+        mine = [s for s in plan.steps if s.engine == name]
+        cfgs, image = binding.place(mine, plan.params[name])
+        images[name] = image
+        steps.extend(replace(s, cfg=c) for s, c in zip(mine, cfgs, strict=True))
+    steps.sort(key=lambda s: s.index)
+    return plan.noted("place_weights", steps=tuple(steps), images=images)
+
+
+def bind_images(plan: Plan) -> Plan:
+    """Initial memory contents become part of the engines' parameters."""
+    params = {
+        name: plan.engines[name].with_images(plan.params[name], plan.images[name])
+        for name in plan.engines
+    }
+    return plan.noted("bind_images", params=params)
+
+
+# The sparse unit's cycles depend on which activations are zero: estimate them on the reference
+# activations of (up to) this many of the net's test images.
+ESTIMATE_IMAGES = 100
+
+
+def estimate_cycles(plan: Plan) -> Plan:
+    """Cycles of every step from the engines' cycle models (plus the sequencer's launch)."""
+    net = plan.net
+    x = net.test_inputs[:ESTIMATE_IMAGES].astype(np.int64)
+    taps = run_net(net, x, taps=True) if len(x) else []
+    names = [layer.name for layer in net.layers]
+    steps = []
+    for s in plan.steps:
+        i = names.index(s.layers[0])
+        step_in = x if i == 0 else taps[i - 1]
+        if len(step_in) == 0:  # a net without test vectors: assume dense activations
+            step_in = np.ones((1, s.in_count), dtype=np.int64)
+        cycles, ideal = plan.engines[s.engine].cycles(s, plan.params[s.engine], step_in)
+        steps.append(
+            replace(
+                s,
+                cycles_estimated=round(cycles) + LAUNCH_CYCLES + (PREFETCH_CYCLES if i else 0),
+                cycles_ideal=ideal,
+            )
+        )
+    total = sum(s.cycles_estimated for s in steps)
+    return plan.noted(f"estimate_cycles: {total} per inference", steps=tuple(steps))
+
+
+PASSES: tuple[Callable[[Plan], Plan], ...] = (
+    check_supported,
+    fuse_steps,
+    assign_engines,
+    size_engines,
+    place_weights,
+    bind_images,
+    estimate_cycles,
+)
+
+
+def compile_net(net: Net) -> Plan:
+    plan = Plan.start(net)
+    for p in PASSES:
+        plan = p(plan)
+    return plan

@@ -1,0 +1,148 @@
+"""``simulate``: run a generated build on Verilator and compare it with the reference.
+
+Every score of every image is compared with the reference model with ``==``; where a score
+differs, the taps (each step's output as written between steps) locate the first layer that
+departed. Cycles are measured per inference and per step and reported beside the estimates in
+the build's manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..codegen.build import read_manifest
+from .ir import load_net
+from .reference import predictions, run_net
+from .rtl import build_verilog, run_cocotb
+
+__all__ = ["SimulationError", "simulate"]
+
+BENCH_DIR = Path(__file__).parent / "benches"
+
+
+class SimulationError(ValueError):
+    """A request the simulator cannot run (too many images, a broken build)."""
+
+
+def _golden(net, manifest: dict, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    taps = run_net(net, x, taps=True)
+    names = [layer.name for layer in net.layers]
+    step_taps = [taps[names.index(s["layers"][-1])] for s in manifest["steps"]]
+    return taps[-1], [t.reshape(len(x), -1) for t in step_taps]
+
+
+def simulate(
+    build_dir: str | os.PathLike,
+    images: int = 10,
+    *,
+    waves: bool = False,
+    golden: np.ndarray | None = None,
+) -> dict:
+    """Push ``images`` test images through the build's Verilog; compare and measure.
+
+    ``golden`` replaces the reference outputs (the tests use it to show that a corrupted
+    golden value is caught). Returns the report; ``report["bit_exact"] == report["images"]``
+    when every output matched.
+    """
+    build = Path(build_dir)
+    manifest = read_manifest(build)
+    net = load_net(build / "net.sfnet")
+    available = net.test_inputs.shape[0]
+    if images < 1 or images > available:
+        raise SimulationError(f"--images {images}: the net holds {available} test images")
+    x = net.test_inputs[:images].astype(np.int64)
+    expected, step_taps = _golden(net, manifest, x)
+    expected = expected.reshape(images, -1)
+    if golden is not None:
+        expected = np.asarray(golden).reshape(images, -1)
+
+    sim_dir = build_verilog(
+        (build / "top.v").read_text(), manifest["top"], build / "sim_build", waves=waves
+    )
+    with tempfile.TemporaryDirectory(prefix="case-", dir=build) as tmp:
+        case = Path(tmp) / "case.npz"
+        result_path = Path(tmp) / "result.json"
+        np.savez(
+            case,
+            inputs=x.reshape(images, -1),
+            expected=expected,
+            n_steps=len(manifest["steps"]),
+        )
+        result = run_cocotb(
+            sim_dir,
+            manifest["top"],
+            "top_bench",
+            BENCH_DIR,
+            extra_env={"SQUEEZEFORGE_CASE": str(case), "SQUEEZEFORGE_RESULT": str(result_path)},
+            waves=waves,
+        )
+        if not result_path.is_file():
+            result.check()  # says why the bench wrote nothing
+            raise SimulationError(f"the bench wrote no results ({result.results_xml})")
+        measured = json.loads(result_path.read_text())["images"]
+
+    scores = [np.asarray(m["scores"], dtype=np.int64) for m in measured]
+    exact = [s.shape == e.shape and bool(np.all(s == e)) for s, e in zip(scores, expected)]
+    first_bad = next((n for n, ok in enumerate(exact) if not ok), None)
+    mismatch = None
+    if first_bad is not None:
+        mismatch = _locate(first_bad, measured[first_bad], expected[first_bad], step_taps, manifest)
+    got_pred = np.array([np.argmax(s) if s.size else -1 for s in scores])
+    labels = net.test_labels[:images]
+    cycles = [m["cycles"] for m in measured]
+    per_step = np.mean([m["step_cycles"] for m in measured], axis=0)
+    report = {
+        "build": str(build),
+        "net": manifest["net"],
+        "images": images,
+        "bit_exact": int(sum(exact)),
+        "first_mismatch": mismatch,
+        "cycles_per_inference": float(np.mean(cycles)),
+        "cycles_min": int(min(cycles)),
+        "cycles_max": int(max(cycles)),
+        "cycles_estimated": manifest["cycles_estimated"],
+        "steps": [
+            {
+                "index": s["index"],
+                "layers": s["layers"],
+                "engine": s["engine"],
+                "cycles_measured": float(per_step[i]),
+                "cycles_estimated": s["cycles_estimated"],
+            }
+            for i, s in enumerate(manifest["steps"])
+        ],
+        "accuracy": float(np.mean(got_pred == labels)),
+        "accuracy_reference": float(np.mean(predictions(expected) == labels)),
+        "rtl_log": str(result.log) if result.log else None,
+    }
+    if waves:
+        report["waves"] = str(next(result.run_dir.glob("dump.*"), ""))
+    return report
+
+
+def _locate(n: int, got: dict, want: np.ndarray, step_taps, manifest) -> dict:
+    """First output that differs, and the first step whose written activations differ."""
+    scores = np.asarray(got["scores"])
+    where = {"image": n}
+    if scores.shape != want.shape:
+        where.update(output=None, expected_count=int(want.size), got_count=int(scores.size))
+    else:
+        i = int(np.flatnonzero(scores != want)[0])
+        where.update(output=i, expected=int(want[i]), got=int(scores[i]))
+    taps = np.asarray(got["taps"], dtype=np.int64)
+    offset = 0
+    for s, tap in zip(manifest["steps"][:-1], step_taps[:-1]):
+        ref = tap[n]
+        mine = taps[offset : offset + ref.size]
+        if mine.shape != ref.shape or np.any(mine != ref):
+            where["first_bad_layer"] = s["layers"][0]
+            break
+        offset += ref.size
+    else:
+        where["first_bad_layer"] = manifest["steps"][-1]["layers"][0]
+    return where

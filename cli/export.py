@@ -1,0 +1,87 @@
+"""``squeezeforge export``: post-training fixed-point export of a checkpoint to an IR net."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from squeezeforge.models.data import load_digits
+from squeezeforge.models.export import post_training_export, reference_accuracy
+from squeezeforge.models.train import evaluate, load_checkpoint
+from squeezeforge.sim.ir import COMPUTE_KINDS, save_net
+
+from .errors import UserError
+
+__all__ = ["register", "run"]
+
+EPILOG = """\
+examples:
+  squeezeforge export cnn.pt -o cnn.sfnet
+  squeezeforge export mlp.pt --bits 6 -o mlp6.sfnet --json
+
+Weights, biases and activations get per-layer fraction lengths by Ristretto's rules, calibrated
+on the training data; there is no fine-tuning (see `squeezeforge compress` for that). The net
+carries the whole digits test split as test vectors, with the reference model's outputs.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="quantize a checkpoint to dynamic fixed point and write the IR net",
+        description="Post-training export: quantize a trained checkpoint to BITS-wide dynamic"
+        " fixed point (weights, biases, activations) and write the compressed-net file the"
+        " reference model and the hardware generators read.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint from `squeezeforge train`")
+    p.add_argument("--bits", type=int, default=8, help="bit width 2..16 (default 8)")
+    p.add_argument("-o", "--output", required=True, metavar="NET", help="net file (.sfnet)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 2 <= args.bits <= 16:
+        raise UserError(f"--bits must be in 2..16, got {args.bits}")
+    ckpt = load_checkpoint(args.checkpoint)
+    data = load_digits()
+    net = post_training_export(
+        ckpt.model,
+        bits=args.bits,
+        data=data,
+        name=f"{ckpt.model_name}-fixed{args.bits}",
+        metadata={"model": ckpt.model_name, "export": f"post-training fixed point {args.bits}"},
+    )
+    save_net(net, args.output)
+    float_acc = evaluate(ckpt.model, data.x_test, data.y_test)
+    ref_acc = reference_accuracy(net)
+    layers = [
+        {
+            "name": layer.name,
+            "kind": layer.kind,
+            "input_format": layer.input_format.to_dict(),
+            "weight_format": layer.weight_format.to_dict(),
+            "output_format": layer.output_format.to_dict(),
+        }
+        for layer in net.layers
+        if isinstance(layer, COMPUTE_KINDS)
+    ]
+    if args.json:
+        result = {
+            "net": str(args.output),
+            "model": ckpt.model_name,
+            "bits": args.bits,
+            "accuracy": {"float": float_acc, "reference": ref_acc},
+            "test_vectors": int(net.test_inputs.shape[0]),
+            "layers": layers,
+        }
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"exported {ckpt.model_name} at {args.bits} bits -> {args.output}:"
+            f" reference accuracy {100 * ref_acc:.2f}% (float {100 * float_acc:.2f}%)"
+            f" on {net.test_inputs.shape[0]} test images"
+        )
+    return 0

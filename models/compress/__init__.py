@@ -1,0 +1,45 @@
+"""Compression passes over a prepared model, recipes that chain them, and the report.
+
+Each pass is a small frozen dataclass with ``apply(model, ctx) -> model``; they compose as a
+plain list, which is what a recipe is. :func:`compress` runs a recipe end to end.
+"""
+
+from .base import Context, Finetune, select_layers
+from .batchnorm import fold_batchnorm
+from .filters import FilterPrune, remove_filters
+from .fixed import FixedPoint, calibrate
+from .inq import INQ, inq_round
+from .pipeline import compress, compress_model
+from .prune import MagnitudePrune, prune_below, prune_to_sparsity
+from .recipe import ExportOptions, FinetuneOnly, Recipe, load_recipe, parse_recipe, shipped_recipes
+from .report import layer_costs, net_costs, report_markdown
+from .share import WeightShare, kmeans_1d
+
+__all__ = [
+    "INQ",
+    "Context",
+    "ExportOptions",
+    "FilterPrune",
+    "Finetune",
+    "FinetuneOnly",
+    "FixedPoint",
+    "MagnitudePrune",
+    "Recipe",
+    "WeightShare",
+    "calibrate",
+    "compress",
+    "compress_model",
+    "fold_batchnorm",
+    "inq_round",
+    "kmeans_1d",
+    "layer_costs",
+    "load_recipe",
+    "net_costs",
+    "parse_recipe",
+    "prune_below",
+    "prune_to_sparsity",
+    "remove_filters",
+    "report_markdown",
+    "select_layers",
+    "shipped_recipes",
+]

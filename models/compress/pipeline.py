@@ -1,0 +1,191 @@
+"""``compress``: run a recipe's passes on a trained model, export the IR, report what it cost.
+
+Order of work, so that mistakes surface before anything slow runs: the recipe is parsed and
+validated, the checkpoint loaded, the model checked for modules the IR cannot express, and every
+layer name the recipe mentions checked against the model. Only then do the passes train.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from squeezeforge.cli.errors import UserError
+from squeezeforge.sim.ir import Net, save_net
+from squeezeforge.sim.reference import predictions
+
+from ..data import Dataset, load_digits
+from ..export import SparseEncoding, check_supported, reference_accuracy, to_net
+from ..quant import CompressedLayer, prepare
+from ..train import Checkpoint, deterministic, evaluate, load_checkpoint, predict
+from .base import Context, select_layers
+from .fixed import FixedPoint
+from .recipe import Recipe, load_recipe
+from .report import net_costs
+
+__all__ = ["compress", "compress_model"]
+
+
+def _check_layer_names(recipe: Recipe, model: nn.Module) -> None:
+    for i, step in enumerate(recipe.steps):
+        what = f"recipe {recipe.name!r}: steps[{i}] ({step.kind})"
+        spec = getattr(step, "layers", None)
+        if spec is None:
+            continue
+        selected = {n for n, _ in select_layers(model, spec, what)}
+        for key in ("sparsity", "ratio"):
+            table = getattr(step, key, None)
+            if isinstance(table, Mapping):
+                for name in table:
+                    if name not in selected:
+                        raise UserError(f"{what}: {key} names {name!r}, not a selected layer")
+    if isinstance(recipe.export.sparse, tuple):
+        fc = {n for n, _ in select_layers(model, "fc", f"recipe {recipe.name!r}: export")}
+        for name in recipe.export.sparse:
+            if name not in fc:
+                raise UserError(
+                    f"recipe {recipe.name!r}: export: sparse names {name!r}, not a linear layer"
+                    f" (linear layers: {', '.join(sorted(fc))})"
+                )
+
+
+def _sparse_layers(recipe: Recipe, model: nn.Module) -> dict[str, SparseEncoding]:
+    opts = recipe.export
+    enc = SparseEncoding(n_pe=opts.n_pe, index_bits=opts.index_bits)
+    if opts.sparse == "none":
+        return {}
+    if isinstance(opts.sparse, tuple):
+        return dict.fromkeys(opts.sparse, enc)
+    out = {}
+    for name, m in select_layers(model, "fc", "export"):
+        stored = m.stored_weights()
+        if np.count_nonzero(stored) <= opts.sparse_density * stored.size:
+            out[name] = enc
+    return out
+
+
+def compress_model(
+    model: nn.Module,
+    recipe: Recipe,
+    *,
+    data: Dataset,
+    seed: int,
+    model_name: str,
+    quiet: bool = True,
+) -> tuple[nn.Module, Net, dict[str, Any]]:
+    """Run ``recipe`` on a float ``model``; return the compressed torch model, its IR net and the
+    report (without the output path)."""
+    check_supported(model)
+    with deterministic(seed):
+        teacher = copy.deepcopy(model).eval()
+        prepared = prepare(model)
+        _check_layer_names(recipe, prepared)
+        float_acc = evaluate(teacher, data.x_test, data.y_test)
+        steps = list(recipe.steps)
+        if not any(isinstance(s, FixedPoint) for s in steps):
+            # Activations need formats for the IR: finish with post-training 8-bit fixed point.
+            steps.append(FixedPoint())
+        ctx = Context(data=data, teacher=teacher, seed=seed, quiet=quiet)
+        step_log = []
+        for step in steps:
+            start = time.monotonic()
+            step.apply(prepared, ctx)
+            step_log.append(
+                {
+                    "pass": step.kind,
+                    "seconds": round(time.monotonic() - start, 2),
+                    "accuracy": evaluate(prepared, data.x_test, data.y_test),
+                }
+            )
+        for name, m in prepared.named_children():
+            if isinstance(m, CompressedLayer) and m.output_format is None:
+                raise UserError(
+                    f"recipe {recipe.name!r}: layer {name!r} has no activation format after the"
+                    " last step; end the recipe with a fixed-point step"
+                )
+        sparse = _sparse_layers(recipe, prepared)
+        # Evaluate the fake-quantized model in float64, where it is exact (see models/quant.py).
+        fake_logits = predict(copy.deepcopy(prepared).double(), data.x_test)
+        fake_pred = np.argmax(fake_logits, axis=1)
+        fake_acc = float(np.mean(fake_pred == data.y_test))
+        net = to_net(
+            prepared,
+            data,
+            name=f"{model_name}-{recipe.name}",
+            sparse=sparse,
+            metadata={
+                "model": model_name,
+                "recipe": recipe.name,
+                "recipe_source": recipe.source,
+                "seed": seed,
+                "accuracy": {"float": float_acc, "fake_quant": fake_acc},
+            },
+        )
+    ref_acc = reference_accuracy(net)
+    agreement = float(np.mean(predictions(net.test_outputs) == fake_pred))
+    layers, totals = net_costs(net)
+    report = {
+        "recipe": recipe.name,
+        "model": model_name,
+        "seed": seed,
+        "test_images": int(net.test_inputs.shape[0]),
+        "accuracy": {
+            "float": float_acc,
+            "fake_quant": fake_acc,
+            "reference": ref_acc,
+            "agreement": agreement,
+        },
+        "compression_ratio": totals["compression_ratio"],
+        "totals": totals,
+        "layers": layers,
+        "steps": step_log,
+    }
+    return prepared, net, report
+
+
+def compress(
+    checkpoint_or_model: str | os.PathLike | Checkpoint | nn.Module,
+    recipe: str | os.PathLike | Recipe,
+    out_path: str | os.PathLike,
+    *,
+    model_name: str | None = None,
+    data: Dataset | None = None,
+    seed: int | None = None,
+    quiet: bool = True,
+) -> dict[str, Any]:
+    """Compress a checkpoint (path or loaded) or a float model with ``recipe`` (a shipped name,
+    a TOML path or a parsed :class:`Recipe`), write the IR net to ``out_path`` atomically and
+    return the report dict (see ``docs/compression.md``).
+
+    ``seed`` overrides the recipe's; the same seed gives a byte-identical net file.
+    """
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    if isinstance(checkpoint_or_model, nn.Module):
+        model = checkpoint_or_model
+        name = model_name or type(model).__name__.lower()
+    else:
+        ckpt = (
+            checkpoint_or_model
+            if isinstance(checkpoint_or_model, Checkpoint)
+            else load_checkpoint(checkpoint_or_model)
+        )
+        model, name = ckpt.model, model_name or ckpt.model_name
+    check_supported(model)
+    data = data if data is not None else load_digits()
+    _, net, report = compress_model(
+        model,
+        recipe,
+        data=data,
+        seed=recipe.seed if seed is None else seed,
+        model_name=name,
+        quiet=quiet,
+    )
+    save_net(net, out_path)
+    return {"net": str(Path(out_path)), **report}

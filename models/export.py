@@ -1,0 +1,163 @@
+"""PyTorch model -> IR net, and the plain post-training 8-bit export.
+
+:func:`to_net` turns a model whose layers all carry formats (see
+:mod:`squeezeforge.models.quant`) into an IR :class:`~squeezeforge.sim.ir.Net`: conv and linear
+layers become ``conv2d``, ``dense`` or ``sparse_dense`` layers with their integer weights and
+biases, max pooling and flatten pass through, ReLU is folded into the layer before it. The test
+vectors are the whole test split quantized to the input format, with the reference model's outputs.
+
+:func:`post_training_export` is the shortest way from a float model to the IR: dynamic fixed
+point by Ristretto's rules, calibrated on the training data, no fine-tuning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from squeezeforge.cli.errors import UserError
+from squeezeforge.sim.ir import Conv2d, Dense, Flatten, Layer, MaxPool2d, Net, SparseDense
+from squeezeforge.sim.numerics import quantize
+from squeezeforge.sim.reference import predictions, run_net
+
+from .data import Dataset, load_digits
+from .quant import CompressedLayer, compute_stages, leaf_modules, prepare
+
+__all__ = [
+    "SparseEncoding",
+    "check_supported",
+    "post_training_export",
+    "reference_accuracy",
+    "to_net",
+]
+
+
+@dataclass(frozen=True)
+class SparseEncoding:
+    """EIE storage of a linear layer: rows interleaved over ``n_pe`` PEs, ``index_bits``-wide
+    relative row indices (padding zeros when a gap is longer)."""
+
+    n_pe: int = 4
+    index_bits: int = 4
+
+
+def check_supported(model: nn.Module) -> None:
+    """Raise a :class:`~squeezeforge.cli.errors.UserError` naming the first module the IR cannot
+    express. Cheap; call it before any long work."""
+    compute_stages(model)
+
+
+def _ir_layer(
+    name: str, m: CompressedLayer, relu: bool, sparse: SparseEncoding | None
+) -> Conv2d | Dense | SparseDense:
+    wf = m.weight_format()
+    q = m.weight_quantizer
+    if wf is None or m.input_format is None or m.output_format is None:
+        raise UserError(f"layer {name!r} is not fully quantized (run a fixed-point step)")
+    if not getattr(q, "complete", True):
+        raise UserError(f"layer {name!r}: INQ has not quantized every weight yet")
+    common: dict[str, Any] = {
+        "name": name,
+        "input_format": m.input_format,
+        "weight_format": wf,
+        "output_format": m.output_format,
+        "relu": relu,
+        "bias": m.stored_bias(),
+    }
+    stored = m.stored_weights()
+    layer = m.layer
+    if isinstance(layer, nn.Conv2d):
+        return Conv2d(
+            in_channels=layer.in_channels,
+            out_channels=layer.out_channels,
+            kernel=tuple(layer.kernel_size),
+            stride=int(layer.stride[0]),
+            padding=int(layer.padding[0]),
+            weight=stored,
+            **common,
+        )
+    if sparse is not None:
+        return SparseDense.from_dense(
+            stored, n_pe=sparse.n_pe, index_bits=sparse.index_bits, **common
+        )
+    return Dense(
+        in_features=layer.in_features, out_features=layer.out_features, weight=stored, **common
+    )
+
+
+def to_net(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    name: str = "net",
+    sparse: Mapping[str, SparseEncoding] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Net:
+    """The IR of a prepared, fully quantized ``model``, with the test split as test vectors.
+
+    ``sparse`` names the linear layers to store in EIE's sparse form.
+    """
+    sparse = dict(sparse or {})
+    stages = {st.name: st for st in compute_stages(model)}
+    layers: list[Layer] = []
+    for lname, m in leaf_modules(model):
+        if isinstance(m, CompressedLayer):
+            enc = sparse.pop(lname, None)
+            if enc is not None and m.is_conv:
+                raise UserError(f"layer {lname!r} is a convolution; only linear layers are sparse")
+            layers.append(_ir_layer(lname, m, stages[lname].relu, enc))
+        elif isinstance(m, nn.MaxPool2d):
+            layers.append(MaxPool2d(name=lname))
+        elif isinstance(m, nn.Flatten):
+            layers.append(Flatten(name=lname))
+        # ReLU is part of the layer before it; Identity and Dropout vanish in eval mode.
+    if sparse:
+        raise UserError(f"sparse encoding asked for unknown layer(s): {', '.join(sorted(sparse))}")
+    first = next(m for _, m in leaf_modules(model) if isinstance(m, CompressedLayer))
+    input_format = first.input_format
+    assert input_format is not None
+    test_inputs = quantize(data.x_test, input_format)
+    shape: tuple[int, ...] = data.input_shape
+    for layer in layers:
+        shape = layer.output_shape(shape)
+    net = Net(
+        name=name,
+        input_shape=data.input_shape,
+        input_format=input_format,
+        layers=tuple(layers),
+        test_inputs=test_inputs,
+        test_labels=np.asarray(data.y_test, dtype=np.int64),
+        test_outputs=np.zeros((test_inputs.shape[0], *shape), dtype=np.int64),
+        metadata=dict(metadata or {}),
+    )
+    return net.replace(test_outputs=run_net(net, test_inputs))
+
+
+def reference_accuracy(net: Net) -> float:
+    """Accuracy of the bit-accurate reference on the net's own test vectors."""
+    return float(np.mean(predictions(net.test_outputs) == net.test_labels))
+
+
+def post_training_export(
+    model: nn.Module,
+    *,
+    bits: int = 8,
+    data: Dataset | None = None,
+    name: str = "net",
+    metadata: Mapping[str, Any] | None = None,
+) -> Net:
+    """Float model -> IR with ``bits``-wide dynamic fixed point, calibrated, no fine-tuning."""
+    from .compress.base import Context
+    from .compress.fixed import FixedPoint
+
+    check_supported(model)
+    if not 2 <= bits <= 16:
+        raise UserError(f"bits must be in 2..16, got {bits}")
+    data = data if data is not None else load_digits()
+    prepared = prepare(model)
+    FixedPoint(weight_bits=bits, activation_bits=bits).apply(prepared, Context(data=data))
+    return to_net(prepared, data, name=name, metadata=metadata)

@@ -1,0 +1,169 @@
+"""Recipes, the compress pipeline, its report and the CLI."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+from torch import nn
+
+from squeezeforge.cli import compress as compress_cmd
+from squeezeforge.cli.errors import UserError
+from squeezeforge.models.compress import (
+    INQ,
+    FixedPoint,
+    MagnitudePrune,
+    WeightShare,
+    compress,
+    load_recipe,
+    parse_recipe,
+    pipeline,
+    shipped_recipes,
+)
+from squeezeforge.models.train import save_checkpoint
+from squeezeforge.sim.ir import load_net, net_to_bytes
+
+# Small and fast: one epoch per fine-tuning step.
+FAST = {
+    "seed": 3,
+    "steps": [
+        {"pass": "prune", "layers": "fc", "sparsity": {"fc1": 0.8, "fc2": 0.9}, "epochs": 1},
+        {"pass": "share", "layers": "fc", "bits": 4, "epochs": 1},
+        {"pass": "fixed-point", "epochs": 1, "distill": True},
+    ],
+    "export": {"sparse": "auto", "n_pe": 4, "index_bits": 4},
+}
+
+
+def test_shipped_recipes_parse():
+    assert shipped_recipes() == ["deep-compression", "fixed8", "inq5"]
+    dc = load_recipe("deep-compression")
+    assert [type(s) for s in dc.steps] == [MagnitudePrune, WeightShare, FixedPoint]
+    assert dc.steps[0].layers == "fc" and dc.steps[1].bits == 4
+    inq = load_recipe("inq5")
+    assert isinstance(inq.steps[0], INQ) and inq.steps[0].bits == 5
+    assert tuple(inq.steps[0].portions) == (0.5, 0.75, 0.875, 1.0)
+    assert load_recipe("fixed8").steps[0].finetune.distillation is not None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"colour": "red"}, r"top level: unknown key 'colour'"),
+        ({"steps": [{"pass": "inq", "bitz": 5}]}, r"steps\[0\] \(inq\): unknown key 'bitz'"),
+        ({"steps": [{"pass": "inq", "bits": 9}]}, r"\(inq\): bits = 9 is out of range 2..6"),
+        ({"steps": [{"pass": "fixed-point", "weight_bits": 1}]}, r"weight_bits = 1 is out of"),
+        ({"steps": [{"pass": "share", "bits": "four"}]}, r"bits must be an integer, got 'four'"),
+        ({"steps": [{"pass": "prune"}]}, r"exactly one of sparsity, global_sparsity, threshold"),
+        ({"steps": [{"pass": "prune", "sparsity": 1.5}]}, r"sparsity = 1.5 is out of range"),
+        ({"steps": [{"pass": "prune", "sparsity": {"fc1": -1}}]}, r"sparsity.fc1 = -1 is out"),
+        ({"steps": [{"pass": "inq", "portions": [0.5, 0.9]}]}, r"portions must end at 1.0"),
+        ({"steps": [{"pass": "inq", "portions": [0.7, 0.5, 1]}]}, r"must increase strictly"),
+        ({"steps": [{"pass": "quantum"}]}, r"unknown pass 'quantum'"),
+        ({"steps": [{"pass": "finetune", "distill": {"temp": 2}}]}, r"unknown key 'temp'"),
+        ({"steps": [{"pass": "finetune", "lr": 0}]}, r"lr = 0 is out of range"),
+        ({"steps": [{"pass": "share", "layers": "dense"}]}, r"layers = 'dense'; use one of"),
+        ({"steps": []}, r"steps must be a non-empty array"),
+        ({"export": {"n_pe": 3}}, r"export: n_pe = 3 is not a power of two"),
+        ({"export": {"index_bits": 12}}, r"export: index_bits = 12 is out of range 1..8"),
+    ],
+)
+def test_recipe_errors_name_the_key(change, message):
+    recipe = {"steps": [{"pass": "fixed-point"}], **change}
+    with pytest.raises(UserError, match=message):
+        parse_recipe(recipe, "mine")
+
+
+def test_recipe_files_and_names(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("steps = [ {pass = 'inq' ")
+    with pytest.raises(UserError, match="is not valid TOML"):
+        load_recipe(bad)
+    with pytest.raises(UserError, match=r"no shipped recipe of that name \(shipped: deep-comp"):
+        load_recipe("fixed9")
+    good = tmp_path / "mine.toml"
+    good.write_text('[[steps]]\npass = "fixed-point"\nweight_bits = 6\n')
+    assert load_recipe(good).name == "mine" and load_recipe(good).steps[0].weight_bits == 6
+
+
+def test_layer_names_are_checked_before_training(monkeypatch, digits, mlp_short, tmp_path):
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started before the recipe was checked")
+
+    monkeypatch.setattr("squeezeforge.models.compress.base.fit", no_training)
+    recipe = parse_recipe({"steps": [{"pass": "prune", "sparsity": {"conv9": 0.5}, "epochs": 3}]})
+    with pytest.raises(UserError, match=r"sparsity names 'conv9', not a selected layer"):
+        compress(mlp_short, recipe, tmp_path / "x.sfnet", data=digits)
+    recipe = parse_recipe({"steps": [{"pass": "inq", "layers": ["fc7"], "epochs": 3}]})
+    with pytest.raises(UserError, match=r"no layer 'fc7' in this model \(layers: fc1, fc2, fc3\)"):
+        compress(mlp_short, recipe, tmp_path / "x.sfnet", data=digits)
+    lstm = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.LSTM(16, 8))
+    with pytest.raises(UserError, match=r"module '2' \(LSTM\) cannot be expressed"):
+        compress(lstm, "fixed8", tmp_path / "x.sfnet", data=digits)
+    assert not (tmp_path / "x.sfnet").exists()
+
+
+def test_same_seed_gives_identical_bytes(tmp_path, digits, mlp_short):
+    recipe = parse_recipe(FAST, "fast")
+    a = compress(mlp_short, recipe, tmp_path / "a.sfnet", data=digits, model_name="mlp")
+    b = compress(mlp_short, recipe, tmp_path / "b.sfnet", data=digits, model_name="mlp")
+    c = compress(mlp_short, recipe, tmp_path / "c.sfnet", data=digits, model_name="mlp", seed=4)
+    assert (tmp_path / "a.sfnet").read_bytes() == (tmp_path / "b.sfnet").read_bytes()
+    assert (tmp_path / "a.sfnet").read_bytes() != (tmp_path / "c.sfnet").read_bytes()
+    assert a["layers"] == b["layers"] and a["accuracy"] == b["accuracy"]
+    assert c["seed"] == 4
+
+
+def test_report_counts_bytes_and_agrees_with_reference(tmp_path, digits, mlp_short):
+    report = compress(mlp_short, parse_recipe(FAST, "fast"), tmp_path / "n.sfnet", data=digits)
+    net = load_net(tmp_path / "n.sfnet")
+    acc = report["accuracy"]
+    assert set(acc) == {"float", "fake_quant", "reference", "agreement"}
+    assert acc["agreement"] >= 0.995 and acc["fake_quant"] == acc["reference"]
+    assert abs(acc["reference"] - acc["float"]) < 0.1
+    by_name = {e["name"]: e for e in report["layers"]}
+    fc1, fc3 = by_name["fc1"], by_name["fc3"]
+    assert fc1["storage"] == "sparse" and fc1["weight_format"] == "codebook"
+    assert fc1["density"] == pytest.approx(0.2, abs=0.01) and fc1["params"] == 64 * 300
+    layer = next(layer for layer in net.layers if layer.name == "fc1")
+    assert fc1["bytes"]["weights"] == -(-layer.entries * 4 // 8)
+    assert fc1["bytes"]["codebook"] == 16 * 8 // 8 and fc1["bytes"]["index"] > 0
+    assert fc1["bytes"]["bias"] == -(-300 * layer.bias_bits // 8)
+    assert fc1["macs"] == {"dense": 19200, "effective": fc1["nonzeros"]}
+    # fc3 is not pruned: dense storage with a 4-bit code per weight and no index.
+    assert fc3["storage"] == "dense" and fc3["bytes"]["index"] == 0
+    assert fc3["bytes"]["weights"] == 1000 * 4 // 8
+    totals = report["totals"]
+    assert totals["float_bytes"] == 4 * (50200 + 410)
+    assert report["compression_ratio"] == pytest.approx(totals["float_bytes"] / totals["bytes"])
+    assert net.metadata["recipe"] == "fast" and net.metadata["seed"] == 3
+
+
+def test_missing_fixed_point_step_is_added(tmp_path, digits, mlp_short):
+    recipe = parse_recipe({"steps": [{"pass": "prune", "sparsity": 0.5}]}, "prune-only")
+    report = compress(mlp_short, recipe, tmp_path / "p.sfnet", data=digits)
+    assert [s["pass"] for s in report["steps"]] == ["prune", "fixed-point"]
+    assert report["accuracy"]["agreement"] == 1.0
+
+
+def test_cli_compress(tmp_path, capsys, digits, cnn_short, monkeypatch):
+    monkeypatch.setattr(pipeline, "load_digits", lambda: digits)
+    ckpt = save_checkpoint(tmp_path / "cnn.pt", "cnn", cnn_short)
+    parser = argparse.ArgumentParser()
+    compress_cmd.register(parser.add_subparsers())
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text('[[steps]]\npass = "inq"\nportions = [0.5, 1.0]\nepochs = 1\n')
+    out = tmp_path / "cnn.sfnet"
+    md = tmp_path / "report.md"
+    argv = ["compress", str(ckpt), "--recipe", str(recipe), "-o", str(out), "--json", "--report"]
+    args = parser.parse_args([*argv, str(md)])
+    assert args.func(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["recipe"] == "tiny" and report["model"] == "cnn"
+    assert {"float", "reference"} <= set(report["accuracy"]) and report["compression_ratio"] > 5
+    assert [e["weight_format"] for e in report["layers"]] == ["pow2"] * 5
+    assert "| conv1 | dense | pow2 |" in md.read_text()
+    assert np.array_equal(load_net(out).test_labels, digits.y_test)
+    assert net_to_bytes(load_net(out)) == out.read_bytes()
+    help_text = parser._subparsers._group_actions[0].choices["compress"].format_help()
+    assert "shipped recipes: deep-compression, fixed8, inq5" in help_text

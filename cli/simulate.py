@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
         emit_json(report)
     else:
         print_report(report)
-    return 0 if report["bit_exact"] == report["images"] else 1
+    ok = report["bit_exact"] == report["images"] and report["golden_consistent"]
+    return 0 if ok else 1
 
 
 def print_report(report: dict) -> None:
@@ -51,6 +52,8 @@ def print_report(report: dict) -> None:
         f" (estimated {report['cycles_estimated']})"
         f"\nRTL accuracy: {100 * report['accuracy']:.2f}%"
     )
+    if not report["golden_consistent"]:
+        print("GOLDEN MISMATCH: the net's stored outputs differ from the reference model")
     if report["first_mismatch"]:
         print(f"FIRST MISMATCH: {report['first_mismatch']}")
     if report.get("waves"):

@@ -35,7 +35,14 @@ from ..sim.rtl import amaranth_to_verilog
 from .accelerator import Accelerator
 from .plan import Plan, compile_net
 
-__all__ = ["BUILD_FORMAT", "BUILD_VERSION", "BuildError", "generate", "read_manifest"]
+__all__ = [
+    "BUILD_FORMAT",
+    "BUILD_VERSION",
+    "BuildError",
+    "generate",
+    "read_manifest",
+    "write_build",
+]
 
 BUILD_FORMAT = "squeezeforge-build"
 BUILD_VERSION = 1
@@ -116,7 +123,12 @@ def generate(net: Net | str | os.PathLike, out_dir: str | os.PathLike) -> dict:
     """Compile ``net`` and write the build folder atomically; returns the manifest."""
     if not isinstance(net, Net):
         net = load_net(net)
-    plan = compile_net(net)
+    return write_build(compile_net(net), out_dir)
+
+
+def write_build(plan: Plan, out_dir: str | os.PathLike) -> dict:
+    """Elaborate a compiled plan and write its build folder atomically; returns the manifest."""
+    net = plan.net
     top = Accelerator(plan)
     verilog = amaranth_to_verilog(top, TOP)
     manifest = manifest_of(plan, top)
@@ -150,7 +162,12 @@ def generate(net: Net | str | os.PathLike, out_dir: str | os.PathLike) -> dict:
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             out.rename(old)
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except BaseException:
+            if old is not None and not out.exists():
+                old.rename(out)  # put the previous build back
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

@@ -51,16 +51,17 @@ class ConvBinding:
     cols: int = 4
 
     def size(self, steps: Sequence[Step], act_bits: int) -> ConvEngineParams:
-        probe = ConvEngineParams(rows=self.rows, cols=self.cols, weight_kind=self.weight_kind)
         layers = [s.layer for s in steps]
         wbits = [
             lw.bits if isinstance(lw, Pow2Weights) else lw.value_bits
             for lw in (lay.weight_format for lay in layers)
         ]
+        probe = ConvEngineParams(
+            rows=self.rows, cols=self.cols, weight_kind=self.weight_kind, weight_bits=max(wbits)
+        )
         return replace(
             probe,
             act_bits=act_bits,
-            weight_bits=max(wbits),
             acc_bits=max(lay.acc_bits for lay in layers),
             act_depth=_depth(max(s.in_count for s in steps)),
             weight_depth=_depth(

@@ -57,19 +57,24 @@ class ConvBinding:
             for lw in (lay.weight_format for lay in layers)
         ]
         probe = ConvEngineParams(
-            rows=self.rows, cols=self.cols, weight_kind=self.weight_kind, weight_bits=max(wbits)
+            rows=self.rows,
+            cols=self.cols,
+            weight_kind=self.weight_kind,
+            weight_bits=max(wbits),
+            act_bits=act_bits,
+            acc_bits=64,
         )
         return replace(
             probe,
-            act_bits=act_bits,
-            acc_bits=max(lay.acc_bits for lay in layers),
+            # The engine's accumulators hold at least one of its widest products.
+            acc_bits=max(probe.product_bits, *(lay.acc_bits for lay in layers)),
             act_depth=_depth(max(s.in_count for s in steps)),
-            weight_depth=_depth(
-                sum(filter_blocks(s.layer, probe) * s.layer.fan_in for s in steps)
-            ),
+            weight_depth=_depth(sum(filter_blocks(s.layer, probe) * s.layer.fan_in for s in steps)),
             bias_depth=_depth(sum(filter_blocks(s.layer, probe) for s in steps)),
-            out_depth=max(s.layer.output_shape(s.in_shape)[1] * s.layer.output_shape(s.in_shape)[2]
-                          for s in steps),
+            out_depth=max(
+                s.layer.output_shape(s.in_shape)[1] * s.layer.output_shape(s.in_shape)[2]
+                for s in steps
+            ),
         )
 
     def place(self, steps: Sequence[Step], params: ConvEngineParams):
@@ -125,14 +130,14 @@ class FCBinding:
             _, _, ptr = encode_csc(_stored(lay), n, self.index_bits)
             entries += int(np.diff(ptr[:, [0, -1]], axis=1).max())
         codebooks = [f for f in formats if isinstance(f, CodebookWeights)]
-        return SparseFCParams(
+        params = SparseFCParams(
             n_pe=n,
             weight_kind=self.weight_kind,
             act_bits=act_bits,
             weight_bits=wbits,
             codebook_value_bits=max((f.value_bits for f in codebooks), default=8),
             index_bits=self.index_bits,
-            acc_bits=max(lay.acc_bits for lay in layers),
+            acc_bits=62,
             bias_bits=max(lay.bias_bits for lay in layers),
             fifo_depth=self.fifo_depth,
             ptr_depth=_depth(sum(lay.in_features + 1 for lay in layers)),
@@ -141,16 +146,22 @@ class FCBinding:
             bias_depth=_depth(sum(-(-lay.out_features // n) for lay in layers)),
             codebook_depth=_depth(sum(len(f.table) for f in codebooks)) if codebooks else None,
         )
+        # The accumulators hold at least one of the unit's widest products, and any bias.
+        acc = max(params.product_bits, params.bias_bits, *(lay.acc_bits for lay in layers))
+        return replace(params, acc_bits=acc)
 
     def place(self, steps: Sequence[Step], params: SparseFCParams):
         layers = [s.layer for s in steps]
         placements = place_layers(layers, params)
-        cfgs = [sparse_fc_config(lay, params, at) for lay, at in zip(layers, placements,
-                                                                      strict=True)]
+        cfgs = [
+            sparse_fc_config(lay, params, at) for lay, at in zip(layers, placements, strict=True)
+        ]
         init = sparse_fc_init(
             params,
-            [sparse_fc_memory_images(lay, params, at) for lay, at in zip(layers, placements,
-                                                                         strict=True)],
+            [
+                sparse_fc_memory_images(lay, params, at)
+                for lay, at in zip(layers, placements, strict=True)
+            ],
         )
         return cfgs, {name: getattr(init, name) for name in ("ptr", "entry", "bias", "codebook")}
 
@@ -161,8 +172,13 @@ class FCBinding:
 
     def cycles(self, step: Step, params: SparseFCParams, x: np.ndarray) -> tuple[float, float]:
         runs = [
-            sparse_fc_cycles(step.layer, row, n_pe=params.n_pe, fifo_depth=params.fifo_depth,
-                             index_bits=params.index_bits)
+            sparse_fc_cycles(
+                step.layer,
+                row,
+                n_pe=params.n_pe,
+                fifo_depth=params.fifo_depth,
+                index_bits=params.index_bits,
+            )
             for row in x.reshape(len(x), -1)
         ]
         return (

@@ -77,8 +77,8 @@ class _Steps:
 def run_flow(cfg: FlowConfig, log: Callable[[str], None] = print, quiet: bool = False) -> dict:
     """Run (or resume) the flow; returns the report that is also written to report.json."""
     from ..models.compress import compress
-    from ..models.train import DEFAULT_EPOCHS, evaluate, save_checkpoint, train
     from ..models.data import load_digits
+    from ..models.train import DEFAULT_EPOCHS, evaluate, save_checkpoint, train
     from ..sim.netsim import simulate
     from .build import generate
     from .plots import write_plots
@@ -94,8 +94,9 @@ def run_flow(cfg: FlowConfig, log: Callable[[str], None] = print, quiet: bool = 
         model, history = train(cfg.model, epochs, cfg.seed, quiet=quiet)
         data = load_digits()
         acc = evaluate(model, data.x_test, data.y_test)
-        save_checkpoint(ckpt, cfg.model, model, {"epochs": epochs, "seed": cfg.seed},
-                        {"test_accuracy": acc})
+        save_checkpoint(
+            ckpt, cfg.model, model, {"epochs": epochs, "seed": cfg.seed}, {"test_accuracy": acc}
+        )
         return {"checkpoint": str(ckpt), "float_accuracy": acc, "epochs": epochs}
 
     trained = steps.run("train", [], do_train)
@@ -116,8 +117,11 @@ def run_flow(cfg: FlowConfig, log: Callable[[str], None] = print, quiet: bool = 
 
         def do_generate(recipe: str = recipe, build_dir: Path = build_dir) -> dict:
             manifest = generate(load_net(compressed[recipe]["net"]), build_dir)
-            return {"build": str(build_dir), "cycles_estimated": manifest["cycles_estimated"],
-                    "steps": manifest["steps"]}
+            return {
+                "build": str(build_dir),
+                "cycles_estimated": manifest["cycles_estimated"],
+                "steps": manifest["steps"],
+            }
 
         builds[recipe] = steps.run(f"generate-{recipe}", [compressed[recipe]], do_generate)
 

@@ -136,9 +136,7 @@ def assign_engines(plan: Plan) -> Plan:
 
 def size_engines(plan: Plan) -> Plan:
     """Elaboration parameters: widths are the maxima over the steps; memories hold them all."""
-    act_bits = max(
-        max(s.layer.input_format.bits, s.layer.output_format.bits) for s in plan.steps
-    )
+    act_bits = max(max(s.layer.input_format.bits, s.layer.output_format.bits) for s in plan.steps)
     params = {
         name: binding.size([s for s in plan.steps if s.engine == name], act_bits)
         for name, binding in plan.engines.items()

@@ -43,8 +43,13 @@ def plot_accuracy_vs_cr(points: list[dict], path: Path) -> str:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for p in points:
         ax.scatter(p["cr"], 100 * p["accuracy"], s=40)
-        ax.annotate(p["label"], (p["cr"], 100 * p["accuracy"]), fontsize=8,
-                    xytext=(4, 4), textcoords="offset points")
+        ax.annotate(
+            p["label"],
+            (p["cr"], 100 * p["accuracy"]),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
         if p.get("rtl") is not None:
             ax.scatter(p["cr"], 100 * p["rtl"], marker="x", color="k", s=30)
     ax.set_xscale("log")
@@ -65,8 +70,15 @@ def plot_resources(resources: dict[str, dict], path: Path) -> str:
         vals = np.array([resources[k]["engines"].get(e, {}).get("lut", 0) for k in labels])
         ax.bar(labels, vals, bottom=bottom, label=e)
         bottom += vals
-    ax.scatter(labels, [resources[k]["total"]["lut"] for k in labels], color="k", marker="_",
-               s=400, label="whole top", zorder=3)
+    ax.scatter(
+        labels,
+        [resources[k]["total"]["lut"] for k in labels],
+        color="k",
+        marker="_",
+        s=400,
+        label="whole top",
+        zorder=3,
+    )
     ax.set_ylabel("LUTs")
     ax.set_title("resources by engine")
     ax.tick_params(axis="x", rotation=30, labelsize=8)
@@ -81,8 +93,14 @@ def write_plots(report: dict, out: Path) -> dict[str, str]:
     points = []
     for recipe, c in report.get("compress", {}).items():
         rtl = report.get("simulate", {}).get(recipe, {}).get("accuracy")
-        points.append({"label": recipe, "cr": c["compression_ratio"],
-                       "accuracy": c["accuracy"]["reference"], "rtl": rtl})
+        points.append(
+            {
+                "label": recipe,
+                "cr": c["compression_ratio"],
+                "accuracy": c["accuracy"]["reference"],
+                "rtl": rtl,
+            }
+        )
     if points:
         plots["accuracy_vs_cr"] = plot_accuracy_vs_cr(points, out / "accuracy_vs_cr.png")
     if report.get("resources"):

@@ -11,9 +11,7 @@ from .resources import TARGETS, synthesize
 __all__ = ["build_resources"]
 
 
-def build_resources(
-    build_dir: str | os.PathLike, target: str, *, with_fmax: bool = False
-) -> dict:
+def build_resources(build_dir: str | os.PathLike, target: str, *, with_fmax: bool = False) -> dict:
     """LUT, FF, DSP and BRAM per engine and for the whole accelerator on ``target``."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; valid targets are {', '.join(TARGETS)}")

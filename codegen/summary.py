@@ -64,16 +64,24 @@ def _markdown(report: dict) -> str:
         )
     lines += ["", "## Cycles per layer", ""]
     for recipe, sim in report["simulate"].items():
-        lines += [f"**{recipe}**", "", "| layers | engine | measured | estimated |",
-                  "|---|---|---:|---:|"]
+        lines += [
+            f"**{recipe}**",
+            "",
+            "| layers | engine | measured | estimated |",
+            "|---|---|---:|---:|",
+        ]
         for s in sim["steps"]:
             lines.append(
                 f"| {'+'.join(s['layers'])} | {s['engine']} | {s['cycles_measured']:.1f}"
                 f" | {s['cycles_estimated']} |"
             )
         lines.append("")
-    lines += ["## Resources", "", "| build | target | block | LUT | FF | DSP | BRAM | Fmax MHz |",
-              "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        "## Resources",
+        "",
+        "| build | target | block | LUT | FF | DSP | BRAM | Fmax MHz |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
     for key, res in report["resources"].items():
         recipe, target = key.split("/")
         for block, r in [*res["engines"].items(), ("**total**", res["total"])]:

@@ -80,7 +80,9 @@ def simulate(build_dir: str | os.PathLike, images: int = 10, *, waves: bool = Fa
         measured = json.loads(result_path.read_text())["images"]
 
     scores = [np.asarray(m["scores"], dtype=np.int64) for m in measured]
-    exact = [s.shape == e.shape and bool(np.all(s == e)) for s, e in zip(scores, expected)]
+    exact = [
+        s.shape == e.shape and bool(np.all(s == e)) for s, e in zip(scores, expected, strict=True)
+    ]
     first_bad = next((n for n, ok in enumerate(exact) if not ok), None)
     mismatch = None
     if first_bad is not None:
@@ -130,7 +132,7 @@ def _locate(n: int, got: dict, want: np.ndarray, step_taps, manifest) -> dict:
         where.update(output=i, expected=int(want[i]), got=int(scores[i]))
     taps = np.asarray(got["taps"], dtype=np.int64)
     offset = 0
-    for s, tap in zip(manifest["steps"][:-1], step_taps[:-1]):
+    for s, tap in zip(manifest["steps"][:-1], step_taps[:-1], strict=True):
         ref = tap[n]
         mine = taps[offset : offset + ref.size]
         if mine.shape != ref.shape or np.any(mine != ref):

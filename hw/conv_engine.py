@@ -1,0 +1,1075 @@
+"""The convolution engine: conv2d as folded GEMM on an output-stationary PE array.
+
+The layer is the GEMM ``out[e, m] = bias[m] + sum_k A[e, k] * W[k, m]`` with ``e`` an output
+pixel (``E = out_h * out_w``), ``k = (ci, ky, kx)`` (``K = kh * kw * in_channels``) and ``m`` a
+filter. A ``rows x cols`` array holds ``rows`` pixels by ``cols`` filters; each PE keeps its own
+sum while ``K`` steps stream through (output-stationary), so a fold is ``K`` cycles and the folds
+of a layer are ``ceil(M / cols)`` filter blocks of ``ceil(E / rows)`` pixel blocks each. Why this
+dataflow, and the timing of the streams, are in ``docs/conv_engine.md``.
+
+Blocks:
+
+:class:`FoldSequencer`
+    derives the output size and the strides of the layer at run time (no multiplier, no divider),
+    walks the output pixels a pixel block ahead of the array, and issues one GEMM step per cycle:
+    the input feature-map address of each row (with its zero-padding mask) and the weight address.
+:class:`ConvEngine`
+    loads the input feature map from ``i_act``, feeds the skewed PE array, requantizes each
+    finished fold column by column into a double-buffered transpose buffer, and streams the
+    outputs (max-pooled on request) in (C, H, W) order on ``o_act`` while the next filter block
+    computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .pe import MAX_ACC_BITS, discard, pe_for
+
+__all__ = [
+    "LOAD_BIASES",
+    "LOAD_WEIGHTS",
+    "OUT_BITS_BITS",
+    "SHIFT_BITS",
+    "ConvEngine",
+    "ConvEngineParams",
+    "FoldSequencer",
+    "conv_cfg_layout",
+    "conv_load_signature",
+]
+
+#: Width of the cfg's requantization shift: shifts up to 63 cover every accumulator.
+SHIFT_BITS = 6
+#: Width of the cfg's output saturation width (2..16).
+OUT_BITS_BITS = 5
+#: Entries of the output queue in front of ``o_act``.
+OUTPUT_QUEUE_DEPTH = 4
+#: Load port memory selectors.
+LOAD_WEIGHTS = 0
+LOAD_BIASES = 1
+
+
+def _bits(n: int) -> int:
+    """Width of an unsigned field holding 0..n-1 (at least 1)."""
+    return max(1, (n - 1).bit_length())
+
+
+def _check_int(value: object, lo: int, hi: int | None, what: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"ConvEngineParams.{what} must be an integer, not {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ValueError(f"ConvEngineParams.{what} must be {span}, not {value}")
+
+
+@dataclass(frozen=True)
+class ConvEngineParams:
+    """Elaboration parameters of :class:`ConvEngine`; one build serves every layer that fits.
+
+    Parameters
+    ----------
+    rows, cols
+        Array shape: ``rows`` output pixels by ``cols`` filters at a time.
+    act_bits
+        Width of activations on the streams (2..16); narrower layers are sign-extended.
+    weight_kind
+        ``"fixed"`` (multiply-accumulate PEs) or ``"pow2"`` (shift-add PEs, no multiplier).
+    weight_bits
+        Fixed-point weight width (2..16), or the power-of-two code width (INQ's bits, 2..6).
+    acc_bits
+        Accumulator width; a layer fits when its :attr:`Conv2d.acc_bits` is not larger.
+    act_depth
+        Words of the input feature-map memory (``in_channels * in_h * in_w`` of a layer).
+    weight_depth
+        Words of the weight memory; a word holds the ``cols`` weights of one GEMM step.
+    bias_depth
+        Words of the bias memories; a word holds ``cols`` biases (one filter block).
+    out_depth
+        Output pixels per channel (``out_h * out_w``, before pooling) the transpose buffer holds.
+    init_weights, init_biases
+        Optional initial memory contents (words as :func:`conv_memory_images` packs them).
+    """
+
+    rows: int = 4
+    cols: int = 4
+    act_bits: int = 8
+    weight_kind: Literal["fixed", "pow2"] = "fixed"
+    weight_bits: int = 8
+    acc_bits: int = 32
+    act_depth: int = 1024
+    weight_depth: int = 256
+    bias_depth: int = 16
+    out_depth: int = 256
+    init_weights: tuple[int, ...] | None = None
+    init_biases: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _check_int(self.rows, 1, 64, "rows")
+        _check_int(self.cols, 1, 64, "cols")
+        _check_int(self.act_bits, 2, 16, "act_bits")
+        if self.weight_kind not in ("fixed", "pow2"):
+            raise ValueError(
+                f"ConvEngineParams.weight_kind must be 'fixed' or 'pow2', not {self.weight_kind!r}"
+            )
+        if self.weight_kind == "fixed":
+            _check_int(self.weight_bits, 2, 16, "weight_bits")
+        else:
+            _check_int(self.weight_bits, 2, 6, "weight_bits")
+        _check_int(self.acc_bits, self.product_bits, MAX_ACC_BITS, "acc_bits")
+        _check_int(self.act_depth, 1, 1 << 24, "act_depth")
+        _check_int(self.weight_depth, 1, 1 << 24, "weight_depth")
+        _check_int(self.bias_depth, 1, 1 << 16, "bias_depth")
+        _check_int(self.out_depth, 1, 1 << 24, "out_depth")
+        for name, depth, width in (
+            ("init_weights", self.weight_depth, self.weight_word_bits),
+            ("init_biases", self.bias_depth, self.bias_word_bits),
+        ):
+            init = getattr(self, name)
+            if init is None:
+                continue
+            init = tuple(init)
+            object.__setattr__(self, name, init)
+            if len(init) > depth:
+                raise ValueError(
+                    f"ConvEngineParams.{name} has {len(init)} words, the memory holds {depth}"
+                )
+            for i, word in enumerate(init):
+                if not isinstance(word, int) or not 0 <= word < (1 << width):
+                    raise ValueError(
+                        f"ConvEngineParams.{name}[{i}] = {word!r} is not a {width}-bit word"
+                    )
+
+    @property
+    def product_bits(self) -> int:
+        """Width of one product (the smallest accumulator that makes sense)."""
+        if self.weight_kind == "fixed":
+            return self.act_bits + self.weight_bits
+        return self.act_bits + self.max_shift + 1
+
+    @property
+    def max_shift(self) -> int:
+        """Largest power-of-two exponent a shift-add PE applies (0 for fixed weights)."""
+        return (1 << (self.weight_bits - 2)) - 1 if self.weight_kind == "pow2" else 0
+
+    @property
+    def lane_bits(self) -> int:
+        """Bits of one weight (value or power-of-two code) in a weight word."""
+        return self.weight_bits
+
+    @property
+    def weight_word_bits(self) -> int:
+        return self.cols * self.lane_bits
+
+    @property
+    def bias_word_bits(self) -> int:
+        return self.cols * self.acc_bits
+
+    @property
+    def pes(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def dim_bits(self) -> int:
+        """Width of the cfg's size fields (channels, height, width, kernel, stride, padding)."""
+        return self.act_depth.bit_length()
+
+    @property
+    def act_addr_bits(self) -> int:
+        return _bits(self.act_depth)
+
+    @property
+    def weight_addr_bits(self) -> int:
+        return _bits(self.weight_depth)
+
+    @property
+    def bias_addr_bits(self) -> int:
+        return _bits(self.bias_depth)
+
+    @property
+    def out_channel_bits(self) -> int:
+        return (self.bias_depth * self.cols).bit_length()
+
+    @property
+    def max_out_channels(self) -> int:
+        return self.bias_depth * self.cols
+
+
+def conv_cfg_layout(params: ConvEngineParams) -> data.StructLayout:
+    """Layout of the run-time configuration port ``cfg`` (sampled at ``start``)."""
+    dim = unsigned(params.dim_bits)
+    return data.StructLayout(
+        {
+            "in_channels": dim,
+            "in_h": dim,
+            "in_w": dim,
+            "out_channels": unsigned(params.out_channel_bits),
+            "kh": dim,
+            "kw": dim,
+            "stride": dim,
+            "padding": dim,
+            "shift": unsigned(SHIFT_BITS),
+            "out_bits": unsigned(OUT_BITS_BITS),
+            "relu": unsigned(1),
+            "pool": unsigned(1),
+            "weight_base": unsigned(params.weight_addr_bits),
+            "bias_base": unsigned(params.bias_addr_bits),
+        }
+    )
+
+
+def conv_load_signature(params: ConvEngineParams) -> wiring.Signature:
+    """The memory load port: ``en`` writes ``data`` at ``addr`` of the memory ``sel`` names.
+
+    ``sel`` is 0 for the weight memory (words of ``cols`` weight lanes) and 1 for the bias
+    memories (words of ``cols`` biases, ``acc_bits`` each, lane ``c`` in bits
+    ``[c * acc_bits, (c + 1) * acc_bits)``).
+    """
+    return wiring.Signature(
+        {
+            "en": Out(1),
+            "sel": Out(1),
+            "addr": Out(max(params.weight_addr_bits, params.bias_addr_bits)),
+            "data": Out(max(params.weight_word_bits, params.bias_word_bits)),
+        }
+    )
+
+
+class FoldSequencer(wiring.Component):
+    """Issues the GEMM steps of a conv layer fold after fold, one step per cycle.
+
+    On ``start`` it sets up the layer (a few cycles, overlapped with the input load by the
+    engine): ``out_h``, ``out_w`` by repeated subtraction of the stride, and ``in_h * in_w``,
+    ``stride * in_w``, ``padding * in_w`` by shift-and-add, so the address arithmetic needs no
+    multiplier. A pixel cursor then writes the ``rows`` pixel positions of the *next* fold, one
+    per cycle, while the current fold issues; folds therefore follow back to back when
+    ``K >= rows + 1``.
+
+    Parameters
+    ----------
+    params
+        The engine's parameters.
+
+    Members
+    -------
+    cfg : In(conv_cfg_layout(params))
+        Layer configuration, stable from ``start`` to the end of the layer.
+    start : In(1)
+        Begin a layer.
+    act_ready : In(1)
+        The input feature map is in memory; no fold issues before.
+    emitted_blocks : In
+        Filter blocks whose outputs have left the transpose buffer. Block ``b`` issues only once
+        block ``b - 2`` is out, since both use the same half of the buffer.
+    out_h, out_w : Out
+        Output size, valid from the end of setup.
+    step_valid, step_first, step_last : Out(1)
+        A GEMM step issues this cycle; it is the first / last step ``k`` of its fold.
+    step_addr : Out(ArrayLayout(unsigned(act_addr_bits), rows))
+        Input feature-map address of each row's activation.
+    step_inb : Out(rows)
+        Row ``r`` reads a real activation (not zero padding, not a pixel past the end).
+    step_w_addr : Out
+        Weight word address of the step.
+    fold_e0, fold_rows, fold_block, fold_block_last, fold_layer_last : Out
+        Describe the fold of the current step (read them with ``step_last``): first output pixel
+        of row 0, mask of rows holding real pixels, filter block, last pixel block of the filter
+        block, last fold of the layer.
+    finished : Out(1)
+        The last step of the layer has issued.
+    blocks : Out
+        Filter blocks issued so far (their total once ``finished``).
+    """
+
+    def __init__(self, params: ConvEngineParams) -> None:
+        if not isinstance(params, ConvEngineParams):
+            discard(self)
+            raise TypeError(f"params must be ConvEngineParams, not {type(params).__name__}")
+        self.params = params
+        p = params
+        size = unsigned(p.dim_bits + 2)
+        super().__init__(
+            {
+                "cfg": In(conv_cfg_layout(p)),
+                "start": In(1),
+                "act_ready": In(1),
+                "emitted_blocks": In(range(p.bias_depth + 2)),
+                "out_h": Out(size),
+                "out_w": Out(size),
+                "step_valid": Out(1),
+                "step_first": Out(1),
+                "step_last": Out(1),
+                "step_addr": Out(data.ArrayLayout(unsigned(p.act_addr_bits), p.rows)),
+                "step_inb": Out(p.rows),
+                "step_w_addr": Out(p.weight_addr_bits),
+                "fold_e0": Out(range(p.out_depth + p.rows + 1)),
+                "fold_rows": Out(p.rows),
+                "fold_block": Out(range(p.bias_depth + 2)),
+                "fold_block_last": Out(1),
+                "fold_layer_last": Out(1),
+                "finished": Out(1),
+                "blocks": Out(range(p.bias_depth + 2)),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        p = self.params
+        cfg = self.cfg
+        rows, cols = p.rows, p.cols
+        aw = p.act_addr_bits
+        coord = signed(p.dim_bits + 4)
+        size = unsigned(p.dim_bits + 2)
+        pixel = unsigned((p.out_depth + rows + 1).bit_length())
+
+        # Setup: products by shift-and-add over the multiplier's bits, quotients by subtraction.
+        w_shifted = Signal(aw)
+        mul_h = Signal(p.dim_bits)
+        mul_s = Signal(p.dim_bits)
+        mul_p = Signal(p.dim_bits)
+        in_hw = Signal(aw)  # in_h * in_w: channel stride of the feature map
+        s_w = Signal(aw)  # stride * in_w: address step between output rows
+        p_w = Signal(aw)  # padding * in_w
+        rem_h = Signal(size)
+        rem_w = Signal(size)
+        out_h = Signal(size)
+        out_w = Signal(size)
+        m.d.comb += [self.out_h.eq(out_h), self.out_w.eq(out_w)]
+
+        # Pixel cursor, one pixel ahead per cycle, and the next fold's rows it fills.
+        c_oh = Signal(size)
+        c_ow = Signal(size)
+        c_ih0 = Signal(coord)
+        c_iw0 = Signal(coord)
+        c_rowaddr = Signal(aw)  # (c_ih0 * in_w) modulo 2**aw: addresses wrap consistently
+        c_e = Signal(pixel)
+        c_end = Signal()
+        c_fill = Signal(range(rows))
+        next_ready = Signal()
+        n_ih0 = [Signal(coord, name=f"n_ih0_{r}") for r in range(rows)]
+        n_iw0 = [Signal(coord, name=f"n_iw0_{r}") for r in range(rows)]
+        n_addr = [Signal(aw, name=f"n_addr_{r}") for r in range(rows)]
+        n_valid = [Signal(name=f"n_valid_{r}") for r in range(rows)]
+        n_e0 = Signal(pixel)
+        n_last = Signal()
+
+        # The fold being issued.
+        active = Signal()
+        finished = Signal()
+        cur_ih0 = [Signal(coord, name=f"cur_ih0_{r}") for r in range(rows)]
+        cur_iw0 = [Signal(coord, name=f"cur_iw0_{r}") for r in range(rows)]
+        cur_addr = [Signal(aw, name=f"cur_addr_{r}") for r in range(rows)]
+        cur_valid = [Signal(name=f"cur_valid_{r}") for r in range(rows)]
+        cur_e0 = Signal(pixel)
+        cur_last = Signal()
+        ci = Signal(p.dim_bits)
+        ky = Signal(p.dim_bits)
+        kx = Signal(p.dim_bits)
+        koff = Signal(aw)  # ci * in_hw + ky * in_w + kx
+        row_start = Signal(aw)
+        chan_start = Signal(aw)
+        w_addr = Signal(p.weight_addr_bits)
+        w_base = Signal(p.weight_addr_bits)
+        block = Signal(range(p.bias_depth + 2))
+        m0 = Signal(p.out_channel_bits + 1)
+
+        kx_last = kx + 1 == cfg.kw
+        ky_last = ky + 1 == cfg.kh
+        ci_last = ci + 1 == cfg.in_channels
+        last = kx_last & ky_last & ci_last
+        layer_last = cur_last & (m0 + cols >= cfg.out_channels)
+
+        m.d.comb += [
+            self.step_valid.eq(active),
+            self.step_first.eq(active & (kx == 0) & (ky == 0) & (ci == 0)),
+            self.step_last.eq(active & last),
+            self.step_w_addr.eq(w_addr),
+            self.fold_e0.eq(cur_e0),
+            self.fold_block.eq(block),
+            self.fold_block_last.eq(cur_last),
+            self.fold_layer_last.eq(layer_last),
+            self.finished.eq(finished),
+            self.blocks.eq(block),
+        ]
+        for r in range(rows):
+            ih = Signal(coord, name=f"ih_{r}")
+            iw = Signal(coord, name=f"iw_{r}")
+            m.d.comb += [
+                ih.eq(cur_ih0[r] + ky),
+                iw.eq(cur_iw0[r] + kx),
+                self.step_addr[r].eq(cur_addr[r] + koff),
+                self.step_inb[r].eq(
+                    cur_valid[r] & (ih >= 0) & (ih < cfg.in_h) & (iw >= 0) & (iw < cfg.in_w)
+                ),
+                self.fold_rows[r].eq(cur_valid[r]),
+            ]
+
+        def reset_cursor():
+            return [
+                c_oh.eq(0),
+                c_ow.eq(0),
+                c_ih0.eq(-cfg.padding),
+                c_iw0.eq(-cfg.padding),
+                c_rowaddr.eq(-p_w),
+                c_e.eq(0),
+                c_end.eq(0),
+            ]
+
+        def begin_layer():
+            return [
+                w_shifted.eq(cfg.in_w),
+                mul_h.eq(cfg.in_h),
+                mul_s.eq(cfg.stride),
+                mul_p.eq(cfg.padding),
+                in_hw.eq(0),
+                s_w.eq(0),
+                p_w.eq(0),
+                rem_h.eq(cfg.in_h + 2 * cfg.padding - cfg.kh),
+                rem_w.eq(cfg.in_w + 2 * cfg.padding - cfg.kw),
+                out_h.eq(1),
+                out_w.eq(1),
+                active.eq(0),
+                finished.eq(0),
+                next_ready.eq(0),
+                c_fill.eq(0),
+                ci.eq(0),
+                ky.eq(0),
+                kx.eq(0),
+                koff.eq(0),
+                row_start.eq(0),
+                chan_start.eq(0),
+                w_addr.eq(cfg.weight_base),
+                w_base.eq(cfg.weight_base),
+                block.eq(0),
+                m0.eq(0),
+            ]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += begin_layer()
+                    m.next = "SETUP"
+            with m.State("SETUP"):
+                settled = (
+                    (mul_h == 0)
+                    & (mul_s == 0)
+                    & (mul_p == 0)
+                    & (rem_h < cfg.stride)
+                    & (rem_w < cfg.stride)
+                )
+                with m.If(settled):
+                    m.d.sync += reset_cursor()
+                    m.next = "RUN"
+                with m.Else():
+                    m.d.sync += [
+                        w_shifted.eq(w_shifted << 1),
+                        mul_h.eq(mul_h >> 1),
+                        mul_s.eq(mul_s >> 1),
+                        mul_p.eq(mul_p >> 1),
+                    ]
+                    with m.If(mul_h[0]):
+                        m.d.sync += in_hw.eq(in_hw + w_shifted)
+                    with m.If(mul_s[0]):
+                        m.d.sync += s_w.eq(s_w + w_shifted)
+                    with m.If(mul_p[0]):
+                        m.d.sync += p_w.eq(p_w + w_shifted)
+                    with m.If(rem_h >= cfg.stride):
+                        m.d.sync += [rem_h.eq(rem_h - cfg.stride), out_h.eq(out_h + 1)]
+                    with m.If(rem_w >= cfg.stride):
+                        m.d.sync += [rem_w.eq(rem_w - cfg.stride), out_w.eq(out_w + 1)]
+            with m.State("RUN"):
+                # The cursor fills the next fold's rows through a shift chain (row 0 ends first).
+                with m.If(~next_ready):
+                    for r in range(rows - 1):
+                        m.d.sync += [
+                            n_ih0[r].eq(n_ih0[r + 1]),
+                            n_iw0[r].eq(n_iw0[r + 1]),
+                            n_addr[r].eq(n_addr[r + 1]),
+                            n_valid[r].eq(n_valid[r + 1]),
+                        ]
+                    m.d.sync += [
+                        n_ih0[-1].eq(c_ih0),
+                        n_iw0[-1].eq(c_iw0),
+                        n_addr[-1].eq(c_rowaddr + c_iw0),
+                        n_valid[-1].eq(~c_end),
+                    ]
+                    with m.If(c_fill == 0):
+                        m.d.sync += n_e0.eq(c_e)
+                    row_end = c_ow + 1 == out_w
+                    end_after = c_end | (row_end & (c_oh + 1 == out_h))
+                    with m.If(~c_end):
+                        m.d.sync += c_e.eq(c_e + 1)
+                        with m.If(row_end):
+                            m.d.sync += [
+                                c_ow.eq(0),
+                                c_oh.eq(c_oh + 1),
+                                c_iw0.eq(-cfg.padding),
+                                c_ih0.eq(c_ih0 + cfg.stride),
+                                c_rowaddr.eq(c_rowaddr + s_w),
+                                c_end.eq(c_oh + 1 == out_h),
+                            ]
+                        with m.Else():
+                            m.d.sync += [c_ow.eq(c_ow + 1), c_iw0.eq(c_iw0 + cfg.stride)]
+                    with m.If(c_fill == rows - 1):
+                        m.d.sync += [c_fill.eq(0), next_ready.eq(1), n_last.eq(end_after)]
+                        with m.If(end_after):
+                            # The next filter block walks the pixels from the start again.
+                            m.d.sync += reset_cursor()
+                    with m.Else():
+                        m.d.sync += c_fill.eq(c_fill + 1)
+
+                # Issue: one step of the current fold per cycle.
+                next_block = Mux(active & last & cur_last, block + 1, block)
+                may_take = (
+                    next_ready
+                    & self.act_ready
+                    & ~finished
+                    & (self.emitted_blocks + 1 >= next_block)
+                    & (~active | (last & ~layer_last))
+                )
+                with m.If(active):
+                    with m.If(last):
+                        m.d.sync += [
+                            ci.eq(0),
+                            ky.eq(0),
+                            kx.eq(0),
+                            koff.eq(0),
+                            row_start.eq(0),
+                            chan_start.eq(0),
+                            active.eq(may_take),
+                        ]
+                        with m.If(cur_last):
+                            m.d.sync += [
+                                block.eq(block + 1),
+                                m0.eq(m0 + cols),
+                                w_addr.eq(w_addr + 1),
+                                w_base.eq(w_addr + 1),
+                            ]
+                        with m.Else():
+                            m.d.sync += w_addr.eq(w_base)
+                        with m.If(layer_last):
+                            m.d.sync += finished.eq(1)
+                    with m.Else():
+                        m.d.sync += w_addr.eq(w_addr + 1)
+                        with m.If(kx_last & ky_last):
+                            m.d.sync += [
+                                kx.eq(0),
+                                ky.eq(0),
+                                ci.eq(ci + 1),
+                                chan_start.eq(chan_start + in_hw),
+                                row_start.eq(chan_start + in_hw),
+                                koff.eq(chan_start + in_hw),
+                            ]
+                        with m.Elif(kx_last):
+                            m.d.sync += [
+                                kx.eq(0),
+                                ky.eq(ky + 1),
+                                row_start.eq(row_start + cfg.in_w),
+                                koff.eq(row_start + cfg.in_w),
+                            ]
+                        with m.Else():
+                            m.d.sync += [kx.eq(kx + 1), koff.eq(koff + 1)]
+                with m.Elif(may_take):
+                    m.d.sync += active.eq(1)
+                with m.If(may_take):
+                    for r in range(rows):
+                        m.d.sync += [
+                            cur_ih0[r].eq(n_ih0[r]),
+                            cur_iw0[r].eq(n_iw0[r]),
+                            cur_addr[r].eq(n_addr[r]),
+                            cur_valid[r].eq(n_valid[r]),
+                        ]
+                    m.d.sync += [cur_e0.eq(n_e0), cur_last.eq(n_last), next_ready.eq(0)]
+
+                with m.If(self.start):
+                    m.d.sync += begin_layer()
+                    m.next = "SETUP"
+        return m
+
+
+def _drain_layout(params: ConvEngineParams) -> data.StructLayout:
+    """One drain step of a column: which row's sum to requantize, and where it goes."""
+    return data.StructLayout(
+        {
+            "act": unsigned(1),
+            "row": unsigned(_bits(params.rows)),
+            "write": unsigned(1),
+            "addr": unsigned(_bits(2 * params.out_depth)),
+            "bias_addr": unsigned(params.bias_addr_bits),
+            "block_end": unsigned(1),
+        }
+    )
+
+
+class ConvEngine(wiring.Component):
+    """Convolution engine: output-stationary ``rows x cols`` array, one build for many layers.
+
+    Computes a :class:`~squeezeforge.sim.ir.Conv2d` layer (bias, requantization by ``shift``
+    with round-half-up, saturation to ``out_bits``, optional ReLU) and, when ``cfg.pool`` is set,
+    the 2x2 max pool that follows it, bit-exactly with :mod:`squeezeforge.sim.reference`.
+    Weights are fixed-point values (multiply-accumulate PEs) or power-of-two codes (shift-add
+    PEs, no multiplier), per ``params.weight_kind``.
+
+    Parameters
+    ----------
+    params
+        Elaboration parameters (:class:`ConvEngineParams`).
+
+    Members
+    -------
+    cfg : In(conv_cfg_layout(params))
+        Layer configuration (see :func:`squeezeforge.hw.conv_driver.conv_layer_config`), sampled
+        when ``start`` is accepted.
+    start : In(1)
+        Starts a layer when the engine is not busy.
+    busy : Out(1)
+        From the cycle after ``start`` until ``done``.
+    done : Out(1)
+        One-cycle pulse the cycle after the last output was accepted.
+    i_act : In(stream.Signature(signed(act_bits)))
+        The layer's input activations in (C, H, W) order, accepted one per cycle after
+        ``start`` until all ``in_channels * in_h * in_w`` have arrived.
+    o_act : Out(stream.Signature(signed(act_bits)))
+        Outputs in (C, H, W) order (after pooling), saturated to ``out_bits``.
+    load : In(conv_load_signature(params))
+        Writes a word of the weight memory (``sel`` 0) or the bias memories (``sel`` 1).
+
+    Timing::
+
+        clk      _/~\\_/~\\_/~\\_/~\\_/~\\_/~\\_/~\\_/~\\_/~\\_/~\\_/~\\_/~\\_
+        start    _/~~~\\_________________________________________
+        busy     _____/~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~\\_____
+        i_act.v  ~~~~~~~~~~~~~~~~~~~~~~~~\\___________________________
+        i_act.r  _____/~~~~~~~~~~~~~~~~~~\\___________________________
+                      |<- C*H*W beats ->|   compute ...
+        o_act.v  ____________________________/~~~~~~~~~~~~\\_________
+        o_act.r  ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+        done     _________________________________________/~~~\\_____
+
+    ``o_act`` starts once the first filter block is computed and overlaps the computation of
+    the next ones; ``o_act.ready`` low stalls the engine only when the transpose buffer is full.
+    """
+
+    def __init__(self, params: ConvEngineParams) -> None:
+        if not isinstance(params, ConvEngineParams):
+            discard(self)
+            raise TypeError(f"params must be ConvEngineParams, not {type(params).__name__}")
+        self.params = params
+        super().__init__(
+            {
+                "cfg": In(conv_cfg_layout(params)),
+                "start": In(1),
+                "busy": Out(1),
+                "done": Out(1),
+                "i_act": In(stream.Signature(signed(params.act_bits))),
+                "o_act": Out(stream.Signature(signed(params.act_bits))),
+                "load": In(conv_load_signature(params)),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        p = self.params
+        rows, cols = p.rows, p.cols
+        m.submodules.seq = seq = FoldSequencer(p)
+
+        cfg = Signal(conv_cfg_layout(p))
+        busy = Signal()
+        loading = Signal()
+        act_ready = Signal()
+        seq_start = Signal()
+        blocks_drained = Signal(range(p.bias_depth + 2))
+        blocks_emitted = Signal(range(p.bias_depth + 2))
+        l_addr = Signal(p.act_addr_bits)
+        l_c = Signal(p.dim_bits)
+        l_h = Signal(p.dim_bits)
+        l_w = Signal(p.dim_bits)
+        em_m0 = Signal(p.out_channel_bits + 1)
+
+        m.d.comb += self.busy.eq(busy)
+        m.d.sync += seq_start.eq(0)
+        with m.If(self.start & ~busy):
+            m.d.sync += [
+                cfg.eq(self.cfg),
+                busy.eq(1),
+                loading.eq(1),
+                act_ready.eq(0),
+                seq_start.eq(1),
+                l_addr.eq(0),
+                l_c.eq(0),
+                l_h.eq(0),
+                l_w.eq(0),
+                blocks_drained.eq(0),
+                blocks_emitted.eq(0),
+                em_m0.eq(0),
+            ]
+        m.d.comb += [
+            seq.cfg.eq(cfg),
+            seq.start.eq(seq_start),
+            seq.act_ready.eq(act_ready),
+            seq.emitted_blocks.eq(blocks_emitted),
+        ]
+
+        # Input feature map: written in arrival order, read by every row each cycle.
+        m.submodules.act_mem = act_mem = Memory(
+            shape=signed(p.act_bits), depth=p.act_depth, init=[]
+        )
+        act_wp = act_mem.write_port()
+        act_rps = [act_mem.read_port() for _ in range(rows)]
+        m.d.comb += self.i_act.ready.eq(loading)
+        with m.If(self.i_act.valid & loading):
+            m.d.comb += [
+                act_wp.en.eq(1),
+                act_wp.addr.eq(l_addr),
+                act_wp.data.eq(self.i_act.payload),
+            ]
+            m.d.sync += l_addr.eq(l_addr + 1)
+            with m.If(l_w + 1 == cfg.in_w):
+                m.d.sync += l_w.eq(0)
+                with m.If(l_h + 1 == cfg.in_h):
+                    m.d.sync += l_h.eq(0)
+                    with m.If(l_c + 1 == cfg.in_channels):
+                        m.d.sync += [loading.eq(0), act_ready.eq(1)]
+                    with m.Else():
+                        m.d.sync += l_c.eq(l_c + 1)
+                with m.Else():
+                    m.d.sync += l_h.eq(l_h + 1)
+            with m.Else():
+                m.d.sync += l_w.eq(l_w + 1)
+
+        # Weights: one word (a lane per column) per GEMM step.
+        m.submodules.w_mem = w_mem = Memory(
+            shape=unsigned(p.weight_word_bits),
+            depth=p.weight_depth,
+            init=list(p.init_weights or ()),
+        )
+        w_wp = w_mem.write_port()
+        w_rp = w_mem.read_port()
+        m.d.comb += [
+            w_wp.en.eq(self.load.en & (self.load.sel == LOAD_WEIGHTS)),
+            w_wp.addr.eq(self.load.addr),
+            w_wp.data.eq(self.load.data),
+            w_rp.addr.eq(seq.step_w_addr),
+        ]
+
+        # Biases: one memory per column, since each column drains at its own cycle.
+        acc_mask = (1 << p.acc_bits) - 1
+        bias_rps = []
+        for c in range(cols):
+            init = [(word >> (c * p.acc_bits)) & acc_mask for word in (p.init_biases or ())]
+            mem = Memory(shape=unsigned(p.acc_bits), depth=p.bias_depth, init=init)
+            m.submodules[f"bias_mem_{c}"] = mem
+            wp = mem.write_port()
+            m.d.comb += [
+                wp.en.eq(self.load.en & (self.load.sel == LOAD_BIASES)),
+                wp.addr.eq(self.load.addr),
+                wp.data.eq(self.load.data[c * p.acc_bits : (c + 1) * p.acc_bits]),
+            ]
+            bias_rps.append(mem.read_port())
+
+        # Stage 1: memory data of the step issued last cycle; padding reads as zero.
+        s1_valid = Signal()
+        s1_first = Signal()
+        s1_last = Signal()
+        s1_inb = Signal(rows)
+        m.d.sync += [
+            s1_valid.eq(seq.step_valid),
+            s1_first.eq(seq.step_first),
+            s1_last.eq(seq.step_last),
+            s1_inb.eq(seq.step_inb),
+        ]
+        a_stage = []
+        for r in range(rows):
+            m.d.comb += act_rps[r].addr.eq(seq.step_addr[r])
+            a = Signal(signed(p.act_bits), name=f"a_stage_{r}")
+            m.d.comb += a.eq(Mux(s1_inb[r], act_rps[r].data, 0))
+            a_stage.append(a)
+        w_stage = []
+        for c in range(cols):
+            lane = w_rp.data[c * p.lane_bits : (c + 1) * p.lane_bits]
+            w_stage.append(lane.as_signed() if p.weight_kind == "fixed" else lane)
+
+        # Skew: row r enters r cycles late, column c enters c cycles late, so that step k of
+        # a fold meets in PE (r, c) at cycle k + r + c (the systolic wavefront).
+        ctl = [(s1_valid, s1_first, s1_last)]
+        for d in range(1, rows):
+            prev = ctl[-1]
+            now = tuple(Signal(name=f"ctl_{n}_d{d}") for n in ("valid", "first", "last"))
+            m.d.sync += [now[i].eq(prev[i]) for i in range(3)]
+            ctl.append(now)
+        a_skew = []
+        for r in range(rows):
+            x = a_stage[r]
+            for d in range(r):
+                y = Signal(signed(p.act_bits), name=f"a_skew_{r}_{d}")
+                m.d.sync += y.eq(x)
+                x = y
+            a_skew.append(x)
+        w_skew = []
+        for c in range(cols):
+            x = w_stage[c]
+            for d in range(c):
+                y = Signal(x.shape(), name=f"w_skew_{c}_{d}")
+                m.d.sync += y.eq(x)
+                x = y
+            w_skew.append(x)
+
+        pes = []
+        for r in range(rows):
+            row = []
+            for c in range(cols):
+                pe = pe_for(p.weight_kind, p.act_bits, p.weight_bits, p.acc_bits)
+                m.submodules[f"pe_{r}_{c}"] = pe
+                if c == 0:
+                    valid, first, last = ctl[r]
+                    m.d.comb += [
+                        pe.a_in.eq(a_skew[r]),
+                        pe.valid_in.eq(valid),
+                        pe.first_in.eq(first),
+                        pe.last_in.eq(last),
+                    ]
+                else:
+                    left = row[c - 1]
+                    m.d.comb += [
+                        pe.a_in.eq(left.a_out),
+                        pe.valid_in.eq(left.valid_out),
+                        pe.first_in.eq(left.first_out),
+                        pe.last_in.eq(left.last_out),
+                    ]
+                if r == 0:
+                    m.d.comb += pe.w_in.eq(w_skew[c])
+                else:
+                    m.d.comb += pe.w_in.eq(pes[r - 1][c].w_out)
+                row.append(pe)
+            pes.append(row)
+
+        # Drain: a fold's sums are final in PE (r, c) from 2 + r + c cycles after its last step
+        # issued. Column 0 reads row r at that cycle; column c follows c cycles later.
+        fold = data.StructLayout(
+            {
+                "e0": unsigned(len(seq.fold_e0)),
+                "rows": unsigned(rows),
+                "block": unsigned(len(seq.fold_block)),
+                "block_last": unsigned(1),
+            }
+        )
+        d1 = Signal(fold)
+        d1_valid = Signal()
+        m.d.sync += [
+            d1_valid.eq(seq.step_last),
+            d1.e0.eq(seq.fold_e0),
+            d1.rows.eq(seq.fold_rows),
+            d1.block.eq(seq.fold_block),
+            d1.block_last.eq(seq.fold_block_last),
+        ]
+        dr_active = Signal()
+        dr_row = Signal(_bits(rows))
+        dr_rows = Signal(rows)
+        dr_addr = Signal(_bits(2 * p.out_depth))
+        dr_bias_addr = Signal(p.bias_addr_bits)
+        dr_block_last = Signal()
+        with m.If(d1_valid):
+            m.d.sync += [
+                dr_active.eq(1),
+                dr_row.eq(0),
+                dr_rows.eq(d1.rows),
+                dr_addr.eq(Mux(d1.block[0], p.out_depth, 0) + d1.e0),
+                dr_bias_addr.eq(cfg.bias_base + d1.block),
+                dr_block_last.eq(d1.block_last),
+            ]
+        with m.Elif(dr_active):
+            m.d.sync += [
+                dr_row.eq(dr_row + 1),
+                dr_rows.eq(dr_rows >> 1),
+                dr_addr.eq(dr_addr + 1),
+            ]
+            with m.If(dr_row == rows - 1):
+                m.d.sync += dr_active.eq(0)
+
+        drain = _drain_layout(p)
+        ctrl = [Signal(drain, name="drain_0")]
+        m.d.comb += [
+            ctrl[0].act.eq(dr_active),
+            ctrl[0].row.eq(dr_row),
+            ctrl[0].write.eq(dr_rows[0]),
+            ctrl[0].addr.eq(dr_addr),
+            ctrl[0].bias_addr.eq(dr_bias_addr),
+            ctrl[0].block_end.eq(dr_block_last & (dr_row == rows - 1)),
+        ]
+        for c in range(1, cols):
+            ctrl.append(Signal(drain, name=f"drain_{c}"))
+            m.d.sync += ctrl[c].eq(ctrl[c - 1])
+
+        sat_hi = Signal(signed(p.act_bits))
+        sat_lo = Signal(signed(p.act_bits))
+        with m.Switch(cfg.out_bits):
+            for b in range(2, p.act_bits):
+                with m.Case(b):
+                    m.d.comb += [sat_hi.eq((1 << (b - 1)) - 1), sat_lo.eq(-(1 << (b - 1)))]
+            with m.Default():
+                m.d.comb += [
+                    sat_hi.eq((1 << (p.act_bits - 1)) - 1),
+                    sat_lo.eq(-(1 << (p.act_bits - 1))),
+                ]
+
+        out_rps = []
+        for c in range(cols):
+            mem = Memory(shape=signed(p.act_bits), depth=2 * p.out_depth, init=[])
+            m.submodules[f"out_mem_{c}"] = mem
+            wp = mem.write_port()
+            out_rps.append(mem.read_port())
+            q1 = Signal(drain, name=f"q1_{c}")
+            q2 = Signal(drain, name=f"q2_{c}")
+            q3 = Signal(drain, name=f"q3_{c}")
+            q1_acc = Signal(signed(p.acc_bits), name=f"q1_acc_{c}")
+            q2_sum = Signal(signed(p.acc_bits + 1), name=f"q2_sum_{c}")
+            q3_y = Signal(signed(p.acc_bits + 2), name=f"q3_y_{c}")
+            column = Array(pes[r][c].result for r in range(rows))
+            m.d.comb += bias_rps[c].addr.eq(ctrl[c].bias_addr)
+            # Round half up: ((2 * sum >> shift) + 1) >> 1 == (sum + 2**(shift-1)) >> shift,
+            # and equals sum when shift is 0, so no special case is needed.
+            twice = Signal(signed(p.acc_bits + 2), name=f"twice_{c}")
+            m.d.comb += twice.eq(q2_sum << 1)
+            halved = Signal(signed(p.acc_bits + 2), name=f"halved_{c}")
+            m.d.comb += halved.eq(twice >> cfg.shift)
+            m.d.sync += [
+                q1.eq(ctrl[c]),
+                q1_acc.eq(column[ctrl[c].row]),
+                q2.eq(q1),
+                q2_sum.eq(q1_acc + bias_rps[c].data.as_signed()),
+                q3.eq(q2),
+                q3_y.eq((halved + 1) >> 1),
+            ]
+            sat = Signal(signed(p.act_bits), name=f"sat_{c}")
+            m.d.comb += sat.eq(Mux(q3_y > sat_hi, sat_hi, Mux(q3_y < sat_lo, sat_lo, q3_y)))
+            m.d.comb += [
+                wp.en.eq(q3.act & q3.write),
+                wp.addr.eq(q3.addr),
+                wp.data.eq(Mux(cfg.relu & (sat < 0), 0, sat)),
+            ]
+            if c == cols - 1:
+                with m.If(q3.act & q3.block_end):
+                    m.d.sync += blocks_drained.eq(blocks_drained + 1)
+
+        # Emitter: channel after channel of a drained filter block, in raster order; with
+        # pooling, four reads (a 2x2 window) per output.
+        em_active = Signal()
+        em_lane = Signal(range(cols))
+        em_m = Signal(p.out_channel_bits + 1)
+        em_half = Signal()
+        size = len(seq.out_w)
+        em_x = Signal(size)
+        em_y = Signal(size)
+        oa = _bits(2 * p.out_depth) + 1
+        em_rowbase = Signal(oa)
+        em_colbase = Signal(oa)
+        em_phase = Signal(2)
+        pending = Signal(range(3))
+        q_level = Signal(range(OUTPUT_QUEUE_DEPTH + 1))
+        pool = cfg.pool
+        out_w = seq.out_w
+        n_x = Mux(pool, out_w >> 1, out_w)
+        n_y = Mux(pool, seq.out_h >> 1, seq.out_h)
+        credit = q_level + pending < OUTPUT_QUEUE_DEPTH
+        item_first = em_phase == 0
+        item_last = ~pool | (em_phase == 3)
+        issue = em_active & (~item_first | credit)
+        offset = Mux(em_phase[1], Mux(em_phase[0], out_w + 1, out_w), Mux(em_phase[0], 1, 0))
+        rd_addr = Signal(oa)
+        m.d.comb += rd_addr.eq(Mux(em_half, p.out_depth, 0) + em_colbase + offset)
+        for c in range(cols):
+            m.d.comb += out_rps[c].addr.eq(rd_addr)
+        r_valid = Signal()
+        r_first = Signal()
+        r_last = Signal()
+        r_lane = Signal(range(cols))
+        m.d.sync += [
+            r_valid.eq(issue),
+            r_first.eq(item_first),
+            r_last.eq(item_last),
+            r_lane.eq(em_lane),
+        ]
+        with m.If(issue):
+            with m.If(~item_last):
+                m.d.sync += em_phase.eq(em_phase + 1)
+            with m.Else():
+                m.d.sync += em_phase.eq(0)
+                step_x = Mux(pool, 2, 1)
+                step_row = Mux(pool, out_w << 1, out_w)
+                with m.If(em_x + 1 == n_x):
+                    m.d.sync += em_x.eq(0)
+                    with m.If(em_y + 1 == n_y):
+                        m.d.sync += [em_y.eq(0), em_rowbase.eq(0), em_colbase.eq(0)]
+                        with m.If((em_lane + 1 == cols) | (em_m + 1 >= cfg.out_channels)):
+                            m.d.sync += [
+                                em_active.eq(0),
+                                blocks_emitted.eq(blocks_emitted + 1),
+                                em_m0.eq(em_m0 + cols),
+                            ]
+                        with m.Else():
+                            m.d.sync += [em_lane.eq(em_lane + 1), em_m.eq(em_m + 1)]
+                    with m.Else():
+                        m.d.sync += [
+                            em_y.eq(em_y + 1),
+                            em_rowbase.eq(em_rowbase + step_row),
+                            em_colbase.eq(em_rowbase + step_row),
+                        ]
+                with m.Else():
+                    m.d.sync += [em_x.eq(em_x + 1), em_colbase.eq(em_colbase + step_x)]
+        with m.If(busy & ~em_active & (blocks_drained > blocks_emitted)):
+            m.d.sync += [
+                em_active.eq(1),
+                em_lane.eq(0),
+                em_m.eq(em_m0),
+                em_half.eq(blocks_emitted[0]),
+                em_x.eq(0),
+                em_y.eq(0),
+                em_rowbase.eq(0),
+                em_colbase.eq(0),
+                em_phase.eq(0),
+            ]
+
+        r_data = Array(out_rps[c].data for c in range(cols))[r_lane]
+        running_max = Signal(signed(p.act_bits))
+        value = Signal(signed(p.act_bits))
+        m.d.comb += value.eq(Mux(r_first, r_data, Mux(r_data > running_max, r_data, running_max)))
+        with m.If(r_valid):
+            m.d.sync += running_max.eq(value)
+        push = r_valid & r_last
+
+        # Output queue: absorbs the memory read latency when o_act.ready drops.
+        queue = Array(
+            Signal(signed(p.act_bits), name=f"queue_{i}") for i in range(OUTPUT_QUEUE_DEPTH)
+        )
+        q_w = Signal(range(OUTPUT_QUEUE_DEPTH))
+        q_r = Signal(range(OUTPUT_QUEUE_DEPTH))
+        pop = self.o_act.valid & self.o_act.ready
+        m.d.comb += [self.o_act.valid.eq(q_level != 0), self.o_act.payload.eq(queue[q_r])]
+        with m.If(push):
+            m.d.sync += [queue[q_w].eq(value), q_w.eq(q_w + 1)]
+        with m.If(pop):
+            m.d.sync += q_r.eq(q_r + 1)
+        m.d.sync += [
+            q_level.eq(q_level + push - pop),
+            pending.eq(pending + (issue & item_first) - push),
+        ]
+
+        all_out = (
+            busy
+            & ~loading
+            & ~seq_start
+            & seq.finished
+            & (blocks_emitted == seq.blocks)
+            & ~em_active
+            & (pending == 0)
+            & (q_level == 0)
+        )
+        m.d.comb += self.done.eq(all_out)
+        with m.If(all_out):
+            m.d.sync += busy.eq(0)
+        return m

@@ -1,0 +1,192 @@
+"""Processing elements of the convolution engine's output-stationary array.
+
+Two flavours share one port list, so the array is built the same way for both:
+
+:class:`MacPE`
+    multiplies a fixed-point weight and an activation (maps onto a DSP block);
+:class:`ShiftAddPE`
+    adds or subtracts the activation shifted left by a power-of-two weight's exponent. It holds
+    the weight as the hardware code of :func:`squeezeforge.sim.numerics.pow2_encode` (sign bit on
+    top, then ``e - n2 + 1``, or 0 for a zero weight) and contains no multiplier.
+
+Each PE passes its activation (and the step flags travelling with it) to the right and its
+weight downwards through registers, keeps a running sum, and on the last step of a fold copies
+the finished sum to ``result``, where it stays until the next fold finishes. The accumulator
+restarts on the first step of a fold, so folds follow each other without a bubble.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["MacPE", "ShiftAddPE", "pe_for"]
+
+MAX_ACC_BITS = 64
+
+
+def _check_width(value: object, lo: int, hi: int, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an integer, not {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{what} must be in {lo}..{hi}, not {value}")
+    return value
+
+
+def discard(elaboratable: object) -> None:
+    """Mark a block whose ``__init__`` rejected its parameters as intentionally unused.
+
+    Amaranth warns about every elaboratable that is created and never elaborated, and the object
+    exists before ``__init__`` checks anything; a rejected one must not add that warning to the
+    error the user sees.
+    """
+    elaboratable._MustUse__silence = True  # the flag amaranth's MustUse.__del__ reads
+
+
+class _PE(wiring.Component):
+    """Ports and data movement common to both PE flavours (see the subclasses)."""
+
+    def __init__(self, act_bits: int, weight_shape: Shape, acc_bits: int) -> None:
+        self.act_bits = act_bits
+        self.acc_bits = acc_bits
+        super().__init__(
+            {
+                "a_in": In(signed(act_bits)),
+                "w_in": In(weight_shape),
+                "valid_in": In(1),
+                "first_in": In(1),
+                "last_in": In(1),
+                "a_out": Out(signed(act_bits)),
+                "w_out": Out(weight_shape),
+                "valid_out": Out(1),
+                "first_out": Out(1),
+                "last_out": Out(1),
+                "result": Out(signed(acc_bits)),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.d.sync += [
+            self.a_out.eq(self.a_in),
+            self.w_out.eq(self.w_in),
+            self.valid_out.eq(self.valid_in),
+            self.first_out.eq(self.first_in),
+            self.last_out.eq(self.last_in),
+        ]
+        acc = Signal(signed(self.acc_bits))
+        # The first step of a fold overwrites the sum of the previous fold instead of adding.
+        base = Mux(self.first_in, 0, acc)
+        total = Signal(signed(self.acc_bits))
+        m.d.comb += total.eq(self.accumulate(m, base))
+        with m.If(self.valid_in):
+            m.d.sync += acc.eq(total)
+            with m.If(self.last_in):
+                m.d.sync += self.result.eq(total)
+        return m
+
+    def accumulate(self, m: Module, base):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class MacPE(_PE):
+    """Multiply-accumulate PE for fixed-point weights.
+
+    Parameters
+    ----------
+    act_bits
+        Width of the signed activations (2..16).
+    weight_bits
+        Width of the signed weights (2..16).
+    acc_bits
+        Width of the accumulator; the sum wraps beyond it (the engine sizes it so that no layer
+        it accepts can overflow).
+
+    Members
+    -------
+    a_in, a_out : signed(act_bits)
+        Activation from the left neighbour, and to the right one a cycle later.
+    w_in, w_out : signed(weight_bits)
+        Weight from the PE above, and to the one below a cycle later.
+    valid_in, first_in, last_in : 1
+        The step is real, the first of a fold, the last of a fold; passed on with the activation.
+    result : signed(acc_bits)
+        The sum of the last finished fold (updated the cycle after its last step).
+    """
+
+    def __init__(self, act_bits: int, weight_bits: int, acc_bits: int) -> None:
+        try:
+            _check_width(act_bits, 2, 16, "act_bits")
+            _check_width(weight_bits, 2, 16, "weight_bits")
+            _check_width(acc_bits, act_bits + weight_bits, MAX_ACC_BITS, "acc_bits")
+        except (TypeError, ValueError):
+            discard(self)
+            raise
+        self.weight_bits = weight_bits
+        super().__init__(act_bits, signed(weight_bits), acc_bits)
+
+    def accumulate(self, m: Module, base):
+        return base + self.a_in * self.w_in
+
+
+class ShiftAddPE(_PE):
+    """Shift-add PE for power-of-two weights: ``acc ± (a << shift)``, no multiplier.
+
+    Parameters
+    ----------
+    act_bits
+        Width of the signed activations (2..16).
+    code_bits
+        Width of a power-of-two weight code (2..6, INQ's bit width): sign bit on top, then
+        ``shift + 1`` in the other bits, 0 meaning a zero weight. Shifts reach
+        ``2**(code_bits - 2) - 1``.
+    acc_bits
+        Width of the accumulator.
+
+    Members
+    -------
+    a_in, a_out, valid_in, first_in, last_in, result
+        As for :class:`MacPE`.
+    w_in, w_out : unsigned(code_bits)
+        Weight codes.
+    """
+
+    def __init__(self, act_bits: int, code_bits: int, acc_bits: int) -> None:
+        try:
+            _check_width(act_bits, 2, 16, "act_bits")
+            _check_width(code_bits, 2, 6, "code_bits")
+            max_shift = (1 << (code_bits - 2)) - 1
+            _check_width(acc_bits, act_bits + max_shift + 1, MAX_ACC_BITS, "acc_bits")
+        except (TypeError, ValueError):
+            discard(self)
+            raise
+        self.code_bits = code_bits
+        self.max_shift = max_shift
+        super().__init__(act_bits, unsigned(code_bits), acc_bits)
+
+    def accumulate(self, m: Module, base):
+        magnitude = self.w_in[: self.code_bits - 1]
+        negative = self.w_in[self.code_bits - 1]
+        shifted = Signal(signed(self.act_bits + self.max_shift))
+        shift_bits = max(self.max_shift.bit_length(), 1)
+        # Codes never exceed max_shift + 1, so the low bits of (magnitude - 1) are the shift.
+        shift = (magnitude - 1)[:shift_bits]
+        m.d.comb += shifted.eq(Mux(magnitude == 0, 0, self.a_in << shift))
+        # One adder for both signs (two adders and a multiplexer cost about twice the LUTs):
+        # base - x == base + ~x + 1, and the + 1 enters through an extra low bit, since
+        # (2*base + 1) + (2*~x + 1) == 2*(base - x) while (2*base + 1) + 2*x == 2*(base + x) + 1.
+        addend = Signal(signed(self.acc_bits))
+        augend = Signal(signed(self.acc_bits))
+        m.d.comb += [addend.eq(Mux(negative, ~shifted, shifted)), augend.eq(base)]
+        wide = Cat(Const(1, 1), augend) + Cat(negative, addend)
+        return wide[1:].as_signed()
+
+
+def pe_for(weight_kind: str, act_bits: int, weight_bits: int, acc_bits: int) -> _PE:
+    """The PE flavour for a weight kind (``"fixed"`` or ``"pow2"``)."""
+    if weight_kind == "fixed":
+        return MacPE(act_bits, weight_bits, acc_bits)
+    if weight_kind == "pow2":
+        return ShiftAddPE(act_bits, weight_bits, acc_bits)
+    raise ValueError(f"weight kind must be 'fixed' or 'pow2', not {weight_kind!r}")

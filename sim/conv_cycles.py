@@ -1,0 +1,151 @@
+"""Cycle model of the convolution engine (:class:`squeezeforge.hw.conv_engine.ConvEngine`).
+
+A pure function of the layer's shape and the array's shape: the cycles from the ``start`` pulse
+to ``done`` when ``i_act`` is always valid and ``o_act`` always ready. It follows the engine's
+schedule event by event, one filter block at a time:
+
+- **load**: the ``C*H*W`` input words arrive one per cycle (cycles 1..C*H*W);
+- **setup**, overlapped with the load: ``out_h``/``out_w`` by repeated subtraction of the stride
+  and three shift-and-add products, ``max(bits(H), bits(s), bits(p), (H+2p-kh)//s,
+  (W+2p-kw)//s)`` iterations; then the pixel cursor fills the first fold's ``rows`` pixels;
+- **folds**: ``ceil(M/cols)`` filter blocks of ``ceil(E/rows)`` folds, one GEMM step per cycle;
+  consecutive folds start ``max(K, rows + 1)`` cycles apart (the cursor writes one pixel of the
+  next fold per cycle, so a fold shorter than ``rows + 1`` steps waits for it);
+- **drain** of a filter block ends ``rows + cols + 4`` cycles after its last step;
+- **emission** of a block (``lanes * out_h * out_w`` reads, four per output with pooling) starts
+  when it is drained and the previous block is out; block ``b`` does not start computing before
+  block ``b - 2`` is out (they share half of the transpose buffer);
+- **done** 3 cycles after the last read (memory read, output queue, handshake).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from .ir import Conv2d
+
+__all__ = ["ArrayShape", "ConvCycles", "conv_cycles"]
+
+# Cycle offsets of the engine's pipeline (see the module docstring).
+_SETUP_START = 3  # start cycle -> latched cfg -> sequencer start -> first setup iteration
+_DRAIN_AFTER_LAST_STEP = 4  # plus rows + cols: stage-1 read, drain sequencer, 3 requant stages
+_DONE_AFTER_LAST_READ = 3
+
+
+class ArrayShape(Protocol):
+    """What the model reads of the engine's parameters."""
+
+    rows: int
+    cols: int
+
+
+@dataclass(frozen=True)
+class ConvCycles:
+    """Cycle model result of one conv layer on the engine.
+
+    Attributes
+    ----------
+    cycles
+        From ``start`` to ``done``.
+    macs
+        Multiply-accumulates of the layer.
+    utilization
+        ``macs / (cycles * rows * cols)``.
+    utilization_compute
+        The same without the input load phase: ``macs / ((cycles - load_cycles) * PEs)``.
+    ideal_cycles
+        The bound ``macs / PEs``.
+    load_cycles
+        ``C * H * W``: input words through ``i_act``.
+    folds
+        Folds of the GEMM (filter blocks x pixel blocks).
+    filter_blocks, pixel_blocks
+        ``ceil(M / cols)`` and ``ceil(E / rows)``.
+    fold_cycles
+        Cycles between fold starts: ``max(K, rows + 1)``.
+    steps
+        ``K = kh * kw * in_channels`` GEMM steps per fold.
+    """
+
+    cycles: int
+    macs: int
+    utilization: float
+    utilization_compute: float
+    ideal_cycles: float
+    load_cycles: int
+    folds: int
+    filter_blocks: int
+    pixel_blocks: int
+    fold_cycles: int
+    steps: int
+
+
+def conv_cycles(
+    layer: Conv2d, in_shape: Sequence[int], params: ArrayShape, pool: bool = False
+) -> ConvCycles:
+    """Cycles of ``layer`` on a conv engine with ``params.rows x params.cols`` PEs.
+
+    Parameters
+    ----------
+    layer
+        The conv layer.
+    in_shape
+        Its input shape ``(C, H, W)``.
+    params
+        The engine's parameters (only ``rows`` and ``cols`` matter).
+    pool
+        The engine also applies the 2x2 max pool.
+    """
+    rows, cols = int(params.rows), int(params.cols)
+    c, h, w = (int(s) for s in in_shape)
+    m, oh, ow = layer.output_shape((c, h, w))
+    kh, kw = layer.kernel
+    s, p = layer.stride, layer.padding
+    k = layer.fan_in
+    pixels = oh * ow
+    load = c * h * w
+
+    setup_iterations = max(
+        h.bit_length(),
+        s.bit_length(),
+        p.bit_length(),
+        (h + 2 * p - kh) // s,
+        (w + 2 * p - kw) // s,
+    )
+    run_start = _SETUP_START + setup_iterations
+    fold_cycles = max(k, rows + 1)
+    pixel_blocks = -(-pixels // rows)
+    filter_blocks = -(-m // cols)
+    per_channel_reads = (oh // 2) * (ow // 2) * 4 if pool else pixels
+
+    take = max(run_start + rows, load + 1)  # cycle the first fold is taken
+    emitted: list[int] = []  # cycle of each block's last read
+    for b in range(filter_blocks):
+        if b >= 2:
+            take = max(take, emitted[b - 2] + 1)
+        last_take = take + (pixel_blocks - 1) * fold_cycles
+        last_step = last_take + k
+        drained = last_step + rows + cols + _DRAIN_AFTER_LAST_STEP
+        begin = max(drained, emitted[-1] + 1) if emitted else drained
+        lanes = min(cols, m - b * cols)
+        emitted.append(begin + lanes * per_channel_reads)
+        take = last_take + fold_cycles
+    cycles = emitted[-1] + _DONE_AFTER_LAST_READ
+
+    macs = layer.macs((c, h, w))
+    pes = rows * cols
+    return ConvCycles(
+        cycles=cycles,
+        macs=macs,
+        utilization=macs / (cycles * pes),
+        utilization_compute=macs / ((cycles - load) * pes),
+        ideal_cycles=macs / pes,
+        load_cycles=load,
+        folds=filter_blocks * pixel_blocks,
+        filter_blocks=filter_blocks,
+        pixel_blocks=pixel_blocks,
+        fold_cycles=fold_cycles,
+        steps=k,
+    )

@@ -1,0 +1,135 @@
+"""cocotb bench of the convolution engine (run by ``test_conv_rtl.py`` on Verilator).
+
+The case file named by ``CONV_BENCH_CASES`` (JSON, written by the pytest function) lists
+layers: the packed ``cfg``, the weight and bias memory words, the input activations in
+(C, H, W) order, the expected outputs from :mod:`squeezeforge.sim.reference`, the output shape,
+the cycles :func:`squeezeforge.sim.conv_cycles.conv_cycles` predicts, and the probabilities with
+which the bench offers an input and accepts an output each cycle (1.0: no stalls, and then the
+measured cycles are checked against the model).
+
+Parts of the bench:
+
+- *loader*: writes the memory words through the ``load`` port;
+- *driver*: offers the input activations on ``i_act``;
+- *monitor*: accepts outputs on ``o_act`` and counts the cycles from ``start`` to ``done``;
+- *scoreboard*: compares every output element with the reference and the cycles with the model,
+  and fails naming the layer, the position (channel, row, column), expected and got.
+
+All of it runs in one loop that acts at the falling edge: the engine's ``i_act.ready``,
+``o_act.valid``/``payload`` and ``done`` come from registers, so they are stable there, and the
+handshakes decided then happen at the next rising edge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, RisingEdge
+
+CYCLE_TOLERANCE = 0.02
+
+
+async def _reset(dut) -> None:
+    dut.rst.value = 1
+    dut.start.value = 0
+    dut.cfg.value = 0
+    dut.load__en.value = 0
+    dut.i_act__valid.value = 0
+    dut.i_act__payload.value = 0
+    dut.o_act__ready.value = 0
+    for _ in range(2):
+        await RisingEdge(dut.clk)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
+
+
+async def _load(dut, sel: int, words: list[int]) -> None:
+    for addr, word in enumerate(words):
+        dut.load__en.value = 1
+        dut.load__sel.value = sel
+        dut.load__addr.value = addr
+        dut.load__data.value = word
+        await FallingEdge(dut.clk)
+    dut.load__en.value = 0
+
+
+async def _run_layer(dut, case: dict, act_bits: int) -> tuple[list[int], int]:
+    """Drive one layer; return the outputs and the cycles from start to done."""
+    rnd = random.Random(case["seed"])
+    valid_p, ready_p = case["valid_probability"], case["ready_probability"]
+    x = case["x"]
+    mask = (1 << act_bits) - 1
+    limit = 4 * case["model_cycles"] + 1000
+    dut.cfg.value = case["cfg"]
+    dut.start.value = 1
+    await FallingEdge(dut.clk)
+    dut.start.value = 0
+    fed = 0
+    outputs: list[int] = []
+    for cycle in range(1, limit):
+        offer = fed < len(x) and rnd.random() < valid_p
+        dut.i_act__valid.value = int(offer)
+        dut.i_act__payload.value = (x[fed] & mask) if fed < len(x) else 0
+        accept = rnd.random() < ready_p
+        dut.o_act__ready.value = int(accept)
+        if int(dut.done.value):
+            dut.i_act__valid.value = 0
+            return outputs, cycle
+        if offer and int(dut.i_act__ready.value):
+            fed += 1
+        if accept and int(dut.o_act__valid.value):
+            outputs.append(dut.o_act__payload.value.to_signed())
+        await FallingEdge(dut.clk)
+    raise AssertionError(f"layer {case['name']}: no done within {limit} cycles")
+
+
+def _position(index: int, shape: list[int]) -> str:
+    _, h, w = shape
+    return f"channel {index // (h * w)}, row {index // w % h}, column {index % w}"
+
+
+def _score(case: dict, outputs: list[int], cycles: int) -> list[str]:
+    """The scoreboard: every mismatch of the layer, as messages."""
+    name, expected, shape = case["name"], case["expected"], case["out_shape"]
+    problems = []
+    for i, (want, got) in enumerate(zip(expected, outputs, strict=False)):
+        if want != got:
+            problems.append(
+                f"layer {name}: output {i} ({_position(i, shape)}): expected {want}, got {got}"
+            )
+    if len(outputs) != len(expected):
+        problems.append(f"layer {name}: {len(outputs)} outputs, expected {len(expected)}")
+    stalls = case["valid_probability"] < 1 or case["ready_probability"] < 1
+    model = case["model_cycles"]
+    if not stalls and abs(cycles - model) > CYCLE_TOLERANCE * model:
+        problems.append(f"layer {name}: {cycles} cycles, the cycle model predicts {model}")
+    return problems
+
+
+@cocotb.test()
+async def conv_layers_match_reference(dut) -> None:
+    """Every output of every layer equals the reference; cycles agree with the model."""
+    with open(os.environ["CONV_BENCH_CASES"]) as f:
+        suite = json.load(f)
+    Clock(dut.clk, 10, unit="ns").start()
+    await _reset(dut)
+    problems: list[str] = []
+    measured = []
+    for case in suite["layers"]:
+        await _load(dut, 0, case["weight"])
+        await _load(dut, 1, case["bias"])
+        outputs, cycles = await _run_layer(dut, case, suite["act_bits"])
+        measured.append({"name": case["name"], "cycles": cycles, "model": case["model_cycles"]})
+        problems += _score(case, outputs, cycles)
+        await FallingEdge(dut.clk)
+    report = os.environ.get("CONV_BENCH_REPORT")
+    if report:
+        with open(report, "w") as f:
+            json.dump(measured, f, indent=1)
+    shown = problems[:20]
+    more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+    assert not problems, "\n".join(shown) + more

@@ -38,8 +38,14 @@ def run(args: argparse.Namespace) -> int:
         emit_json(manifest)
         return 0
     rows = [
-        [s["index"], "+".join(s["layers"]), s["engine"], "x".join(map(str, s["in_shape"])),
-         "x".join(map(str, s["out_shape"])), s["cycles_estimated"]]
+        [
+            s["index"],
+            "+".join(s["layers"]),
+            s["engine"],
+            "x".join(map(str, s["in_shape"])),
+            "x".join(map(str, s["out_shape"])),
+            s["cycles_estimated"],
+        ]
         for s in manifest["steps"]
     ]
     print(markdown_table(["step", "layers", "engine", "in", "out", "est. cycles"], rows))

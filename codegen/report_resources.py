@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 from .build import read_manifest
-from .resources import TARGETS, synthesize
+from .resources import TARGETS, fmax, synthesize_hierarchy
 
 __all__ = ["build_resources"]
 
 
-def build_resources(build_dir: str | os.PathLike, target: str, *, with_fmax: bool = False) -> dict:
-    """LUT, FF, DSP and BRAM per engine and for the whole accelerator on ``target``."""
+def build_resources(
+    build_dir: str | os.PathLike, target: str, *, with_fmax: bool = False
+) -> dict:
+    """LUT, FF, DSP and BRAM per engine and for the whole accelerator on ``target``.
+
+    One Yosys run with the hierarchy kept gives both the per-engine and the total counts; with
+    ``with_fmax`` the flattened top is also placed and routed (ice40, ecp5).
+    """
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; valid targets are {', '.join(TARGETS)}")
     build = Path(build_dir)
     manifest = read_manifest(build)
-    engines = {}
-    for name in manifest["engines"]:
-        path = build / "engines" / f"{name}.v"
-        engines[name] = synthesize(path.read_text(), name, target).to_dict()
-    total = synthesize(
-        (build / "top.v").read_text(), manifest["top"], target, with_fmax=with_fmax
-    ).to_dict()
-    return {"build": str(build), "target": target, "engines": engines, "total": total}
+    top = manifest["top"]
+    verilog = (build / "top.v").read_text()
+    modules = synthesize_hierarchy(verilog, top, target)
+    engines = {name: modules[f"{top}.{name}"].to_dict() for name in manifest["engines"]}
+    total = modules[top]
+    if with_fmax and target in ("ice40", "ecp5"):
+        # The whole design must fit the largest part of the family to place.
+        device = "hx8k" if target == "ice40" else "85k"
+        total = dataclasses.replace(total, fmax_mhz=fmax(verilog, top, target, device=device))
+    return {"build": str(build), "target": target, "engines": engines, "total": total.to_dict()}

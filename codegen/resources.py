@@ -51,6 +51,7 @@ __all__ = [
     "fmax",
     "pin_light_wrapper",
     "synthesize",
+    "synthesize_hierarchy",
     "top_ports",
 ]
 
@@ -126,13 +127,17 @@ def _check_target(target: str) -> None:
         raise ValueError(f"unknown target {target!r}; valid targets are {', '.join(TARGETS)}")
 
 
-def _synth_command(target: str, top: str, dsp: bool) -> str:
-    # Flatten everywhere (synth_xilinx keeps hierarchy by default) so stat counts every cell.
+def _synth_command(target: str, top: str, dsp: bool, flatten: bool = True) -> str:
+    # Flatten everywhere (synth_xilinx keeps hierarchy by default) so stat counts every cell;
+    # unflattened, stat counts each module and the hierarchy is summed up afterwards.
     if target == "ice40":
-        return f"synth_ice40 -top {top}" + (" -dsp" if dsp else "")
+        cmd = f"synth_ice40 -top {top}" + (" -dsp" if dsp else "")
+        return cmd if flatten else cmd + " -noflatten"
     if target == "ecp5":
-        return f"synth_ecp5 -top {top}" + ("" if dsp else " -nodsp")
-    return f"synth_xilinx -family xc7 -flatten -top {top}" + ("" if dsp else " -nodsp")
+        cmd = f"synth_ecp5 -top {top}" + ("" if dsp else " -nodsp")
+        return cmd if flatten else cmd + " -noflatten"
+    cmd = f"synth_xilinx -family xc7 -top {top}" + ("" if dsp else " -nodsp")
+    return cmd + " -flatten" if flatten else cmd
 
 
 _XC7_LUTRAM = re.compile(r"^(RAM\d+X\d+[SD]|RAM\d+M\d*|SRL16E?|SRLC16E|SRLC32E)$")
@@ -285,6 +290,56 @@ def synthesize(
             report, fmax_mhz=fmax(verilog, top, target, dsp=dsp, work_dir=work_dir)
         )
     return report
+
+
+def synthesize_hierarchy(
+    verilog: str,
+    top: str,
+    target: str,
+    *,
+    dsp: bool = True,
+    work_dir: Path | None = None,
+) -> dict[str, ResourceReport]:
+    """One synthesis without flattening: the resources of ``top`` and of each submodule.
+
+    Returns a dict from module name (``"top"``, ``"top.engine"``, ...) to the resources of that
+    module with everything it instantiates, so one Yosys run gives a per-block breakdown. Keeping
+    the hierarchy forbids optimization across block boundaries, so the totals can differ a little
+    from :func:`synthesize`'s flattened ones.
+    """
+    _check_target(target)
+    with _work_folder(work_dir) as folder:
+        (folder / f"{top}.v").write_text(verilog)
+        stat_name = f"stat_{target}_hier.json"
+        _run_yosys(
+            [
+                f"read_verilog {top}.v",
+                _synth_command(target, top, dsp, flatten=False),
+                f"tee -q -o {stat_name} stat -json",
+            ],
+            folder,
+            f"synth_{target}_hier",
+            f"synthesizing {top!r} for {target} (hierarchy kept)",
+        )
+        stat = json.loads((folder / stat_name).read_text())
+    own = {
+        name.lstrip("\\"): dict(mod.get("num_cells_by_type", {}))
+        for name, mod in stat["modules"].items()
+    }
+    flat: dict[str, dict[str, int]] = {}
+
+    def cells_of(module: str) -> dict[str, int]:
+        if module not in flat:
+            total: dict[str, int] = {}
+            for kind, n in own[module].items():
+                sub = kind.lstrip("\\")
+                parts = cells_of(sub).items() if sub in own else [(kind, 1)]
+                for k, m in parts:
+                    total[k] = total.get(k, 0) + n * m
+            flat[module] = total
+        return flat[module]
+
+    return {name: count_cells(target, cells_of(name)) for name in own}
 
 
 _PORT_LINE = re.compile(r"^(input|output|inout) \[(\d+):(\d+)\] (.+)$")

@@ -1,0 +1,299 @@
+"""Cycle model of the EIE-style sparse FC unit (:class:`squeezeforge.hw.sparse_fc.SparseFC`).
+
+The model follows the unit's micro-architecture cycle by cycle, as recurrences over the non-zero
+activations (NumPy-vectorized over the PEs), and gives the same count as the RTL from ``start``
+to ``done`` when ``i_act`` offers an activation every cycle and ``o_act`` is always ready.
+
+Timing rules (cycle ``t0`` holds ``start``):
+
+- Input ``i`` is accepted no earlier than ``t0 + 1 + i``: one per cycle, zeros included (zero
+  skipping drops them without a broadcast). The ``m``-th non-zero activation is accepted and
+  broadcast at ``B[m]``, once every PE's FIFO holds fewer than ``D`` entries; the FIFO does not
+  see a pop of the same cycle, so ``B[m] >= P[k, m - D] + 1`` for every PE ``k``.
+- PE ``k`` pops it at ``P[k, m] = max(B[m] + 1, P[k, m - 1] + s[k, m - 1])`` where
+  ``s = max(n, 1)`` and ``n`` is the number of entries (padding included) of that column in the
+  PE: entries issue one per cycle from ``P + 1``, the next column pops in the cycle of the last
+  issue, and an empty column holds the PE for one cycle.
+- A PE is idle 3 cycles after its last issue (the pipeline drains) and 2 cycles after popping
+  its last column, whichever is later (an empty last column issues nothing).
+- The output phase starts the cycle after all inputs are in and all PEs are idle, reads one
+  row per cycle, and ``done`` comes 3 cycles after the last row is read.
+
+Load balance as in EIE: over the compute phase (``start`` to the end of accumulation), a PE's
+busy cycles are the entries it processes; efficiency ``= 1 - bubble / total`` with the mean
+bubble over the PEs. The ideal bound is the non-zero work (non-zero weights times non-zero
+activations) divided by N.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .ir import Dense, SparseDense
+
+__all__ = [
+    "SparseFCCycles",
+    "as_sparse_dense",
+    "csc_entry_counts",
+    "sparse_fc_cycles",
+    "sparse_fc_cycles_from_counts",
+]
+
+# Cycles from the last entry issued to the PE reporting idle (entry read, row/codebook/
+# accumulator read, accumulate), and from an empty last column's pop to idle.
+_DRAIN_AFTER_ISSUE = 3
+_DRAIN_AFTER_EMPTY_POP = 2
+# Cycles from the last row read to done: the requantized value enters the output queue, leaves
+# it on o_act, and done follows the last transfer.
+_OUTPUT_TAIL = 3
+
+
+@dataclass(frozen=True)
+class SparseFCCycles:
+    """Cycles of one layer on the sparse FC unit.
+
+    Attributes
+    ----------
+    cycles
+        ``start`` to ``done``, as the RTL measures them.
+    compute_cycles
+        ``start`` to the end of accumulation (all inputs in, every PE idle).
+    output_cycles
+        The output phase: ``cycles - compute_cycles``.
+    busy
+        Entries processed per PE (padding included).
+    bubble_cycles
+        Mean over the PEs of compute cycles without an entry to process.
+    efficiency
+        Load-balance efficiency ``1 - bubble_cycles / compute_cycles``.
+    work
+        Non-zero work: products of a non-zero weight and a non-zero activation.
+    ideal_cycles
+        ``work / n_pe``: a perfectly balanced unit with no overhead.
+    dense_cycles
+        A dense matrix-vector product on the same N PEs, one MAC per PE per cycle.
+    n_pe, fifo_depth
+        The unit modelled.
+    """
+
+    cycles: int
+    compute_cycles: int
+    output_cycles: int
+    busy: np.ndarray
+    bubble_cycles: float
+    efficiency: float
+    work: int
+    ideal_cycles: float
+    dense_cycles: int
+    n_pe: int
+    fifo_depth: int
+
+    @property
+    def speedup_over_dense(self) -> float:
+        """Dense cycles over sparse compute cycles."""
+        return self.dense_cycles / self.compute_cycles
+
+    @property
+    def over_ideal(self) -> float:
+        """Compute cycles over the ideal bound (EIE's actual over theoretical)."""
+        return self.compute_cycles / self.ideal_cycles if self.ideal_cycles else float("inf")
+
+
+def csc_entry_counts(stored: np.ndarray, n_pe: int, index_bits: int) -> np.ndarray:
+    """Entries (padding included) per PE and column of :func:`~squeezeforge.sim.ir.encode_csc`.
+
+    Vectorized, so a 4096 x 4096 matrix takes well under a second.
+
+    Parameters
+    ----------
+    stored : ndarray, shape (out_features, in_features)
+        Stored weights; non-zero means a weight.
+    n_pe, index_bits
+        The interleaving and the relative-index width.
+
+    Returns
+    -------
+    ndarray, shape (n_pe, in_features)
+        ``np.diff(ptr, axis=1)`` of the encoding.
+    """
+    stored = np.asarray(stored)
+    out_f, in_f = stored.shape
+    counts = np.zeros((n_pe, in_f), dtype=np.int64)
+    rows, cols = np.nonzero(stored)
+    if rows.size == 0:
+        return counts
+    pe = rows % n_pe
+    local = rows // n_pe
+    order = np.lexsort((local, cols, pe))
+    pe, local, cols = pe[order], local[order], cols[order]
+    new_group = np.ones(rows.size, dtype=bool)
+    new_group[1:] = (pe[1:] != pe[:-1]) | (cols[1:] != cols[:-1])
+    prev = np.where(new_group, -1, np.concatenate(([-1], local[:-1])))
+    gap = local - prev - 1
+    # A gap longer than the index allows takes one padding entry per 2**index_bits rows.
+    entries = 1 + gap // (1 << index_bits)
+    np.add.at(counts, (pe, cols), entries)
+    return counts
+
+
+def as_sparse_dense(layer: Dense | SparseDense, n_pe: int, index_bits: int) -> SparseDense:
+    """The layer in CSC form for ``n_pe`` PEs and ``index_bits`` relative indices.
+
+    A :class:`Dense` layer is encoded at full density; a :class:`SparseDense` layer encoded for
+    another PE count or index width is re-encoded; otherwise the layer is returned as is.
+    """
+    if isinstance(layer, SparseDense):
+        if layer.n_pe == n_pe and layer.index_bits == index_bits:
+            return layer
+        stored = layer.stored_dense()
+    elif isinstance(layer, Dense):
+        stored = layer.weight
+    else:
+        raise TypeError(f"the sparse FC unit runs dense and sparse_dense layers, not {layer!r}")
+    return SparseDense.from_dense(
+        stored,
+        n_pe=n_pe,
+        index_bits=index_bits,
+        name=layer.name,
+        input_format=layer.input_format,
+        weight_format=layer.weight_format,
+        output_format=layer.output_format,
+        relu=layer.relu,
+        bias=layer.bias,
+    )
+
+
+def sparse_fc_cycles_from_counts(
+    counts: np.ndarray,
+    x_nonzero: np.ndarray,
+    *,
+    out_features: int,
+    fifo_depth: int = 8,
+    work: int | None = None,
+) -> SparseFCCycles:
+    """Cycles from the entry counts per PE and column and the non-zero pattern of the input.
+
+    Parameters
+    ----------
+    counts : ndarray, shape (n_pe, in_features)
+        Entries per PE and column (:func:`csc_entry_counts`).
+    x_nonzero : ndarray of bool, shape (in_features,)
+        Which activations are non-zero.
+    out_features : int
+        Rows read out in the output phase.
+    fifo_depth : int
+        Activation FIFO depth per PE.
+    work : int or None
+        Non-zero work for the ideal bound; the entries of non-zero columns when None.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    n_pe, in_f = counts.shape
+    if fifo_depth < 1:
+        raise ValueError(f"fifo_depth must be >= 1, got {fifo_depth}")
+    x_nonzero = np.asarray(x_nonzero, dtype=bool)
+    if x_nonzero.shape != (in_f,):
+        raise ValueError(f"input pattern has shape {x_nonzero.shape}, the layer takes ({in_f},)")
+    cols = np.flatnonzero(x_nonzero)
+    n_nz = cols.size
+    t0 = 0
+    n = counts[:, cols]  # (n_pe, n_nz)
+    busy = n.sum(axis=1)
+    if work is None:
+        work = int(busy.sum())
+    if n_nz == 0:
+        last_accept = t0 + in_f
+        compute_end = last_accept + 1
+    else:
+        s = np.maximum(n, 1)
+        pops = np.empty((n_pe, n_nz), dtype=np.int64)
+        # Latest pop of the element D places back, for the FIFO-full condition.
+        broadcast = t0 + 1 + int(cols[0])
+        pops[:, 0] = broadcast + 1
+        d = fifo_depth
+        for m in range(1, n_nz):
+            broadcast += int(cols[m] - cols[m - 1])
+            if m >= d:
+                broadcast = max(broadcast, int(pops[:, m - d].max()) + 1)
+            np.maximum(pops[:, m - 1] + s[:, m - 1], broadcast + 1, out=pops[:, m])
+        last_accept = broadcast + (in_f - 1 - int(cols[-1]))
+        # The pipeline drains after the last entry issued, which may belong to an earlier
+        # column than the last one popped (an empty column popped in the cycle of that issue).
+        last_issue = np.where(n > 0, pops + n, np.iinfo(np.int64).min // 2).max(axis=1)
+        idle = np.maximum(pops[:, -1] + _DRAIN_AFTER_EMPTY_POP, last_issue + _DRAIN_AFTER_ISSUE)
+        compute_end = max(last_accept + 1, int(idle.max()))
+    # The output phase reads row i in cycle compute_end + 1 + i.
+    done = compute_end + out_features + _OUTPUT_TAIL
+    compute = compute_end - t0
+    mean_busy = float(busy.mean())
+    rows_per_pe = -(-out_features // n_pe)
+    return SparseFCCycles(
+        cycles=done - t0,
+        compute_cycles=compute,
+        output_cycles=done - compute_end,
+        busy=busy,
+        bubble_cycles=compute - mean_busy,
+        efficiency=mean_busy / compute,
+        work=int(work),
+        ideal_cycles=work / n_pe,
+        dense_cycles=rows_per_pe * in_f,
+        n_pe=n_pe,
+        fifo_depth=fifo_depth,
+    )
+
+
+def sparse_fc_cycles(
+    layer: Dense | SparseDense,
+    x: np.ndarray,
+    *,
+    n_pe: int | None = None,
+    fifo_depth: int = 8,
+    index_bits: int | None = None,
+) -> SparseFCCycles:
+    """Cycles of ``layer`` on input vector ``x`` on a unit with ``n_pe`` PEs.
+
+    Parameters
+    ----------
+    layer
+        A :class:`SparseDense` or :class:`Dense` layer.
+    x : ndarray, shape (in_features,)
+        One input vector (integers; only its zero pattern matters).
+    n_pe, index_bits
+        The unit's PE count and relative-index width; the layer's own when None.
+    fifo_depth
+        Activation FIFO depth per PE.
+    """
+    x = np.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"x must be one input vector, got shape {x.shape}")
+    if isinstance(layer, SparseDense):
+        n_pe = layer.n_pe if n_pe is None else n_pe
+        index_bits = layer.index_bits if index_bits is None else index_bits
+        if n_pe == layer.n_pe and index_bits == layer.index_bits:
+            counts = np.diff(layer.ptr.astype(np.int64), axis=1)
+            stored = None
+        else:
+            stored = layer.stored_dense()
+    elif isinstance(layer, Dense):
+        if n_pe is None or index_bits is None:
+            raise ValueError("a dense layer needs n_pe and index_bits")
+        stored = layer.weight
+    else:
+        raise TypeError(f"the sparse FC unit runs dense and sparse_dense layers, not {layer!r}")
+    if stored is not None:
+        counts = csc_entry_counts(stored, n_pe, index_bits)
+        nz_per_col = np.count_nonzero(stored, axis=0)
+    else:
+        # Entries are stored PE by PE, column by column: tag each with its column.
+        in_f = layer.in_features
+        column_of_entry = np.repeat(np.tile(np.arange(in_f), layer.n_pe), counts.ravel())
+        nz_per_col = np.bincount(column_of_entry[layer.v != 0], minlength=in_f)
+    work = int(nz_per_col[x != 0].sum())
+    return sparse_fc_cycles_from_counts(
+        counts,
+        x != 0,
+        out_features=layer.out_features,
+        fifo_depth=fifo_depth,
+        work=work,
+    )

@@ -34,9 +34,7 @@ def headline_rows(report: dict) -> list[dict]:
                 "bit_exact": f"{sim['bit_exact']}/{sim['images']}",
                 "cycles_measured": sim["cycles_per_inference"],
                 "cycles_estimated": est,
-                "cycles_ideal": sum(
-                    s["cycles_ideal"] for s in report["generate"][recipe]["steps"]
-                ),
+                "cycles_ideal": sum(s["cycles_ideal"] for s in report["generate"][recipe]["steps"]),
                 "dense8_cycles": base_cycles,
                 # Sr: the same net with dense 8-bit weights on the same engines, both measured.
                 "speedup": base_cycles / sim["cycles_per_inference"],

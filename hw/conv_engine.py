@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .pe import MAX_ACC_BITS, discard, pe_for
+from .interface import discard, engine_members
+from .pe import MAX_ACC_BITS, pe_for
 
 __all__ = [
     "LOAD_BIASES",
@@ -661,15 +662,7 @@ class ConvEngine(wiring.Component):
             raise TypeError(f"params must be ConvEngineParams, not {type(params).__name__}")
         self.params = params
         super().__init__(
-            {
-                "cfg": In(conv_cfg_layout(params)),
-                "start": In(1),
-                "busy": Out(1),
-                "done": Out(1),
-                "i_act": In(stream.Signature(signed(params.act_bits))),
-                "o_act": Out(stream.Signature(signed(params.act_bits))),
-                "load": In(conv_load_signature(params)),
-            }
+            engine_members(conv_cfg_layout(params), params.act_bits, conv_load_signature(params))
         )
 
     def elaborate(self, platform) -> Module:

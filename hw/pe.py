@@ -21,6 +21,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigne
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .interface import discard
+
 __all__ = ["MacPE", "ShiftAddPE", "pe_for"]
 
 MAX_ACC_BITS = 64
@@ -32,16 +34,6 @@ def _check_width(value: object, lo: int, hi: int, what: str) -> int:
     if not lo <= value <= hi:
         raise ValueError(f"{what} must be in {lo}..{hi}, not {value}")
     return value
-
-
-def discard(elaboratable: object) -> None:
-    """Mark a block whose ``__init__`` rejected its parameters as intentionally unused.
-
-    Amaranth warns about every elaboratable that is created and never elaborated, and the object
-    exists before ``__init__`` checks anything; a rejected one must not add that warning to the
-    error the user sees.
-    """
-    elaboratable._MustUse__silence = True  # the flag amaranth's MustUse.__del__ reads
 
 
 class _PE(wiring.Component):

@@ -20,6 +20,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .fifo import StreamFIFO
+from .interface import discard, engine_members
 
 __all__ = [
     "SHIFT_BITS",
@@ -47,11 +48,6 @@ class SparseFCMemory(enum.Enum, shape=2):
     ENTRY = 1
     BIAS = 2
     CODEBOOK = 3
-
-
-def _discard(component: object) -> None:
-    """Keep Amaranth from warning that a component rejected by its constructor was never used."""
-    component._MustUse__silence = True
 
 
 def _positive_int(value: object, what: str, lo: int, hi: int | None = None) -> None:
@@ -348,7 +344,7 @@ class PointerBanks(wiring.Component):
             if len(self._init) > depth:
                 raise ValueError(f"{len(self._init)} initial pointers exceed the depth {depth}")
         except (TypeError, ValueError):
-            _discard(self)
+            discard(self)
             raise
         self._depth = depth
         self._value_shape = value_shape
@@ -440,7 +436,7 @@ class SparsePE(wiring.Component):
 
     def __init__(self, params: SparseFCParams, index: int = 0) -> None:
         if not isinstance(params, SparseFCParams):
-            _discard(self)
+            discard(self)
             raise TypeError(f"params must be a SparseFCParams, not {params!r}")
         self.params = params
         self.index = index
@@ -692,19 +688,11 @@ class SparseFC(wiring.Component):
 
     def __init__(self, params: SparseFCParams) -> None:
         if not isinstance(params, SparseFCParams):
-            _discard(self)
+            discard(self)
             raise TypeError(f"params must be a SparseFCParams, not {params!r}")
         self.params = params
         super().__init__(
-            {
-                "cfg": In(params.cfg_layout()),
-                "start": In(1),
-                "busy": Out(1),
-                "done": Out(1),
-                "i_act": In(stream.Signature(signed(params.act_bits))),
-                "o_act": Out(stream.Signature(signed(params.act_bits))),
-                "load": In(load_signature(params)),
-            }
+            engine_members(params.cfg_layout(), params.act_bits, load_signature(params))
         )
 
     def elaborate(self, platform) -> Module:

@@ -1,1 +1,38 @@
-"""squeezeforge.sim."""
+"""squeezeforge.sim: the numeric contract, the net format, the golden model and the simulators.
+
+``numerics`` defines the arithmetic once; ``ir`` the compressed-net file; ``reference`` the
+bit-accurate model every RTL result must equal; ``conv_cycles`` and ``sparse_fc_cycles`` the
+cycle models; ``rtl`` the Verilator runner; ``netsim`` the whole-net simulation of a build.
+"""
+
+from .ir import (
+    Conv2d,
+    Dense,
+    Flatten,
+    IRError,
+    MaxPool2d,
+    Net,
+    SparseDense,
+    load_net,
+    save_net,
+)
+from .numerics import CodebookWeights, FixedFormat, FixedWeights, Pow2Weights
+from .reference import run_layer, run_net
+
+__all__ = [
+    "CodebookWeights",
+    "Conv2d",
+    "Dense",
+    "FixedFormat",
+    "FixedWeights",
+    "Flatten",
+    "IRError",
+    "MaxPool2d",
+    "Net",
+    "Pow2Weights",
+    "SparseDense",
+    "load_net",
+    "run_layer",
+    "run_net",
+    "save_net",
+]

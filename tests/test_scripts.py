@@ -1,0 +1,78 @@
+"""Every script in scripts/ runs: here the quick ones, on small settings (the rest have their own
+tests beside the code they measure)."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _run(name: str, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / name), *args], capture_output=True, text=True, check=True
+    )
+    return proc.stdout
+
+
+def test_bench_reference_meets_throughput_target() -> None:
+    report = json.loads(_run("bench_reference.py", "--images", "512", "--json"))
+    assert report["target"] == 2000
+    assert set(report["images_per_s"]) == {"1", "64", "512"}
+    assert all(rate > 0 for rate in report["images_per_s"].values())
+
+
+@pytest.mark.slow
+def test_resources_conv_script_on_one_small_case() -> None:
+    rows = json.loads(_run("resources_conv.py", "--arrays", "2", "--targets", "ice40", "--json"))
+    assert {r["array"] for r in rows} == {"2x2"} and len(rows) >= 2
+    shift_add = [r for r in rows if "shift" in r["flavour"]]
+    mac = [r for r in rows if "MAC" in r["flavour"] and "no DSP" not in r["flavour"]]
+    assert shift_add and all(r["dsp"] == 0 for r in shift_add)
+    assert mac and all(r["dsp"] > 0 for r in mac)
+
+
+def test_every_script_is_covered() -> None:
+    covered = {
+        "bench_reference.py",
+        "resources_conv.py",
+        "headline.py",  # here and tests/codegen
+        "bench_conv.py",  # tests/sim/test_conv_cycles.py
+        "bench_eie.py",  # tests/sim/test_sparse_fc_cycles.py
+        "resources_eie.py",  # tests/hw/test_sparse_fc.py
+        "compression_results.py",  # tests/models/test_results_script.py
+    }
+    assert {p.name for p in SCRIPTS.glob("*.py")} == covered
+
+
+def test_headline_tables_from_a_report() -> None:
+    headline = runpy.run_path(str(SCRIPTS / "headline.py"), run_name="headline")
+    report = {
+        "config": {"baseline_recipe": "fixed8"},
+        "compress": {
+            "inq5": {"compression_ratio": 6.2, "accuracy": {"float": 0.98, "reference": 0.985}},
+        },
+        "generate": {"inq5": {"cycles_estimated": 3000, "steps": [{"cycles_ideal": 1200.0}]}},
+        "simulate": {
+            "inq5": {
+                "accuracy": 0.985,
+                "bit_exact": 10,
+                "images": 10,
+                "cycles_per_inference": 3001.0,
+            },
+            "fixed8": {"cycles_per_inference": 3003.0},
+        },
+        "resources": {
+            "inq5/ice40": {"total": {"lut": 1, "ff": 2, "dsp": 0, "bram": 3, "fmax_mhz": None}}
+        },
+    }
+    text = headline["tables"](report)
+    row = "| inq5 | 6.2x | 98.00% | 98.50% | 98.50% | 10/10 | 3001 | 3000 | 1200 | 3003 | 1.00x |"
+    assert row in text
+    assert "| inq5 | ice40 | 1 | 2 | 0 | 3 | – |" in text

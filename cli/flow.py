@@ -26,7 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="cnn", choices=("cnn", "mlp"))
     p.add_argument("--recipes", default="inq5,deep-compression", help="comma-separated")
     p.add_argument("--images", type=int, default=100, help="test images to simulate")
-    p.add_argument("--targets", default=",".join(TARGETS), help="comma-separated FPGA families")
+    p.add_argument(
+        "--targets",
+        default=",".join(FlowConfig.targets),
+        help=f"comma-separated FPGA families among {', '.join(TARGETS)}"
+        f" (default: {', '.join(FlowConfig.targets)})",
+    )
     p.add_argument("--no-fmax", action="store_true", help="skip place and route")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress display")

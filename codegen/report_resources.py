@@ -41,5 +41,8 @@ def build_resources(build_dir: str | os.PathLike, target: str, *, with_fmax: boo
     return report
 
 
-# The largest part of each family nextpnr places here, and its logic cells.
-_LARGEST = {"ice40": ("hx8k", 7680), "ecp5": ("85k", 83640)}
+# Parts of each family nextpnr places here, smallest first, with their logic cells.
+_DEVICES = {
+    "ice40": (("up5k", 5280), ("hx8k", 7680)),
+    "ecp5": (("25k", 24288), ("45k", 43848), ("85k", 83640)),
+}

@@ -45,8 +45,15 @@ def test_layers_share_an_engine_at_different_bases(net) -> None:
 
     fmt = FixedWeights(8, 4)
     dense = Dense(
-        "fc2", fc2.in_features, fc2.out_features, fc2.input_format, fmt, fc2.output_format,
-        fc2.relu, np.clip(stored, -128, 127), np.zeros(fc2.out_features, np.int64),
+        "fc2",
+        fc2.in_features,
+        fc2.out_features,
+        fc2.input_format,
+        fmt,
+        fc2.output_format,
+        fc2.relu,
+        np.clip(stored, -128, 127),
+        np.zeros(fc2.out_features, np.int64),
     )
     net2 = net.replace(layers=(*net.layers[:4], dense))
     from squeezeforge.sim.reference import run_net
@@ -66,8 +73,12 @@ def test_unsupported_layers_fail_before_any_work(net) -> None:
     fc = Dense(**{**fc.__dict__, "input_format": net.input_format})
     x = net.test_inputs
     bad_pool = Net(
-        "lonely-pool", net.input_shape, net.input_format,
-        (MaxPool2d("lonely"), Flatten("flat"), fc), x, net.test_labels,
+        "lonely-pool",
+        net.input_shape,
+        net.input_format,
+        (MaxPool2d("lonely"), Flatten("flat"), fc),
+        x,
+        net.test_labels,
         np.zeros((len(x), 3), np.int64),
     )
     with pytest.raises(IRError, match="layer 'lonely', field 'kind': a max pool must follow"):
@@ -92,7 +103,9 @@ def test_generate_writes_atomically_and_checks_builds(net, tmp_path: Path) -> No
     assert (out / "top.v").read_text().count("module top") == 1
     assert read_manifest(out) == manifest
     assert sorted(p.name for p in (out / "engines").iterdir()) == [
-        "conv_mac.v", "fc_codebook.v", "fc_fixed.v",
+        "conv_mac.v",
+        "fc_codebook.v",
+        "fc_fixed.v",
     ]
     # A second generate replaces the folder whole; nothing temporary is left beside it.
     generate(net, out)

@@ -14,6 +14,7 @@ images, and the estimated cycles of every step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -50,17 +51,11 @@ class Step:
 
     @property
     def in_count(self) -> int:
-        n = 1
-        for s in self.in_shape:
-            n *= s
-        return n
+        return math.prod(self.in_shape)
 
     @property
     def out_count(self) -> int:
-        n = 1
-        for s in self.out_shape:
-            n *= s
-        return n
+        return math.prod(self.out_shape)
 
 
 @dataclass(frozen=True)

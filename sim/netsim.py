@@ -43,7 +43,8 @@ def simulate(build_dir: str | os.PathLike, images: int = 10, *, waves: bool = Fa
     again and must agree with them (``golden_consistent``). Returns the report;
     ``report["bit_exact"] == report["images"]`` when every output matched.
     """
-    build = Path(build_dir)
+    # Absolute: the simulator runs in a folder of its own and reads the case file from there.
+    build = Path(build_dir).resolve()
     manifest = read_manifest(build)
     net = load_net(build / "net.sfnet")
     available = net.test_inputs.shape[0]

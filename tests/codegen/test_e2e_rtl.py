@@ -100,3 +100,9 @@ def test_corrupted_weight_fails_and_names_the_layer(net, tmp_path: Path, capsys)
     assert rc == 1
     assert report["bit_exact"] < IMAGES and report["golden_consistent"]
     assert report["first_mismatch"]["first_bad_layer"] == "conv1"
+
+
+def test_simulate_takes_a_relative_build_path(build: Path, monkeypatch) -> None:
+    monkeypatch.chdir(build.parent)
+    report = simulate(build.name, 1)
+    assert report["bit_exact"] == 1

@@ -26,6 +26,7 @@ from squeezeforge.hw.conv_engine import (
     conv_cfg_layout,
 )
 from squeezeforge.hw.pe import MacPE, ShiftAddPE
+from squeezeforge.hw.testing import run_testbench
 from squeezeforge.sim.conv_cycles import conv_cycles
 from squeezeforge.sim.ir import Conv2d
 from squeezeforge.sim.numerics import Pow2Weights, pow2_decode, pow2_encode
@@ -426,16 +427,7 @@ async def run_layers(
 
 def simulate(params, cases, **kw):
     dut = ConvEngine(params)
-    box = {}
-
-    async def testbench(ctx):
-        box["results"] = await run_layers(ctx, dut, params, cases, **kw)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
-    return box["results"]
+    return run_testbench(dut, lambda ctx: run_layers(ctx, dut, params, cases, **kw))
 
 
 @pytest.mark.parametrize("kind", ["fixed", "pow2"])

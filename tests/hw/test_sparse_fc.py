@@ -30,6 +30,7 @@ from squeezeforge.hw.sparse_fc_driver import (
     sparse_fc_layer,
     sparse_fc_memory_images,
 )
+from squeezeforge.hw.testing import run_testbench
 from squeezeforge.sim.ir import Dense, SparseDense
 from squeezeforge.sim.numerics import FixedFormat, FixedWeights
 from squeezeforge.sim.random_layers import random_activations, random_dense, random_sparse_dense
@@ -113,16 +114,7 @@ async def run_layers(ctx, dut, params, cases, *, load=True, valid_prob=1.0, read
 
 def simulate(params, cases, **kw):
     dut = SparseFC(params)
-    box = {}
-
-    async def testbench(ctx):
-        box["results"] = await run_layers(ctx, dut, params, cases, **kw)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
-    return box["results"]
+    return run_testbench(dut, lambda ctx: run_layers(ctx, dut, params, cases, **kw))
 
 
 # Parameters ----------------------------------------------------------------------------------

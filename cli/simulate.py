@@ -22,7 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("build", help="a build folder made by `squeezeforge generate`")
     p.add_argument("--images", type=int, default=10, help="test images to run (default 10)")
-    p.add_argument("--waves", action="store_true", help="record an FST waveform")
+    p.add_argument(
+        "--waves",
+        action="store_true",
+        help="record a waveform: FST where Verilator finds the lz4 headers"
+        " (apt-get install liblz4-dev), VCD otherwise",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 

@@ -56,7 +56,11 @@ def simulate(build_dir: str | os.PathLike, images: int = 10, *, waves: bool = Fa
     golden_consistent = bool(np.array_equal(reference.reshape(images, -1), expected))
 
     sim_dir = build_verilog(
-        (build / "top.v").read_text(), manifest["top"], build / "sim_build", waves=waves
+        (build / "top.v").read_text(),
+        manifest["top"],
+        # A traced build is slower: keep it beside the plain one rather than replace it.
+        build / ("sim_build_waves" if waves else "sim_build"),
+        waves=waves,
     )
     with tempfile.TemporaryDirectory(prefix="case-", dir=build) as tmp:
         case = Path(tmp) / "case.npz"

@@ -106,3 +106,11 @@ def test_simulate_takes_a_relative_build_path(build: Path, monkeypatch) -> None:
     monkeypatch.chdir(build.parent)
     report = simulate(build.name, 1)
     assert report["bit_exact"] == 1
+
+
+def test_waves_are_written(build: Path) -> None:
+    report = simulate(build, 1, waves=True)
+    assert report["bit_exact"] == 1
+    dump = Path(report["waves"])
+    # FST where Verilator finds the lz4 headers, VCD otherwise (sim/rtl.py says which).
+    assert dump.suffix in (".fst", ".vcd") and dump.stat().st_size > 1000

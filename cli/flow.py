@@ -32,7 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"comma-separated FPGA families among {', '.join(TARGETS)}"
         f" (default: {', '.join(FlowConfig.targets)})",
     )
-    p.add_argument("--no-fmax", action="store_true", help="skip place and route")
+    p.add_argument(
+        "--fmax",
+        action="store_true",
+        help="also place and route (ice40, ecp5) for Fmax; adds minutes per build",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("--json", action="store_true", help="print report.json's content")
@@ -60,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         recipes=recipes,
         images=args.images,
         targets=targets,
-        fmax=not args.no_fmax,
+        fmax=args.fmax,
     )
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     report = run_flow(cfg, log=log, quiet=args.quiet)

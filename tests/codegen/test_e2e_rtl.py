@@ -114,3 +114,16 @@ def test_waves_are_written(build: Path) -> None:
     dump = Path(report["waves"])
     # FST where Verilator finds the lz4 headers, VCD otherwise (sim/rtl.py says which).
     assert dump.suffix in (".fst", ".vcd") and dump.stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_resources_command_per_engine_and_total(build: Path, capsys) -> None:
+    assert main(["resources", str(build), "--target", "xc7", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    engines = report["engines"]
+    assert set(engines) == {"conv_pow2", "fc_fixed", "fc_codebook"}
+    assert engines["conv_pow2"]["dsp"] == 0  # shift-add: no multiplier
+    total = report["total"]
+    assert total["lut"] >= sum(e["lut"] for e in engines.values())
+    assert main(["resources", str(build), "--target", "stratix"]) == 2
+    assert "unknown target 'stratix'" in capsys.readouterr().err

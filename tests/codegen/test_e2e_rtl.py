@@ -121,8 +121,8 @@ def test_resources_command_per_engine_and_total(build: Path, capsys) -> None:
     assert main(["resources", str(build), "--target", "xc7", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     engines = report["engines"]
-    assert set(engines) == {"conv_pow2", "fc_fixed", "fc_codebook"}
-    assert engines["conv_pow2"]["dsp"] == 0  # shift-add: no multiplier
+    assert set(engines) == {"conv_pow2", "fc_pow2", "fc_codebook"}
+    assert engines["conv_pow2"]["dsp"] == engines["fc_pow2"]["dsp"] == 0  # shifts, no multiplier
     total = report["total"]
     assert total["lut"] >= sum(e["lut"] for e in engines.values())
     assert main(["resources", str(build), "--target", "stratix"]) == 2

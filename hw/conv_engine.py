@@ -30,7 +30,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .interface import discard, engine_members
+from .interface import check_int, discard, engine_members
 from .pe import MAX_ACC_BITS, pe_for
 
 __all__ = [
@@ -59,14 +59,6 @@ LOAD_BIASES = 1
 def _bits(n: int) -> int:
     """Width of an unsigned field holding 0..n-1 (at least 1)."""
     return max(1, (n - 1).bit_length())
-
-
-def _check_int(value: object, lo: int, hi: int | None, what: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"ConvEngineParams.{what} must be an integer, not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ValueError(f"ConvEngineParams.{what} must be {span}, not {value}")
 
 
 @dataclass(frozen=True)
@@ -111,22 +103,22 @@ class ConvEngineParams:
     init_biases: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        _check_int(self.rows, 1, 64, "rows")
-        _check_int(self.cols, 1, 64, "cols")
-        _check_int(self.act_bits, 2, 16, "act_bits")
+        check_int(self.rows, "ConvEngineParams.rows", 1, 64)
+        check_int(self.cols, "ConvEngineParams.cols", 1, 64)
+        check_int(self.act_bits, "ConvEngineParams.act_bits", 2, 16)
         if self.weight_kind not in ("fixed", "pow2"):
             raise ValueError(
                 f"ConvEngineParams.weight_kind must be 'fixed' or 'pow2', not {self.weight_kind!r}"
             )
         if self.weight_kind == "fixed":
-            _check_int(self.weight_bits, 2, 16, "weight_bits")
+            check_int(self.weight_bits, "ConvEngineParams.weight_bits", 2, 16)
         else:
-            _check_int(self.weight_bits, 2, 6, "weight_bits")
-        _check_int(self.acc_bits, self.product_bits, MAX_ACC_BITS, "acc_bits")
-        _check_int(self.act_depth, 1, 1 << 24, "act_depth")
-        _check_int(self.weight_depth, 1, 1 << 24, "weight_depth")
-        _check_int(self.bias_depth, 1, 1 << 16, "bias_depth")
-        _check_int(self.out_depth, 1, 1 << 24, "out_depth")
+            check_int(self.weight_bits, "ConvEngineParams.weight_bits", 2, 6)
+        check_int(self.acc_bits, "ConvEngineParams.acc_bits", self.product_bits, MAX_ACC_BITS)
+        check_int(self.act_depth, "ConvEngineParams.act_depth", 1, 1 << 24)
+        check_int(self.weight_depth, "ConvEngineParams.weight_depth", 1, 1 << 24)
+        check_int(self.bias_depth, "ConvEngineParams.bias_depth", 1, 1 << 16)
+        check_int(self.out_depth, "ConvEngineParams.out_depth", 1, 1 << 24)
         for name, depth, width in (
             ("init_weights", self.weight_depth, self.weight_word_bits),
             ("init_biases", self.bias_depth, self.bias_word_bits),

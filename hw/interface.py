@@ -12,7 +12,7 @@ from amaranth.hdl import ShapeLike, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["discard", "engine_members"]
+__all__ = ["check_int", "discard", "engine_members"]
 
 
 def engine_members(cfg: ShapeLike, act_bits: int, load: wiring.Signature) -> dict:
@@ -36,3 +36,21 @@ def discard(elaboratable: object) -> None:
     error the user sees.
     """
     elaboratable._MustUse__silence = True  # the flag amaranth's MustUse.__del__ reads
+
+
+def check_int(value: object, what: str, lo: int, hi: int | None = None) -> int:
+    """``value`` if it is an integer in ``lo..hi`` (no upper bound when ``hi`` is None).
+
+    Raises
+    ------
+    TypeError
+        When ``value`` is not an integer (a bool is not one either).
+    ValueError
+        When it lies outside the range; the message names ``what``, the range and the value.
+    """
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an integer, not {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ValueError(f"{what} must be {span}, not {value}")
+    return value

@@ -21,19 +21,11 @@ from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigne
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .interface import discard
+from .interface import check_int, discard
 
 __all__ = ["MacPE", "ShiftAddPE", "pe_for"]
 
 MAX_ACC_BITS = 64
-
-
-def _check_width(value: object, lo: int, hi: int, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{what} must be an integer, not {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{what} must be in {lo}..{hi}, not {value}")
-    return value
 
 
 class _PE(wiring.Component):
@@ -109,9 +101,9 @@ class MacPE(_PE):
 
     def __init__(self, act_bits: int, weight_bits: int, acc_bits: int) -> None:
         try:
-            _check_width(act_bits, 2, 16, "act_bits")
-            _check_width(weight_bits, 2, 16, "weight_bits")
-            _check_width(acc_bits, act_bits + weight_bits, MAX_ACC_BITS, "acc_bits")
+            check_int(act_bits, "act_bits", 2, 16)
+            check_int(weight_bits, "weight_bits", 2, 16)
+            check_int(acc_bits, "acc_bits", act_bits + weight_bits, MAX_ACC_BITS)
         except (TypeError, ValueError):
             discard(self)
             raise
@@ -146,10 +138,10 @@ class ShiftAddPE(_PE):
 
     def __init__(self, act_bits: int, code_bits: int, acc_bits: int) -> None:
         try:
-            _check_width(act_bits, 2, 16, "act_bits")
-            _check_width(code_bits, 2, 6, "code_bits")
+            check_int(act_bits, "act_bits", 2, 16)
+            check_int(code_bits, "code_bits", 2, 6)
             max_shift = (1 << (code_bits - 2)) - 1
-            _check_width(acc_bits, act_bits + max_shift + 1, MAX_ACC_BITS, "acc_bits")
+            check_int(acc_bits, "acc_bits", act_bits + max_shift + 1, MAX_ACC_BITS)
         except (TypeError, ValueError):
             discard(self)
             raise

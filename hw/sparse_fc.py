@@ -20,7 +20,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .fifo import StreamFIFO
-from .interface import discard, engine_members
+from .interface import check_int, discard, engine_members
 
 __all__ = [
     "SHIFT_BITS",
@@ -48,14 +48,6 @@ class SparseFCMemory(enum.Enum, shape=2):
     ENTRY = 1
     BIAS = 2
     CODEBOOK = 3
-
-
-def _positive_int(value: object, what: str, lo: int, hi: int | None = None) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{what} must be an integer, not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{what} must be {span}, got {value}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,28 +138,28 @@ class SparseFCParams:
     init: SparseFCInit | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        _positive_int(self.n_pe, "n_pe", 1, 64)
+        check_int(self.n_pe, "n_pe", 1, 64)
         if self.n_pe & (self.n_pe - 1):
             raise ValueError(f"n_pe must be a power of two, got {self.n_pe}")
         if self.weight_kind not in WEIGHT_KINDS:
             raise ValueError(
                 f"weight_kind must be one of {', '.join(WEIGHT_KINDS)}, got {self.weight_kind!r}"
             )
-        _positive_int(self.act_bits, "act_bits", 2, 16)
+        check_int(self.act_bits, "act_bits", 2, 16)
         wlimits = {"codebook": (1, 8), "pow2": (2, 6), "fixed": (2, 16)}[self.weight_kind]
-        _positive_int(self.weight_bits, f"weight_bits of {self.weight_kind} weights", *wlimits)
-        _positive_int(self.codebook_value_bits, "codebook_value_bits", 2, 16)
-        _positive_int(self.index_bits, "index_bits", 1, 8)
-        _positive_int(self.fifo_depth, "fifo_depth", 1, 1024)
-        _positive_int(self.ptr_depth, "ptr_depth", 2)
-        _positive_int(self.entry_depth, "entry_depth", 2)
-        _positive_int(self.acc_depth, "acc_depth", 2)
+        check_int(self.weight_bits, f"weight_bits of {self.weight_kind} weights", *wlimits)
+        check_int(self.codebook_value_bits, "codebook_value_bits", 2, 16)
+        check_int(self.index_bits, "index_bits", 1, 8)
+        check_int(self.fifo_depth, "fifo_depth", 1, 1024)
+        check_int(self.ptr_depth, "ptr_depth", 2)
+        check_int(self.entry_depth, "entry_depth", 2)
+        check_int(self.acc_depth, "acc_depth", 2)
         if self.bias_depth is not None:
-            _positive_int(self.bias_depth, "bias_depth", 2)
+            check_int(self.bias_depth, "bias_depth", 2)
         if self.codebook_depth is not None:
-            _positive_int(self.codebook_depth, "codebook_depth", 2)
-        _positive_int(self.bias_bits, "bias_bits", 2, 62)
-        _positive_int(self.acc_bits, "acc_bits", 2, 62)
+            check_int(self.codebook_depth, "codebook_depth", 2)
+        check_int(self.bias_bits, "bias_bits", 2, 62)
+        check_int(self.acc_bits, "acc_bits", 2, 62)
         if self.acc_bits < max(self.product_bits, self.bias_bits):
             raise ValueError(
                 f"acc_bits {self.acc_bits} is narrower than a product ({self.product_bits} bits)"
@@ -340,7 +332,7 @@ class PointerBanks(wiring.Component):
     def __init__(self, depth: int, value_shape, init=()) -> None:
         self._init = [int(v) for v in init]
         try:
-            _positive_int(depth, "pointer depth", 2)
+            check_int(depth, "pointer depth", 2)
             if len(self._init) > depth:
                 raise ValueError(f"{len(self._init)} initial pointers exceed the depth {depth}")
         except (TypeError, ValueError):

@@ -157,9 +157,9 @@ def test_shift_add_pe_applies_every_code(bits):
 
 
 def test_pe_parameters_are_checked():
-    with pytest.raises(ValueError, match="acc_bits must be in 16..64, not 12"):
+    with pytest.raises(ValueError, match="acc_bits must be 16..64, not 12"):
         MacPE(act_bits=8, weight_bits=8, acc_bits=12)
-    with pytest.raises(ValueError, match="code_bits must be in 2..6, not 7"):
+    with pytest.raises(ValueError, match="code_bits must be 2..6, not 7"):
         ShiftAddPE(act_bits=8, code_bits=7, acc_bits=40)
     with pytest.raises(TypeError, match="act_bits must be an integer"):
         MacPE(act_bits=8.0, weight_bits=8, acc_bits=32)

@@ -124,10 +124,10 @@ def simulate(params, cases, **kw):
     ("kw", "error", "message"),
     [
         ({"n_pe": 3}, ValueError, "n_pe must be a power of two, got 3"),
-        ({"n_pe": 128}, ValueError, "n_pe must be 1..64, got 128"),
+        ({"n_pe": 128}, ValueError, "n_pe must be 1..64, not 128"),
         ({"weight_kind": "ternary"}, ValueError, "weight_kind must be one of"),
         ({"weight_kind": "pow2", "weight_bits": 7}, ValueError, "weight_bits of pow2 weights"),
-        ({"fifo_depth": 0}, ValueError, "fifo_depth must be 1..1024, got 0"),
+        ({"fifo_depth": 0}, ValueError, "fifo_depth must be 1..1024, not 0"),
         ({"acc_bits": 10}, ValueError, "acc_bits 10 is narrower than a product"),
         ({"act_bits": 8.0}, TypeError, "act_bits must be an integer"),
     ],

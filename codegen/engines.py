@@ -24,9 +24,9 @@ from ..hw.sparse_fc_driver import (
     sparse_fc_memory_images,
 )
 from ..sim.conv_cycles import conv_cycles
-from ..sim.ir import Dense, SparseDense, encode_csc
+from ..sim.ir import Dense, SparseDense
 from ..sim.numerics import CodebookWeights, Pow2Weights
-from ..sim.sparse_fc_cycles import sparse_fc_cycles
+from ..sim.sparse_fc_cycles import csc_entry_counts, sparse_fc_cycles
 
 if TYPE_CHECKING:
     from amaranth.lib import wiring
@@ -127,8 +127,8 @@ class FCBinding:
             wbits = max(f.value_bits for f in formats)
         entries = 0
         for lay in layers:
-            _, _, ptr = encode_csc(_stored(lay), n, self.index_bits)
-            entries += int(np.diff(ptr[:, [0, -1]], axis=1).max())
+            # Layers follow one another in every PE: each takes its busiest PE's entries.
+            entries += int(csc_entry_counts(_stored(lay), n, self.index_bits).sum(axis=1).max())
         codebooks = [f for f in formats if isinstance(f, CodebookWeights)]
         params = SparseFCParams(
             n_pe=n,

@@ -75,20 +75,25 @@ def random_layer(rng, params: SparseFCParams, **kw) -> SparseDense:
     return random_sparse_dense(rng, **args)
 
 
+async def load_layer(ctx, dut, layer, params) -> None:
+    """Write a layer's memory images through the load port, one word a cycle."""
+    for mem, pe, addr, value in load_writes(sparse_fc_memory_images(layer, params), params):
+        ctx.set(dut.load.en, 1)
+        ctx.set(dut.load.memory, SparseFCMemory(int(mem)))
+        ctx.set(dut.load.pe, int(pe))
+        ctx.set(dut.load.addr, int(addr))
+        ctx.set(dut.load.data, int(value))
+        await ctx.tick()
+    ctx.set(dut.load.en, 0)
+
+
 async def run_layers(ctx, dut, params, cases, *, load=True, valid_prob=1.0, ready_prob=1.0):
     """Load each layer, run it, and return (outputs, cycles start to done) per layer."""
     rnd = random.Random(0)
     results = []
     for layer, x in cases:
         if load:
-            for mem, pe, addr, value in load_writes(sparse_fc_memory_images(layer, params), params):
-                ctx.set(dut.load.en, 1)
-                ctx.set(dut.load.memory, SparseFCMemory(int(mem)))
-                ctx.set(dut.load.pe, int(pe))
-                ctx.set(dut.load.addr, int(addr))
-                ctx.set(dut.load.data, int(value))
-                await ctx.tick()
-            ctx.set(dut.load.en, 0)
+            await load_layer(ctx, dut, layer, params)
         ctx.set(dut.cfg, sparse_fc_config(layer, params))
         ctx.set(dut.start, 1)
         cycles, fed, outputs = 0, 0, []
@@ -253,14 +258,7 @@ def test_broadcast_stalls_on_a_full_fifo_but_skips_zeros():
     trace = []
 
     async def testbench(ctx):
-        for mem, pe, addr, value in load_writes(sparse_fc_memory_images(layer, params), params):
-            ctx.set(dut.load.en, 1)
-            ctx.set(dut.load.memory, SparseFCMemory(int(mem)))
-            ctx.set(dut.load.pe, int(pe))
-            ctx.set(dut.load.addr, int(addr))
-            ctx.set(dut.load.data, int(value))
-            await ctx.tick()
-        ctx.set(dut.load.en, 0)
+        await load_layer(ctx, dut, layer, params)
         ctx.set(dut.cfg, sparse_fc_config(layer, params))
         ctx.set(dut.start, 1)
         ctx.set(dut.o_act.ready, 1)

@@ -22,7 +22,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not rtl and not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(PY) scripts/lint_imports.py
 
 clean:
 	rm -rf build .pytest_cache

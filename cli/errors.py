@@ -1,12 +1,11 @@
-"""Errors a user causes: printed as one line by the console script, exit status 2."""
+"""The errors the console script turns into one line and exit status 2.
+
+They are defined in :mod:`squeezeforge.sim.errors`, below every layer, so library code raises
+them without importing the command line.
+"""
 
 from __future__ import annotations
 
-__all__ = ["UserError"]
+from ..sim.errors import SqueezeforgeError, UserError
 
-
-class UserError(Exception):
-    """A mistake in what the user asked for (a path, a file, a flag); not a bug in squeezeforge.
-
-    The message is the whole story: ``squeezeforge`` prints it on one line without a traceback.
-    """
+__all__ = ["SqueezeforgeError", "UserError"]

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from .errors import UserError
+from .errors import SqueezeforgeError
 
 __all__ = ["build_parser", "main"]
 
@@ -69,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except UserError as exc:
+    except SqueezeforgeError as exc:
+        # Every error the library raises on purpose carries a message meant for the user.
         print(f"squeezeforge {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..sim.ir import Net, load_net, net_to_bytes
+from ..sim.manifest import BUILD_FORMAT, BUILD_VERSION, BuildError, read_manifest
 from ..sim.rtl import amaranth_to_verilog
 from .accelerator import Accelerator
 from .plan import Plan, compile_net
@@ -44,13 +45,7 @@ __all__ = [
     "write_build",
 ]
 
-BUILD_FORMAT = "squeezeforge-build"
-BUILD_VERSION = 1
 TOP = "top"
-
-
-class BuildError(ValueError):
-    """A build folder that is missing, incomplete or from another version."""
 
 
 def _jsonable(obj: Any) -> Any:
@@ -173,29 +168,4 @@ def write_build(plan: Plan, out_dir: str | os.PathLike) -> dict:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return manifest
-
-
-def read_manifest(build_dir: str | os.PathLike) -> dict:
-    """The manifest of a finished build, checked for format and version."""
-    build = Path(build_dir)
-    path = build / "manifest.json"
-    if not build.is_dir():
-        raise BuildError(f"{build}: no such build folder (run `squeezeforge generate` first)")
-    if not path.is_file():
-        raise BuildError(f"{build}: not a finished build (manifest.json is missing)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise BuildError(f"{path}: not valid JSON: {exc}") from None
-    if manifest.get("format") != BUILD_FORMAT:
-        raise BuildError(f"{path}: not a squeezeforge build manifest")
-    if manifest.get("version") != BUILD_VERSION:
-        raise BuildError(
-            f"{path}: build version {manifest.get('version')!r}, this squeezeforge reads"
-            f" {BUILD_VERSION}; generate it again"
-        )
-    for name in ("top.v", "net.sfnet"):
-        if not (build / name).is_file():
-            raise BuildError(f"{build}: {name} is missing; generate the build again")
     return manifest

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from squeezeforge.sim.errors import ToolError
 from squeezeforge.sim.toolchain import yowasp_command
 
 __all__ = [
@@ -75,7 +76,7 @@ _LOG_TAIL_LINES = 30
 _log = logging.getLogger(__name__)
 
 
-class SynthesisError(RuntimeError):
+class SynthesisError(ToolError):
     """Yosys failed; the message ends with the tail of its log."""
 
 

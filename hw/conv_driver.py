@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..sim.errors import SqueezeforgeError
 from ..sim.ir import Conv2d
 from ..sim.numerics import FixedWeights, Pow2Weights, pow2_encode
 from .conv_engine import (
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 
-class LayerFitError(ValueError):
+class LayerFitError(SqueezeforgeError, ValueError):
     """A layer the engine's parameters cannot run; the message names the layer and the field."""
 
     def __init__(self, layer: str, field_name: str, message: str) -> None:

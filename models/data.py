@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from squeezeforge.cli.errors import UserError
+from squeezeforge.sim.errors import UserError
 
 __all__ = ["DIGITS_SEED", "DIGITS_TEST_FRACTION", "Dataset", "load_digits", "load_mnist_idx"]
 
@@ -106,7 +106,7 @@ def load_mnist_idx(
 
     Returns images (N, 1, H, W) float32 scaled to [0, 1] (x / 255) and labels (N,) int64.
     Magic numbers, sizes and the image/label counts are checked; any mismatch is a
-    :class:`~squeezeforge.cli.errors.UserError` naming the file.
+    :class:`~squeezeforge.sim.errors.UserError` naming the file.
     """
     (n, h, w), pixels = _read_idx(images_path, _IDX_IMAGES_MAGIC, "images")
     (m,), labels = _read_idx(labels_path, _IDX_LABELS_MAGIC, "labels")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from squeezeforge.cli.errors import UserError
+from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import Conv2d, Dense, Flatten, Layer, MaxPool2d, Net, SparseDense
 from squeezeforge.sim.numerics import quantize
 from squeezeforge.sim.reference import predictions, run_net
@@ -46,7 +46,7 @@ class SparseEncoding:
 
 
 def check_supported(model: nn.Module) -> None:
-    """Raise a :class:`~squeezeforge.cli.errors.UserError` naming the first module the IR cannot
+    """Raise a :class:`~squeezeforge.sim.errors.UserError` naming the first module the IR cannot
     express. Cheap; call it before any long work."""
     compute_stages(model)
 

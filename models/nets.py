@@ -68,7 +68,7 @@ MODELS: dict[str, type[nn.Sequential]] = {"cnn": DigitsCNN, "mlp": DigitsMLP}
 
 def build_model(name: str) -> nn.Sequential:
     """A freshly initialised model from :data:`MODELS` (seed torch first for repeatability)."""
-    from squeezeforge.cli.errors import UserError
+    from squeezeforge.sim.errors import UserError
 
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from squeezeforge.cli.errors import UserError
+from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.numerics import (
     CodebookWeights,
     FixedFormat,
@@ -398,7 +398,7 @@ class ComputeStage:
 def compute_stages(model: nn.Module) -> list[ComputeStage]:
     """Validate ``model`` and list its compute layers in order, with their fused ReLU.
 
-    Raises :class:`~squeezeforge.cli.errors.UserError` naming the first module the IR cannot
+    Raises :class:`~squeezeforge.sim.errors.UserError` naming the first module the IR cannot
     express, a BatchNorm that cannot be folded or a ReLU with no layer to attach to. Cheap: call
     it before any training.
     """

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from squeezeforge.cli.errors import UserError
-from squeezeforge.cli.progress import progress
+from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import atomic_write_bytes
+from squeezeforge.sim.progress import progress
 
 from .data import Dataset, load_digits
 from .nets import MODELS, build_model

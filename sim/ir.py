@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .errors import SqueezeforgeError
 from .numerics import (
     CodebookWeights,
     FixedFormat,
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 
-class IRError(ValueError):
+class IRError(SqueezeforgeError, ValueError):
     """A net that is malformed; the message names the layer and the field."""
 
     def __init__(self, layer: str, field_name: str, message: str) -> None:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codegen.build import read_manifest
+from .errors import SqueezeforgeError
 from .ir import load_net
+from .manifest import read_manifest
 from .reference import predictions, run_net
 from .rtl import build_verilog, run_cocotb
 
@@ -25,7 +26,7 @@ __all__ = ["SimulationError", "simulate"]
 BENCH_DIR = Path(__file__).parent / "benches"
 
 
-class SimulationError(ValueError):
+class SimulationError(SqueezeforgeError, ValueError):
     """A request the simulator cannot run (too many images, a broken build)."""
 
 

@@ -54,6 +54,8 @@ from typing import Literal
 
 import numpy as np
 
+from .errors import SqueezeforgeError
+
 MIN_BITS = 2
 MAX_BITS = 16
 
@@ -81,7 +83,7 @@ __all__ = [
 ]
 
 
-class FormatError(ValueError):
+class FormatError(SqueezeforgeError, ValueError):
     """A number format or a value outside its format."""
 
 

@@ -31,6 +31,7 @@ from amaranth.lib import wiring
 from cocotb_tools.check_results import get_results
 from cocotb_tools.runner import Verilator
 
+from .errors import ToolError
 from .toolchain import _package_version, setup_verilator_env
 
 __all__ = [
@@ -52,11 +53,11 @@ _log = logging.getLogger(__name__)
 _LOG_TAIL_LINES = 40
 
 
-class RtlBuildError(RuntimeError):
+class RtlBuildError(ToolError):
     """Verilator could not build the Verilog; the message ends with the tail of the build log."""
 
 
-class RtlRunError(RuntimeError):
+class RtlRunError(ToolError):
     """The simulation ended without writing a results file (crash, missing module, ...)."""
 
 

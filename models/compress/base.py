@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from squeezeforge.cli.errors import UserError
+from squeezeforge.sim.errors import UserError
 
 from ..data import Dataset
 from ..quant import CompressedLayer, compute_stages
@@ -72,7 +72,7 @@ def select_layers(
 ) -> list[tuple[str, CompressedLayer]]:
     """The compressed layers ``spec`` names: ``"all"``, ``"conv"``, ``"fc"`` or a list of names.
 
-    An unknown name is a :class:`~squeezeforge.cli.errors.UserError` that says which pass
+    An unknown name is a :class:`~squeezeforge.sim.errors.UserError` that says which pass
     (``what``) asked for it and which layers exist.
     """
     layers: list[tuple[str, CompressedLayer]] = []

@@ -28,7 +28,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
     The BatchNorm is replaced by :class:`torch.nn.Identity`. A BatchNorm that cannot be folded
     (not directly after a conv or linear layer, or without running statistics) raises a
-    :class:`~squeezeforge.cli.errors.UserError` naming it, from :func:`compute_stages`.
+    :class:`~squeezeforge.sim.errors.UserError` naming it, from :func:`compute_stages`.
     """
     compute_stages(model)  # validates every BatchNorm's position before anything changes
     prev: nn.Module | None = None

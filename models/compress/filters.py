@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from squeezeforge.cli.errors import UserError
+from squeezeforge.sim.errors import UserError
 
 from ..quant import CompressedLayer, leaf_modules
 from .base import Context, Finetune, LayerSpec, select_layers

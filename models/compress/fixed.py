@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from squeezeforge.cli.errors import UserError
+from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.numerics import FixedFormat, FixedWeights
 
 from ..quant import (

@@ -18,7 +18,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from squeezeforge.cli.errors import UserError
+from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.numerics import Pow2Weights
 
 from ..quant import CodebookQuantizer, CompressedLayer, Pow2Quantizer

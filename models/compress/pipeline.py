@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from squeezeforge.cli.errors import UserError
+from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import Net, save_net
 from squeezeforge.sim.reference import predictions
 

@@ -19,7 +19,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from squeezeforge.cli.errors import UserError
+from squeezeforge.sim.errors import UserError
 
 from ..quant import CodebookQuantizer, CompressedLayer, Pow2Quantizer
 from .base import Context, Finetune, LayerSpec, select_layers

@@ -1,7 +1,7 @@
 """Recipes: a TOML file naming the passes to run, in order, with their settings.
 
 The format is documented in ``docs/recipes.md``. Every key is checked before anything runs: an
-unknown key or a value out of range is a :class:`~squeezeforge.cli.errors.UserError` naming the
+unknown key or a value out of range is a :class:`~squeezeforge.sim.errors.UserError` naming the
 recipe, the step and the key. Shipped recipes live in ``models/recipes/`` (package data) and are
 found by name (``fixed8``, ``inq5``, ``deep-compression``).
 """
@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
-from squeezeforge.cli.errors import UserError
+from squeezeforge.sim.errors import UserError
 
 from ..train import Distillation
 from .base import LAYER_GROUPS, Finetune

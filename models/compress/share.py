@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from squeezeforge.cli.errors import UserError
+from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.numerics import FixedFormat
 
 from ..quant import CodebookQuantizer, weight_frac

@@ -5,7 +5,7 @@ import pytest
 
 from squeezeforge.cli import export as export_cmd
 from squeezeforge.cli import train as train_cmd
-from squeezeforge.cli.errors import UserError
+from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import load_net
 
 

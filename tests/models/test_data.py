@@ -4,8 +4,8 @@ import struct
 import numpy as np
 import pytest
 
-from squeezeforge.cli.errors import UserError
 from squeezeforge.models.data import load_digits, load_mnist_idx
+from squeezeforge.sim.errors import UserError
 
 
 def test_digits_split_is_fixed_and_stratified():

@@ -5,13 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from squeezeforge.cli.errors import UserError
 from squeezeforge.models import export as export_mod
 from squeezeforge.models.compress.base import Context
 from squeezeforge.models.compress.fixed import FixedPoint
 from squeezeforge.models.export import post_training_export, reference_accuracy
 from squeezeforge.models.quant import prepare
 from squeezeforge.models.train import evaluate, predict
+from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import Conv2d, Dense, Flatten, MaxPool2d, load_net, net_to_bytes, save_net
 from squeezeforge.sim.reference import run_net
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from squeezeforge.cli.errors import UserError
 from squeezeforge.models.compress import (
     INQ,
     Context,
@@ -25,6 +24,7 @@ from squeezeforge.models.compress.inq import freeze_portion
 from squeezeforge.models.export import SparseEncoding, to_net
 from squeezeforge.models.quant import CodebookQuantizer, CompressedLayer, Pow2Quantizer, prepare
 from squeezeforge.models.train import Distillation, fit, predict
+from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import Conv2d, Dense, SparseDense
 from squeezeforge.sim.numerics import Pow2Weights
 from squeezeforge.sim.reference import run_net

@@ -8,7 +8,6 @@ import pytest
 from torch import nn
 
 from squeezeforge.cli import compress as compress_cmd
-from squeezeforge.cli.errors import UserError
 from squeezeforge.models.compress import (
     INQ,
     FixedPoint,
@@ -21,6 +20,7 @@ from squeezeforge.models.compress import (
     shipped_recipes,
 )
 from squeezeforge.models.train import save_checkpoint
+from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import load_net, net_to_bytes
 
 # Small and fast: one epoch per fine-tuning step.

@@ -1,0 +1,67 @@
+"""Progress display for long steps, built on :mod:`tqdm.auto`.
+
+Usage::
+
+    with progress(total=200, label="train") as bar:
+        for step in range(200):
+            ...
+            bar.update(1, info=f"loss {loss:.3f}")
+
+``tqdm.auto`` draws a widget in Jupyter and a text bar on a terminal or in a log, so notebooks,
+terminals and CI logs all see it; ``quiet`` silences it (``--quiet`` and ``--json`` on the
+command line). Nothing is drawn at import.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+from tqdm.auto import tqdm
+
+__all__ = ["Progress", "progress"]
+
+
+class Progress:
+    """Counts completed steps of ``total`` on a tqdm bar; ``info`` is the bar's trailing text."""
+
+    def __init__(
+        self, total: int, label: str, *, stream: TextIO | None = None, enabled: bool = True
+    ) -> None:
+        self.total = max(int(total), 0)
+        self.label = label
+        self.done = 0
+        self.info = ""
+        self._bar = tqdm(
+            total=self.total or None,
+            desc=label,
+            file=stream if stream is not None else sys.stderr,
+            disable=not enabled,
+            dynamic_ncols=True,
+            leave=True,
+        )
+
+    def update(self, n: int = 1, info: str | None = None) -> None:
+        """Record ``n`` more completed steps; ``info`` replaces the trailing status text."""
+        self.done += n
+        if info is not None:
+            self.info = info
+            self._bar.set_postfix_str(info, refresh=False)
+        self._bar.update(n)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+@contextmanager
+def progress(
+    total: int, label: str, *, quiet: bool = False, stream: TextIO | None = None
+) -> Iterator[Progress]:
+    """A :class:`Progress` bar on stderr (or ``stream``), silent when ``quiet``."""
+    bar = Progress(total, label, stream=stream, enabled=not quiet)
+    try:
+        yield bar
+    finally:
+        bar.close()

@@ -21,6 +21,7 @@ from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import Net, save_net
 from squeezeforge.sim.reference import predictions
 
+from ..capture import capture
 from ..data import Dataset, load_digits
 from ..export import SparseEncoding, check_supported, reference_accuracy, to_net
 from ..quant import CompressedLayer, prepare
@@ -177,8 +178,10 @@ def compress(
             else load_checkpoint(checkpoint_or_model)
         )
         model, name = ckpt.model, model_name or ckpt.model_name
-    check_supported(model)
     data = data if data is not None else load_digits()
+    # A custom forward() is traced into a stack of layers; a plain stack passes unchanged.
+    model = capture(model, data.x_train.shape[1:])
+    check_supported(model)
     _, net, report = compress_model(
         model,
         recipe,

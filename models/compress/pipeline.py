@@ -21,7 +21,7 @@ from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import Net, save_net
 from squeezeforge.sim.reference import predictions
 
-from ..capture import capture
+from ..capture import capture, is_stack
 from ..data import Dataset, load_digits
 from ..export import SparseEncoding, check_supported, reference_accuracy, to_net
 from ..quant import CompressedLayer, prepare
@@ -178,10 +178,13 @@ def compress(
             else load_checkpoint(checkpoint_or_model)
         )
         model, name = ckpt.model, model_name or ckpt.model_name
+    if is_stack(model):
+        check_supported(model)  # before the data loads: a plain stack needs no input shape
     data = data if data is not None else load_digits()
-    # A custom forward() is traced into a stack of layers; a plain stack passes unchanged.
-    model = capture(model, data.x_train.shape[1:])
-    check_supported(model)
+    if not is_stack(model):
+        # A custom forward() is traced into a stack of layers, checked before any training.
+        model = capture(model, data.x_train.shape[1:])
+        check_supported(model)
     _, net, report = compress_model(
         model,
         recipe,

@@ -26,7 +26,7 @@ from ..data import Dataset, load_digits
 from ..export import SparseEncoding, check_supported, reference_accuracy, to_net
 from ..quant import CompressedLayer, prepare
 from ..train import Checkpoint, deterministic, evaluate, load_checkpoint, predict
-from .base import Context, select_layers
+from .base import Context, per_layer, select_layers
 from .fixed import FixedPoint
 from .recipe import Recipe, load_recipe
 from .report import net_costs
@@ -40,13 +40,11 @@ def _check_layer_names(recipe: Recipe, model: nn.Module) -> None:
         spec = getattr(step, "layers", None)
         if spec is None:
             continue
-        selected = {n for n, _ in select_layers(model, spec, what)}
+        selected = select_layers(model, spec, what)
         for key in ("sparsity", "ratio"):
             table = getattr(step, key, None)
             if isinstance(table, Mapping):
-                for name in table:
-                    if name not in selected:
-                        raise UserError(f"{what}: {key} names {name!r}, not a selected layer")
+                per_layer(model, table, selected, f"{what}: {key}")
     if isinstance(recipe.export.sparse, tuple):
         fc = {n for n, _ in select_layers(model, "fc", f"recipe {recipe.name!r}: export")}
         for name in recipe.export.sparse:

@@ -1,8 +1,9 @@
 """Check the package's layers with import-linter (the contracts are in pyproject.toml).
 
-The code folders install as ``squeezeforge.*`` (``api/`` is the package ``squeezeforge`` itself) through setuptools' ``package-dir`` mapping,
-which import-linter cannot follow (it walks the root package's folder on disk). So the folders
-are copied under a temporary ``squeezeforge/`` and checked there.
+The code folders install as ``squeezeforge.*`` (``api/`` is ``squeezeforge`` itself) through
+setuptools' ``package-dir`` mapping, which import-linter cannot follow: it walks the root
+package's folder on disk. So the folders are copied under a temporary ``squeezeforge/`` and
+checked there.
 
     python scripts/lint_imports.py            # exit 0 when every contract is kept
 """

@@ -721,6 +721,16 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False) -> Path:
     return path
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporaries a killed write of ``path`` left (``.NAME.xxxxxxxx.tmp``)."""
+    if not path.parent.is_dir():
+        return
+    escaped = "".join(f"[{c}]" if c in "*?[]" else c for c in path.name)
+    for stale in path.parent.glob(f".{escaped}.*.tmp"):
+        if stale.is_file() and not stale.is_symlink():
+            stale.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write a file through a temporary in the same folder and a rename.
 
@@ -730,6 +740,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"cannot write {path}: it is a folder")
+    _remove_stale_temporaries(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -94,3 +94,13 @@ def test_written_files_follow_the_umask(tmp_path: Path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+def test_a_killed_write_leaves_nothing_the_next_write_keeps(tmp_path: Path) -> None:
+    # What SIGKILL between mkstemp and the rename leaves: a hidden temporary beside the file.
+    stale = tmp_path / ".m.pt.k1ll3d.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    mine = tmp_path / ".m.pt.notes"
+    mine.write_text("not ours\n")
+    save_checkpoint(tmp_path / "m.pt", "mlp", _model())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.pt.notes", "m.pt"]

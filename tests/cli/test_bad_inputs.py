@@ -255,6 +255,7 @@ row("compress-recipe-bad-toml", "not valid TOML", lambda w, d: ["compress", str(
 row("compress-recipe-unknown-pass", "unknown", lambda w, d: ["compress", str(w.ckpt), "--recipe", str(recipe(d, '[[steps]]\npass = "teleport"\n')), "-o", str(d / "n.sfnet")])
 row("compress-recipe-wrong-type", "recipe", lambda w, d: ["compress", str(w.ckpt), "--recipe", str(recipe(d, 'steps = "prune"\n')), "-o", str(d / "n.sfnet")])
 row("compress-recipe-field-type", "weight_bits", lambda w, d: ["compress", str(w.ckpt), "--recipe", str(recipe(d, '[[steps]]\npass = "fixed-point"\nweight_bits = "eight"\n')), "-o", str(d / "n.sfnet")])
+row("compress-recipe-folder", "is a folder", lambda w, d: ["compress", str(w.ckpt), "--recipe", str(w.root), "-o", str(d / "n.sfnet")])
 row("compress-recipe-binary", "recipe", lambda w, d: ["compress", str(w.ckpt), "--recipe", str(_write(d / "r.toml", b"\xff\xfe\x00")), "-o", str(d / "n.sfnet")])
 
 # --- net files: missing, empty, truncated, wrong kind, wrong version, field types, dtypes, ranges

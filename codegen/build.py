@@ -167,25 +167,28 @@ def check_output_folder(out_dir: str | os.PathLike, *, force: bool = False) -> P
 def clean_stale(out_dir: str | os.PathLike) -> list[Path]:
     """Remove the temporary folders that killed runs left beside ``out_dir``; returns them.
 
-    Only folders that carry :data:`PARTIAL_MARKER`, or the ``.old`` copy of an earlier build,
-    are removed: a user's own hidden folder of a similar name is left alone.
+    Only folders that carry :data:`PARTIAL_MARKER`, or the ``.NAME.old.*`` copy of an earlier
+    build, are removed: a user's own hidden folder of a similar name is left alone.
     """
     out = Path(out_dir).resolve()
     removed = []
     if not out.parent.is_dir():
         return removed
-    for sibling in out.parent.glob(f".{glob_escape(out.name)}.*"):
+    for sibling in out.parent.glob(f".{_glob_escape(out.name)}.*"):
         if sibling.is_symlink() or not sibling.is_dir():
             continue
         partial = (sibling / PARTIAL_MARKER).is_file()
-        old = sibling.name == f".{out.name}.old" and is_build(sibling)
+        # An earlier build set aside, or the empty reservation for one.
+        old = sibling.name.startswith(f".{out.name}.old.") and (
+            is_build(sibling) or not any(sibling.iterdir())
+        )
         if partial or old:
             shutil.rmtree(sibling, ignore_errors=True)
             removed.append(sibling)
     return removed
 
 
-def glob_escape(name: str) -> str:
+def _glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
 
 
@@ -252,9 +255,14 @@ def write_build(plan: Plan, out_dir: str | os.PathLike, *, force: bool = False) 
         os.chmod(tmp, 0o777 & ~current_umask())
         old = None
         if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
+            # A fresh name: a user's own ".NAME.old" is never overwritten. Renaming a folder
+            # onto an empty one is allowed, so mkdtemp's folder is the reservation.
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            try:
+                out.rename(old)
+            except BaseException:
+                old.rmdir()
+                raise
         try:
             tmp.rename(out)
         except BaseException:

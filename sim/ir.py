@@ -57,6 +57,7 @@ __all__ = [
     "SparseDense",
     "atomic_write_bytes",
     "check_writable",
+    "current_umask",
     "decode_csc",
     "encode_csc",
     "load_net",

@@ -106,6 +106,7 @@ def test_force_replaces_a_user_folder_and_cleans_what_killed_runs_left(net, tmp_
     own = tmp_path / ".b.mine"
     own.mkdir()
     (own / "keep.txt").write_text("keep\n")
+    (tmp_path / ".b.old").mkdir()  # also the user's: the earlier code overwrote this name
     old_umask = os.umask(0o027)
     try:
         generate(net, mine, force=True)
@@ -113,7 +114,7 @@ def test_force_replaces_a_user_folder_and_cleans_what_killed_runs_left(net, tmp_
         os.umask(old_umask)
     assert not (mine / "notes.txt").exists() and read_manifest(mine)["net"] == net.name
     assert not stale.exists() and (own / "keep.txt").read_text() == "keep\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.mine", "b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.mine", ".b.old", "b"]
     assert not (mine / PARTIAL_MARKER).exists()
     # F10: the build follows the umask (mkdtemp alone makes 0700).
     assert _mode(mine) == 0o750

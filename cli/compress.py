@@ -6,7 +6,7 @@ import argparse
 import json
 
 from squeezeforge.models.compress import compress, report_markdown, shipped_recipes
-from squeezeforge.sim.ir import atomic_write_bytes
+from squeezeforge.sim.ir import atomic_write_bytes, check_writable
 
 __all__ = ["register", "run"]
 
@@ -51,6 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Both outputs are checked before the minutes of fine-tuning, not after them.
+    check_writable(args.output)
+    if args.report:
+        check_writable(args.report)
     report = compress(
         args.checkpoint,
         args.recipe,

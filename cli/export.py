@@ -8,7 +8,7 @@ import json
 from squeezeforge.models.data import load_digits
 from squeezeforge.models.export import post_training_export, reference_accuracy
 from squeezeforge.models.train import evaluate, load_checkpoint
-from squeezeforge.sim.ir import COMPUTE_KINDS, save_net
+from squeezeforge.sim.ir import COMPUTE_KINDS, check_writable, save_net
 
 from .errors import UserError
 
@@ -45,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 2 <= args.bits <= 16:
         raise UserError(f"--bits must be in 2..16, got {args.bits}")
+    check_writable(args.output)
     ckpt = load_checkpoint(args.checkpoint)
     data = load_digits()
     net = post_training_export(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..codegen.flow import FlowConfig, default_out_dir, run_flow
 from ..codegen.resources import TARGETS
+from ..sim.ir import check_writable
 from ._output import emit_json
 from .errors import UserError
 
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     bad = [t for t in targets if t not in TARGETS]
     if bad:
         raise UserError(f"unknown target {bad[0]!r}; valid targets: {', '.join(TARGETS)}")
+    check_writable(args.output, folder=True)
     if not 1 <= args.images <= 360:
         raise UserError(f"--images {args.images}: the digits test split holds 360 images")
     recipes = tuple(r for r in args.recipes.split(",") if r)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..codegen.build import generate
-from ..sim.ir import IRError
+from ..codegen.build import check_output_folder, generate
 from ._output import emit_json, markdown_table
 from .errors import UserError
 from .reference import load_net_or_fail
@@ -19,20 +18,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         " the MAC or shift-add conv engine (by weight format, 2x2 pooling fused), each fully"
         " connected layer on the EIE-style sparse unit. Writes OUT/top.v, OUT/engines/*.v,"
         " OUT/mem/*.hex, OUT/net.sfnet and OUT/manifest.json (configuration, per-layer mapping,"
-        " ports, estimated cycles). The folder is replaced atomically: an interrupted run"
-        " leaves the previous build intact.",
+        " ports, estimated cycles, file hashes). The folder is replaced atomically: an"
+        " interrupted run leaves the previous build intact. OUT must be absent, empty or an"
+        " earlier build; any other folder is refused unless --force, and a file never is"
+        " replaced.",
     )
     p.add_argument("net", help="a .sfnet file")
     p.add_argument("-o", "--output", required=True, help="build folder, e.g. build/cnn-inq5")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace OUT even if it is a non-empty folder that is not a build (its content is"
+        " deleted); a file is still never replaced",
+    )
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    # The folder first: a refusal costs nothing, a net is read only for a folder we may write.
+    check_output_folder(args.output, force=args.force)
     net = load_net_or_fail(args.net)
     try:
-        manifest = generate(net, args.output)
-    except (IRError, ValueError) as exc:
+        manifest = generate(net, args.output, force=args.force)
+    except ValueError as exc:  # a fit error of the compiler (IRError, BuildError among them)
         raise UserError(str(exc)) from None
     if args.json:
         emit_json(manifest)

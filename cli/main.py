@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
-from .errors import SqueezeforgeError
+# Nothing heavy is imported at module level: a Ctrl-C while NumPy, PyTorch or Amaranth load must
+# land inside main()'s handler, not in the console script's wrapper with a traceback.
 
 __all__ = ["build_parser", "main"]
 
@@ -41,8 +43,15 @@ typical use:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the subcommand (exit status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="squeezeforge",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -61,20 +70,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: str) -> str:
+    """A message on one line: tool errors carry a log tail, the user sees it joined."""
+    return " | ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    """Run the command line; exit status 0 done, 1 a result that failed its check (a mismatch),
+    2 an error explained in one line, 130 interrupted."""
+    command = "squeezeforge"
     try:
-        return int(args.func(args) or 0)
-    except SqueezeforgeError as exc:
-        # Every error the library raises on purpose carries a message meant for the user.
-        print(f"squeezeforge {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        from .errors import SqueezeforgeError
+
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        command = f"squeezeforge {args.command}"
+        try:
+            return int(args.func(args) or 0)
+        except SqueezeforgeError as exc:
+            # Every error the library raises on purpose carries a message meant for the user.
+            print(f"{command}: error: {one_line(str(exc))}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            # The file system said no (a full disk, a vanished folder): not a bug to trace.
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"{command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+            return 2
     except KeyboardInterrupt:
-        print(f"squeezeforge {args.command}: interrupted", file=sys.stderr)
+        # Objects dropped half-built (Amaranth's UnusedElaboratable) would warn by the dozen.
+        warnings.simplefilter("ignore")
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
 
 

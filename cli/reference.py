@@ -28,7 +28,7 @@ def reference_report(net: Net, inputs: np.ndarray | None = None, limit: int | No
         x = x[:limit]
     try:
         taps = run_net(net, x, taps=True)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise UserError(str(exc)) from None
     out = taps[-1]
     report: dict = {
@@ -71,6 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be >= 1, got {args.limit}")
     net = load_net_or_fail(args.net)
     inputs = None
     if args.inputs:
@@ -80,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.inputs}: cannot read a .npy array: {exc}") from None
         if inputs.dtype.kind not in "iu":
             raise UserError(f"{args.inputs}: inputs must be integers, got {inputs.dtype}")
+        if inputs.ndim < 1 or inputs.shape[0] < 1:
+            raise UserError(f"{args.inputs}: holds no inputs (shape {inputs.shape})")
     report = reference_report(net, inputs, args.limit)
     if args.json:
         emit_json(report)

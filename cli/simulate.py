@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..codegen.build import BuildError
+from ..codegen.build import BuildError, read_manifest
+from ..sim.ir import check_writable
 from ..sim.netsim import SimulationError, simulate
 from ._output import emit_json, markdown_table
 from .errors import UserError
@@ -33,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Verilator's build and the bench's case files go into the build folder.
+    read_manifest(args.build)
+    check_writable(args.build, folder=True)
     try:
         report = simulate(args.build, args.images, waves=args.waves)
     except (BuildError, SimulationError) as exc:

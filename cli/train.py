@@ -15,6 +15,7 @@ from squeezeforge.models.train import (
     train,
 )
 
+from ..sim.ir import check_writable
 from .errors import UserError
 
 __all__ = ["register", "run"]
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     if not args.lr > 0:
         raise UserError(f"--lr must be > 0, got {args.lr}")
+    check_writable(args.output)  # before the training, not after it
     start = time.monotonic()
     model, history = train(
         args.model,

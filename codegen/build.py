@@ -14,13 +14,20 @@ A build folder holds
     format and version, the configuration (engines and their parameters), the per-layer mapping
     (step, engine, cfg, estimated cycles), the ports.
 
+``manifest.json`` also records the SHA-256 of every other file and a checksum of itself, so
+``simulate`` and ``resources`` refuse a folder whose parts do not belong together.
+
 The folder is written as a temporary sibling and renamed into place; a build that stops half
-way leaves the previous build as it was.
+way leaves the previous build as it was, and its temporary folder is removed by the next run.
+``generate`` writes only into a folder that is absent, empty or an earlier build: anything else
+(a user's folder, a file, a read-only folder) is refused unless ``force``; a file is never
+replaced by a folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -30,8 +37,15 @@ from typing import Any
 
 import numpy as np
 
-from ..sim.ir import Net, load_net, net_to_bytes
-from ..sim.manifest import BUILD_FORMAT, BUILD_VERSION, BuildError, read_manifest
+from ..sim.ir import Net, check_writable, current_umask, load_net, net_to_bytes
+from ..sim.manifest import (
+    BUILD_FORMAT,
+    BUILD_VERSION,
+    BuildError,
+    is_build,
+    manifest_checksum,
+    read_manifest,
+)
 from ..sim.rtl import amaranth_to_verilog
 from .accelerator import Accelerator
 from .plan import Plan, compile_net
@@ -46,6 +60,10 @@ __all__ = [
 ]
 
 TOP = "top"
+
+# Inside a temporary build folder until it is renamed into place: marks what a later run may
+# remove without asking.
+PARTIAL_MARKER = ".squeezeforge-partial"
 
 
 def _jsonable(obj: Any) -> Any:
@@ -114,24 +132,98 @@ def _hex_lines(words: list[int], width: int | None = None) -> str:
     return "".join(f"{int(w) & mask:0{digits}x}\n" for w in words)
 
 
-def generate(net: Net | str | os.PathLike, out_dir: str | os.PathLike) -> dict:
-    """Compile ``net`` and write the build folder atomically; returns the manifest."""
+def check_output_folder(out_dir: str | os.PathLike, *, force: bool = False) -> Path:
+    """Refuse, with one line, an ``out_dir`` that a build must not replace; returns its path.
+
+    A build may replace a folder that is absent, empty or an earlier build (it has a build
+    manifest). ``force`` also allows any other folder, but never a file, the current folder or
+    one of its parents.
+    """
+    out = Path(out_dir)
+    if str(out_dir) == "":
+        raise BuildError("an empty build folder name was given")
+    resolved = out.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise BuildError(
+            f"{out_dir}: refusing to replace the current folder or one of its parents;"
+            " name a new build folder"
+        )
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise BuildError(f"{out}: exists and is not a folder; a build never replaces a file")
+    if out.is_dir() and not is_build(out) and any(out.iterdir()):
+        if not force:
+            raise BuildError(
+                f"{out}: folder is not empty and is not a squeezeforge build; refusing to"
+                " replace it (choose another folder, or --force to replace it)"
+            )
+    if out.is_dir() and not out.stat().st_mode & 0o222 and not force:
+        # Root may write anyway; a folder the user made read-only says "keep this".
+        raise BuildError(f"{out}: folder is read-only; refusing to replace it (--force overrides)")
+    check_writable(resolved.parent, folder=True)
+    return out
+
+
+def clean_stale(out_dir: str | os.PathLike) -> list[Path]:
+    """Remove the temporary folders that killed runs left beside ``out_dir``; returns them.
+
+    Only folders that carry :data:`PARTIAL_MARKER`, or the ``.NAME.old.*`` copy of an earlier
+    build, are removed: a user's own hidden folder of a similar name is left alone.
+    """
+    out = Path(out_dir).resolve()
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    for sibling in out.parent.glob(f".{_glob_escape(out.name)}.*"):
+        if sibling.is_symlink() or not sibling.is_dir():
+            continue
+        partial = (sibling / PARTIAL_MARKER).is_file()
+        # An earlier build set aside, or the empty reservation for one.
+        old = sibling.name.startswith(f".{out.name}.old.") and (
+            is_build(sibling) or not any(sibling.iterdir())
+        )
+        if partial or old:
+            shutil.rmtree(sibling, ignore_errors=True)
+            removed.append(sibling)
+    return removed
+
+
+def _glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def generate(
+    net: Net | str | os.PathLike, out_dir: str | os.PathLike, *, force: bool = False
+) -> dict:
+    """Compile ``net`` and write the build folder atomically; returns the manifest.
+
+    See :func:`check_output_folder` for the folders it refuses (``force`` to override).
+    """
+    check_output_folder(out_dir, force=force)
     if not isinstance(net, Net):
         net = load_net(net)
-    return write_build(compile_net(net), out_dir)
+    if not any(net.compute_layers()):
+        raise BuildError(f"net {net.name!r} has no conv or dense layer: nothing to build")
+    return write_build(compile_net(net), out_dir, force=force)
 
 
-def write_build(plan: Plan, out_dir: str | os.PathLike) -> dict:
+def write_build(plan: Plan, out_dir: str | os.PathLike, *, force: bool = False) -> dict:
     """Elaborate a compiled plan and write its build folder atomically; returns the manifest."""
+    out = check_output_folder(out_dir, force=force)
     net = plan.net
     top = Accelerator(plan)
     verilog = amaranth_to_verilog(top, TOP)
     manifest = manifest_of(plan, top)
 
-    out = Path(out_dir)
+    clean_stale(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        (tmp / PARTIAL_MARKER).write_text("an unfinished squeezeforge build; safe to remove\n")
         (tmp / "top.v").write_text(verilog)
         (tmp / "net.sfnet").write_bytes(net_to_bytes(net))
         (tmp / "engines").mkdir()
@@ -150,22 +242,39 @@ def write_build(plan: Plan, out_dir: str | os.PathLike) -> dict:
                 else:
                     path = tmp / "mem" / f"{engine}.{mem}.hex"
                     path.write_text(_hex_lines([int(w) for w in words]))
+        # Hashes of every part: simulate and resources refuse parts of different builds.
+        manifest["files"] = {
+            p.relative_to(tmp).as_posix(): _sha256(p)
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file() and p.name != PARTIAL_MARKER
+        }
+        manifest["checksum"] = manifest_checksum(manifest)
         # The manifest last: a folder without one is never taken for a finished build.
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        # mkdtemp makes the folder 0700; a build follows the umask like any other output.
+        os.chmod(tmp, 0o777 & ~current_umask())
         old = None
         if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
+            # A fresh name: a user's own ".NAME.old" is never overwritten. Renaming a folder
+            # onto an empty one is allowed, so mkdtemp's folder is the reservation.
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            try:
+                out.rename(old)
+            except BaseException:
+                old.rmdir()
+                raise
         try:
             tmp.rename(out)
         except BaseException:
             if old is not None and not out.exists():
                 old.rename(out)  # put the previous build back
             raise
+        (out / PARTIAL_MARKER).unlink()
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):  # a full disk, a folder gone read-only half way
+            raise BuildError(f"cannot write the build {out}: {exc.strerror or exc}") from None
         raise
     return manifest

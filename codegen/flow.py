@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..sim.ir import atomic_write_bytes, load_net
+from ..sim.ir import atomic_write_bytes, check_writable, load_net
 
 __all__ = ["FlowConfig", "run_flow"]
 
@@ -79,6 +80,38 @@ class _Steps:
         return result
 
 
+def _file_digest(path: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _child_pids() -> list[int]:
+    """Processes this one started (Yosys, nextpnr), from /proc; empty where there is none."""
+    me = os.getpid()
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name in parentheses may hold spaces: the fields follow the last ')'.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == me:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _stop_children() -> None:
+    """Terminate the tools the worker threads wait on, so an interrupt does not wait for them.
+
+    Ctrl-C in a terminal reaches the whole process group, tools included; a SIGINT sent to this
+    process alone would otherwise leave each worker waiting a minute for its Yosys run.
+    """
+    for pid in _child_pids():
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+
+
 def run_flow(cfg: FlowConfig, log: Callable[[str], None] = print, quiet: bool = False) -> dict:
     """Run (or resume) the flow; returns the report that is also written to report.json."""
     from ..models.compress import compress
@@ -92,6 +125,7 @@ def run_flow(cfg: FlowConfig, log: Callable[[str], None] = print, quiet: bool = 
 
     steps = _Steps(cfg, log)
     out = steps.out
+    check_writable(out, folder=True)  # before training, not after the whole flow
     ckpt = out / f"{cfg.model}.pt"
     epochs = cfg.epochs or DEFAULT_EPOCHS
 
@@ -126,9 +160,14 @@ def run_flow(cfg: FlowConfig, log: Callable[[str], None] = print, quiet: bool = 
                 "build": str(build_dir),
                 "cycles_estimated": manifest["cycles_estimated"],
                 "steps": manifest["steps"],
+                "checksum": manifest["checksum"],
             }
 
-        builds[recipe] = steps.run(f"generate-{recipe}", [compressed[recipe]], do_generate)
+        # Keyed on the net's bytes, not on the compress step's result: that holds timings, and
+        # a compress run again with byte-identical output must not rebuild.
+        net_file = compressed[recipe]["net"]
+        net_key = {"net": net_file, "sha256": _file_digest(net_file)}
+        builds[recipe] = steps.run(f"generate-{recipe}", [net_key], do_generate)
 
     sims: dict[str, dict] = {}
     # The dense 8-bit baseline is simulated too: the speed-up compares measured cycles.
@@ -150,9 +189,17 @@ def run_flow(cfg: FlowConfig, log: Callable[[str], None] = print, quiet: bool = 
     jobs = [(recipe, target) for recipe in cfg.recipes for target in cfg.targets]
     # Longest first (ecp5 places slowest, ice40 next), so the two threads finish together.
     jobs.sort(key=lambda job: ("ecp5", "ice40", "xc7").index(job[1]))
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    pool = ThreadPoolExecutor(max_workers=2)
+    try:
         done = pool.map(lambda job: resource_job(*job), jobs)
         resources = {f"{r}/{t}": result for (r, t), result in zip(jobs, done, strict=True)}
+    except BaseException:
+        # Interrupted (or a job failed): queued jobs are dropped and running tools stopped, so
+        # the flow ends now instead of after the tools in flight.
+        pool.shutdown(wait=False, cancel_futures=True)
+        _stop_children()
+        raise
+    pool.shutdown()
 
     report = {
         "config": asdict(cfg),

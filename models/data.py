@@ -46,6 +46,13 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
 
+    def __post_init__(self) -> None:
+        # A NaN pixel quantizes to garbage and poisons calibration; refuse it where data enters.
+        for split in ("x_train", "x_test"):
+            x = getattr(self, split)
+            if np.issubdtype(np.asarray(x).dtype, np.floating) and not np.isfinite(x).all():
+                raise UserError(f"data set {self.name!r}: {split} holds NaN or infinite values")
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.x_train.shape[1:])

@@ -27,6 +27,7 @@ from squeezeforge.sim.reference import predictions, run_net
 from .capture import capture, is_stack
 from .data import Dataset, load_digits
 from .quant import CompressedLayer, compute_stages, leaf_modules, prepare
+from .train import check_finite_state
 
 __all__ = [
     "SparseEncoding",
@@ -48,8 +49,9 @@ class SparseEncoding:
 
 def check_supported(model: nn.Module) -> None:
     """Raise a :class:`~squeezeforge.sim.errors.UserError` naming the first module the IR cannot
-    express. Cheap; call it before any long work."""
+    express, or the first parameter that is not finite. Cheap; call it before any long work."""
     compute_stages(model)
+    check_finite_state(model.state_dict(), "model")
 
 
 def _ir_layer(

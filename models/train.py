@@ -261,15 +261,47 @@ def save_checkpoint(
     return Path(path)
 
 
+def _is_zip_archive(path: Path) -> bool:
+    """Whether the file starts like a zip archive (as every ``torch.save`` file does)."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def check_finite_state(state: Any, where: str) -> None:
+    """Raise a one-line :class:`UserError` naming the first tensor holding NaN or infinity.
+
+    A NaN weight quantizes to garbage and an infinite one overflows the calibration; both are
+    refused here, before any long step, rather than deep inside the export.
+    """
+    items = state.items() if hasattr(state, "items") else []
+    for key, value in items:
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            finite = torch.isfinite(value)
+            if not bool(finite.all()):
+                bad = value[~finite].flatten()[0].item()
+                raise UserError(f"{where}: {key} holds {bad} (weights must be finite numbers)")
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint` (tensors and plain data only)."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a folder, not a file")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise UserError(f"checkpoint {path} is empty")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # torch reports a cut-off archive as EINVAL from a seek or a zip reader message:
+        # neither tells the user what is wrong with the file.
+        if _is_zip_archive(path) and not zipfile.is_zipfile(path):
+            reason = "the file is truncated"
+        elif str(exc).strip():
+            reason = str(exc).strip().splitlines()[0]
+        else:
+            reason = type(exc).__name__
         raise UserError(f"{path} is not a squeezeforge checkpoint ({reason})") from None
     except Exception as exc:  # an unpickling error of a foreign or corrupt file
         raise UserError(f"{path} is not a squeezeforge checkpoint ({type(exc).__name__})") from None
@@ -286,6 +318,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     state = blob.get("state_dict")
     if not isinstance(state, dict):
         raise UserError(f"{path}: checkpoint has no state_dict")
+    check_finite_state(state, str(path))
     model = build_model(name)
     try:
         model.load_state_dict(state)

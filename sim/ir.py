@@ -20,6 +20,7 @@ import math
 import os
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -27,8 +28,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import SqueezeforgeError
+from .errors import SqueezeforgeError, UserError
 from .numerics import (
+    MAX_ACC_BITS,
+    MAX_SHIFT,
     CodebookWeights,
     FixedFormat,
     FormatError,
@@ -52,6 +55,9 @@ __all__ = [
     "MaxPool2d",
     "Net",
     "SparseDense",
+    "atomic_write_bytes",
+    "check_writable",
+    "current_umask",
     "decode_csc",
     "encode_csc",
     "load_net",
@@ -140,8 +146,20 @@ class _ComputeLayer:
                 f"fraction length {self.output_format.frac} exceeds the accumulator's"
                 f" {self.acc_frac}; requantization only shifts right",
             )
-        if self.acc_bits > 62:
-            raise IRError(self.name, "weight_format", f"accumulator needs {self.acc_bits} bits")
+        if self.shift > MAX_SHIFT:
+            raise IRError(
+                self.name,
+                "output_format",
+                f"requantization shift {self.shift} exceeds {MAX_SHIFT}"
+                f" (input frac {self.input_format.frac} + weight frac {self.weight_format.frac}"
+                f" - output frac {self.output_format.frac})",
+            )
+        if self.acc_bits > MAX_ACC_BITS:
+            raise IRError(
+                self.name,
+                "weight_format",
+                f"accumulator needs {self.acc_bits} bits, at most {MAX_ACC_BITS} are supported",
+            )
 
     def _check_bias(self, n_out: int) -> None:
         lo, hi = int_range(self.bias_bits)
@@ -654,17 +672,91 @@ def net_to_bytes(net: Net) -> bytes:
     return buf.getvalue()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file through a temporary in the same folder and a rename."""
+def current_umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` would, for every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def check_writable(path: str | os.PathLike, *, folder: bool = False) -> Path:
+    """Fail early, with one line, if ``path`` cannot be written: before any long step runs.
+
+    ``path`` is a file to be (re)placed, or with ``folder=True`` a folder to be created or
+    written into. The nearest existing folder is probed by creating and removing a file in it:
+    permission bits alone say nothing when running as root or on a read-only mount.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if str(path) == "":
+        raise UserError("an empty output path was given")
+    if path.exists():
+        if folder and not path.is_dir():
+            raise UserError(f"{path} exists and is not a folder")
+        if not folder and path.is_dir():
+            raise UserError(f"{path} is a folder; give a file name")
+    probe_dir = path if folder and path.is_dir() else path.parent
+    for parent in [probe_dir, *probe_dir.parents]:
+        if parent.exists() or parent.is_symlink():
+            break
+    else:  # pragma: no cover - the root always exists
+        parent = Path("/")
+    if not parent.is_dir():
+        raise UserError(f"cannot write {path}: {parent} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".squeezeforge-probe.", dir=parent)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {parent}: {_os_reason(exc)}") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporaries a killed write of ``path`` left (``.NAME.xxxxxxxx.tmp``)."""
+    if not path.parent.is_dir():
+        return
+    escaped = "".join(f"[{c}]" if c in "*?[]" else c for c in path.name)
+    for stale in path.parent.glob(f".{escaped}.*.tmp"):
+        if stale.is_file() and not stale.is_symlink():
+            stale.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file through a temporary in the same folder and a rename.
+
+    The file gets the mode a plain ``open`` would (0666 less the umask), not mkstemp's 0600. An
+    error of the file system becomes a one-line :class:`UserError`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a folder")
+    _remove_stale_temporaries(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {_os_reason(exc)}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {_os_reason(exc)}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -679,10 +771,14 @@ def save_net(net: Net, path: str | os.PathLike) -> Path:
 def _read_array(zf: zipfile.ZipFile, layer: str, name: str, spec: Any) -> np.ndarray:
     if not isinstance(spec, dict) or not {"file", "shape", "dtype"} <= spec.keys():
         raise IRError(layer, name, "array entry needs 'file', 'shape' and 'dtype'")
+    if not isinstance(spec["file"], str):
+        raise IRError(layer, name, f"array file name must be a string, got {spec['file']!r}")
     try:
         raw = zf.read(spec["file"])
     except KeyError:
         raise IRError(layer, name, f"array file {spec['file']!r} is missing") from None
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+        raise IRError(layer, name, f"array file {spec['file']!r} is corrupt: {exc}") from None
     try:
         arr = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
     except (ValueError, OSError) as exc:
@@ -697,6 +793,9 @@ def _read_array(zf: zipfile.ZipFile, layer: str, name: str, spec: Any) -> np.nda
         )
     if arr.dtype.kind not in "iu":
         raise IRError(layer, name, f"dtype {arr.dtype} is not an integer type")
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        # astype would wrap 2**64 - 1 to -1 and the net would load with a wrong value.
+        raise IRError(layer, name, f"value {int(arr.max())} does not fit a signed 64-bit integer")
     return arr.astype(np.int64)
 
 
@@ -704,12 +803,16 @@ def _layer_from_manifest(zf: zipfile.ZipFile, entry: Any, index: int) -> Layer:
     if not isinstance(entry, dict):
         raise IRError(f"#{index}", "layer", "each layer must be an object")
     name = entry.get("name", f"#{index}")
+    if not isinstance(name, str) or not name:
+        raise IRError(f"#{index}", "name", f"must be a non-empty string, got {name!r}")
     kind = entry.get("kind")
     cls = LAYER_KINDS.get(kind)
     if cls is None:
         raise IRError(name, "kind", f"unknown layer kind {kind!r} ({', '.join(LAYER_KINDS)})")
     kw: dict[str, Any] = {}
     arrays = entry.get("arrays", {})
+    if not isinstance(arrays, dict):
+        raise IRError(name, "arrays", f"must be an object, got {arrays!r}")
     try:
         for f in fields(cls):
             if f.name in cls.arrays:
@@ -726,10 +829,13 @@ def _layer_from_manifest(zf: zipfile.ZipFile, entry: Any, index: int) -> Layer:
                 raise IRError(name, f.name, "is missing")
     except FormatError as exc:
         raise IRError(name, f.name, str(exc)) from None
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise IRError(name, f.name, f"malformed: {exc}") from None
     if "kernel" in kw and cls is Conv2d:
-        kw["kernel"] = tuple(kw["kernel"])
+        kernel = kw["kernel"]
+        if not isinstance(kernel, list) or not all(_is_int(k) for k in kernel):
+            raise IRError(name, "kernel", f"must be a list of two integers, got {kernel!r}")
+        kw["kernel"] = tuple(kernel)
     for key in ("relu",):
         if key in kw and not isinstance(kw[key], bool):
             raise IRError(name, key, f"must be true or false, got {kw[key]!r}")
@@ -743,9 +849,17 @@ def _layer_from_manifest(zf: zipfile.ZipFile, entry: Any, index: int) -> Layer:
         "n_pe",
         "index_bits",
     ):
-        if key in kw and (not isinstance(kw[key], int) or isinstance(kw[key], bool)):
+        if key in kw and not _is_int(kw[key]):
             raise IRError(name, key, f"must be an integer, got {kw[key]!r}")
+    if cls is MaxPool2d:
+        for key in ("kernel", "stride"):
+            if key in kw and not _is_int(kw[key]):
+                raise IRError(name, key, f"must be an integer, got {kw[key]!r}")
     return cls(**kw)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _require(entry: dict, layer: str, key: str) -> Any:
@@ -757,19 +871,28 @@ def _require(entry: dict, layer: str, key: str) -> Any:
 def load_net(path: str | os.PathLike) -> Net:
     """Read and validate a ``.sfnet`` file."""
     path = Path(path)
+    if path.is_dir():
+        raise IRError("<file>", "path", f"{path} is a folder, not a net file")
     if not path.is_file():
         raise IRError("<file>", "path", f"{path} does not exist")
     try:
         zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise IRError("<file>", "path", f"{path} is not a squeezeforge net file") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        if path.stat().st_size == 0:
+            raise IRError("<file>", "path", f"{path} is empty") from None
+        reason = "not a zip archive" if isinstance(exc, zipfile.BadZipFile) else str(exc)
+        raise IRError(
+            "<file>", "path", f"{path} is not a squeezeforge net file ({reason})"
+        ) from None
     with zf:
         try:
             manifest = json.loads(zf.read("manifest.json"))
         except KeyError:
             raise IRError("<file>", "manifest.json", "is missing") from None
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise IRError("<file>", "manifest.json", f"is not valid JSON: {exc}") from None
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+            raise IRError("<file>", "manifest.json", f"is corrupt: {exc}") from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
             raise IRError("<file>", "format", f"is not {FORMAT_NAME!r}")
         if manifest.get("version") != FORMAT_VERSION:
@@ -782,7 +905,12 @@ def load_net(path: str | os.PathLike) -> Net:
         inp = _require(manifest, "<net>", "input")
         try:
             input_format = FixedFormat.from_dict(inp["format"])
-            input_shape = tuple(int(s) for s in inp["shape"])
+            shape = inp["shape"]
+            if not isinstance(shape, list) or not shape or not all(_is_int(s) for s in shape):
+                raise TypeError(f"shape must be a list of integers, got {shape!r}")
+            if min(shape) < 1:
+                raise ValueError(f"shape {shape} has a size below 1")
+            input_shape = tuple(shape)
         except (KeyError, TypeError, ValueError) as exc:
             raise IRError("<net>", "input", f"malformed: {exc}") from None
         entries = _require(manifest, "<net>", "layers")
@@ -790,14 +918,22 @@ def load_net(path: str | os.PathLike) -> Net:
             raise IRError("<net>", "layers", "must be a list")
         layers = tuple(_layer_from_manifest(zf, e, i) for i, e in enumerate(entries))
         tv = _require(manifest, "<net>", "test_vectors")
+        if not isinstance(tv, dict):
+            raise IRError("<net>", "test_vectors", f"must be an object, got {tv!r}")
         tests = {}
         for key in ("test_inputs", "test_labels", "test_outputs"):
             tests[key] = _read_array(zf, "<net>", key, _require(tv, "<net>", key))
+        name = manifest.get("name", path.stem)
+        if not isinstance(name, str):
+            raise IRError("<net>", "name", f"must be a string, got {name!r}")
+        metadata = manifest.get("metadata", {})
+        if not isinstance(metadata, dict):
+            raise IRError("<net>", "metadata", f"must be an object, got {metadata!r}")
         return Net(
-            name=str(manifest.get("name", path.stem)),
+            name=name,
             input_shape=input_shape,
             input_format=input_format,
             layers=layers,
-            metadata=dict(manifest.get("metadata", {})),
+            metadata=dict(metadata),
             **tests,
         )

@@ -58,10 +58,22 @@ from .errors import SqueezeforgeError
 
 MIN_BITS = 2
 MAX_BITS = 16
+#: Fraction lengths of activation formats.
+MIN_FRAC = -32
+MAX_FRAC = 32
+#: Widest accumulator: a requantization adds ``2**(shift-1)`` to it in int64 without overflow.
+MAX_ACC_BITS = 62
+#: Largest requantization shift. The engines hold it in a 6-bit cfg field, and the reference's
+#: rounding constant ``2**(shift-1)`` must fit an int64 beside a ``MAX_ACC_BITS`` accumulator.
+MAX_SHIFT = 63
 
 __all__ = [
+    "MAX_ACC_BITS",
     "MAX_BITS",
+    "MAX_FRAC",
+    "MAX_SHIFT",
     "MIN_BITS",
+    "MIN_FRAC",
     "CodebookWeights",
     "FixedFormat",
     "FixedWeights",
@@ -116,8 +128,14 @@ class FixedFormat:
 
     def __post_init__(self) -> None:
         _check_bits(self.bits, "fixed-point format")
-        if not isinstance(self.frac, int | np.integer) or not -32 <= self.frac <= 32:
-            raise FormatError(f"fixed-point format: fraction length {self.frac!r} out of -32..32")
+        if (
+            not isinstance(self.frac, int | np.integer)
+            or isinstance(self.frac, bool)
+            or not MIN_FRAC <= self.frac <= MAX_FRAC
+        ):
+            raise FormatError(
+                f"fixed-point format: fraction length {self.frac!r} out of {MIN_FRAC}..{MAX_FRAC}"
+            )
 
     @property
     def min(self) -> int:
@@ -136,7 +154,9 @@ class FixedFormat:
 
     @classmethod
     def from_dict(cls, d: dict) -> FixedFormat:
-        return cls(bits=int(d["bits"]), frac=int(d["frac"]))
+        if not isinstance(d, dict):
+            raise FormatError(f"fixed-point format must be an object, got {d!r}")
+        return cls(bits=_int_field(d, "bits"), frac=_int_field(d, "frac"))
 
 
 @dataclass(frozen=True)
@@ -290,18 +310,37 @@ class CodebookWeights:
 WeightFormat = FixedWeights | Pow2Weights | CodebookWeights
 
 
+def _int_field(d: dict, key: str) -> int:
+    """An integer field of a format read from a file: present, an integer, not a bool."""
+    if key not in d:
+        raise FormatError(f"format field {key!r} is missing")
+    value = d[key]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise FormatError(f"format field {key!r} must be an integer, got {value!r}")
+    return value
+
+
 def weight_format_from_dict(d: dict) -> WeightFormat:
+    if not isinstance(d, dict):
+        raise FormatError(f"weight format must be an object, got {d!r}")
     kind = d.get("kind")
     if kind == "fixed":
-        return FixedWeights(bits=int(d["bits"]), frac=int(d["frac"]))
+        return FixedWeights(bits=_int_field(d, "bits"), frac=_int_field(d, "frac"))
     if kind == "pow2":
-        return Pow2Weights(bits=int(d["bits"]), n1=int(d["n1"]), n2=int(d["n2"]))
+        return Pow2Weights(
+            bits=_int_field(d, "bits"), n1=_int_field(d, "n1"), n2=_int_field(d, "n2")
+        )
     if kind == "codebook":
+        table = d.get("table")
+        if not isinstance(table, list) or not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in table
+        ):
+            raise FormatError(f"codebook table must be a list of integers, got {table!r}")
         return CodebookWeights(
-            index_bits=int(d["index_bits"]),
-            value_bits=int(d["value_bits"]),
-            frac=int(d["frac"]),
-            table=tuple(int(t) for t in d["table"]),
+            index_bits=_int_field(d, "index_bits"),
+            value_bits=_int_field(d, "value_bits"),
+            frac=_int_field(d, "frac"),
+            table=tuple(table),
         )
     raise FormatError(f"unknown weight format kind {kind!r} (fixed, pow2, codebook)")
 
@@ -344,6 +383,9 @@ def accumulator_bits(act: FixedFormat, weights: WeightFormat, fan_in: int) -> in
 
 def round_shift(acc: np.ndarray, shift: int) -> np.ndarray:
     """Arithmetic shift right by ``shift`` with round half up; a left shift if negative."""
+    if abs(shift) > MAX_SHIFT:
+        # 2**(shift-1) would not fit the int64 the sums live in.
+        raise FormatError(f"requantization shift {shift} is outside -{MAX_SHIFT}..{MAX_SHIFT}")
     acc = np.asarray(acc, dtype=np.int64)
     if shift > 0:
         return (acc + (1 << (shift - 1))) >> shift
@@ -367,6 +409,9 @@ def requantize(acc: np.ndarray, acc_frac: int, out: FixedFormat, *, apply_relu: 
 
 
 def quantize(x: np.ndarray, fmt: FixedFormat) -> np.ndarray:
-    """Float to fixed point: round half up, saturate."""
-    q = np.floor(np.asarray(x, dtype=np.float64) * 2.0**fmt.frac + 0.5)
+    """Float to fixed point: round half up, saturate. NaN has no fixed-point value."""
+    x = np.asarray(x, dtype=np.float64)
+    if np.isnan(x).any():
+        raise FormatError("cannot quantize NaN to fixed point")
+    q = np.floor(x * 2.0**fmt.frac + 0.5)
     return saturate(q, fmt).astype(np.int64)

@@ -18,7 +18,7 @@ import numpy as np
 from torch import nn
 
 from squeezeforge.sim.errors import UserError
-from squeezeforge.sim.ir import Net, save_net
+from squeezeforge.sim.ir import Net, check_writable, save_net
 from squeezeforge.sim.reference import predictions
 
 from ..capture import capture, is_stack
@@ -166,6 +166,8 @@ def compress(
     ``seed`` overrides the recipe's; the same seed gives a byte-identical net file.
     """
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    # Fine-tuning takes minutes: an output that cannot be written is reported before it.
+    check_writable(out_path)
     if isinstance(checkpoint_or_model, nn.Module):
         model = checkpoint_or_model
         name = model_name or type(model).__name__.lower()

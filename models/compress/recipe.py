@@ -321,6 +321,8 @@ def shipped_recipes() -> list[str]:
 def load_recipe(recipe: str | os.PathLike) -> Recipe:
     """A recipe from a TOML file path, or a shipped recipe by name."""
     path = Path(recipe)
+    if path.is_dir():
+        raise UserError(f"recipe {str(recipe)!r} is a folder; give a TOML file or a shipped name")
     if path.is_file():
         text, name = path.read_bytes(), path.stem
     else:

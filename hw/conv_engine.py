@@ -7,17 +7,22 @@ sum while ``K`` steps stream through (output-stationary), so a fold is ``K`` cyc
 of a layer are ``ceil(M / cols)`` filter blocks of ``ceil(E / rows)`` pixel blocks each. Why this
 dataflow, and the timing of the streams, are in ``docs/conv_engine.md``.
 
-Blocks:
+Components, joined in :class:`ConvEngine` as the block diagram of ``docs/conv_engine.md``:
 
 :class:`FoldSequencer`
     derives the output size and the strides of the layer at run time (no multiplier, no divider),
     walks the output pixels a pixel block ahead of the array, and issues one GEMM step per cycle:
     the input feature-map address of each row (with its zero-padding mask) and the weight address.
-:class:`ConvEngine`
-    loads the input feature map from ``i_act``, feeds the skewed PE array, requantizes each
-    finished fold column by column into a double-buffered transpose buffer, and streams the
-    outputs (max-pooled on request) in (C, H, W) order on ``o_act`` while the next filter block
-    computes.
+:class:`SystolicArray`
+    the skewed ``rows x cols`` PE array; each PE keeps the sum of its last finished fold.
+:class:`FoldDrain`
+    reads a finished fold out row after row, column ``c`` ``c`` cycles late, tagging each sum
+    with its slot in the double-buffered transpose buffer.
+:class:`~squeezeforge.hw.arith.Requantizer`
+    one per column: bias, rounding shift, saturation, ReLU, into the transpose buffer.
+:class:`OutputEmitter`
+    streams drained filter blocks in (C, H, W) order (max-pooled on request) into a
+    :class:`~squeezeforge.hw.fifo.StreamFIFO` in front of ``o_act`` while the next block computes.
 """
 
 from __future__ import annotations

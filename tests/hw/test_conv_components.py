@@ -111,13 +111,29 @@ def test_systolic_array_sums_each_fold_on_its_wavefront(kind):
         return schedule, seen
 
     schedule, seen = run_testbench(dut, bench)
+    assert wavefront_mismatches(p, schedule, seen, SystolicArray.RESULT_LATENCY) == []
+    # The check fails on a wrong latency and on a corrupted sum.
+    assert wavefront_mismatches(p, schedule, seen, SystolicArray.RESULT_LATENCY + 1)
+    corrupted = [(t, sums.copy()) for t, sums in schedule]
+    corrupted[3][1][1, 2] += 1
+    bad = wavefront_mismatches(p, corrupted, seen, SystolicArray.RESULT_LATENCY)
+    assert bad and bad[0].startswith("fold 3, PE (1, 2)")
+
+
+def wavefront_mismatches(p, schedule, seen, latency: int) -> list[str]:
+    """Where PE (r, c) does not hold the fold's sum from ``latency + r + c`` cycles after its
+    last step, or already holds it a cycle earlier."""
+    bad = []
     for f, (t_last, sums) in enumerate(schedule):
         before = schedule[f - 1][1] if f else np.zeros_like(sums)
         for r in range(p.rows):
             for c in range(p.cols):
-                final = t_last + SystolicArray.RESULT_LATENCY + r + c
-                assert seen[final][r][c] == sums[r, c], f"fold {f}, PE ({r}, {c})"
-                assert seen[final - 1][r][c] == before[r, c], f"fold {f}, PE ({r}, {c}) early"
+                final = t_last + latency + r + c
+                if seen[final][r][c] != sums[r, c]:
+                    bad.append(f"fold {f}, PE ({r}, {c}): {seen[final][r][c]} != {sums[r, c]}")
+                elif seen[final - 1][r][c] != before[r, c]:
+                    bad.append(f"fold {f}, PE ({r}, {c}): final a cycle early")
+    return bad
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,6 +209,10 @@ def test_fold_drain_follows_the_wavefront_with_tags_and_bias_addresses():
                 # The bias word leads its sum by the bias memory's read latency.
                 assert bias[c][cycle - 1] == bias_base + block, f"column {c}, fold {f}, row {r}"
         assert outs[c] == expected, f"column {c}"
+        # The comparison sees one wrong sum.
+        corrupted = list(expected)
+        corrupted[4] = (corrupted[4][0], corrupted[4][1] + 1, *corrupted[4][2:])
+        assert outs[c] != corrupted
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,17 +7,22 @@ sum while ``K`` steps stream through (output-stationary), so a fold is ``K`` cyc
 of a layer are ``ceil(M / cols)`` filter blocks of ``ceil(E / rows)`` pixel blocks each. Why this
 dataflow, and the timing of the streams, are in ``docs/conv_engine.md``.
 
-Blocks:
+Components, joined in :class:`ConvEngine` as the block diagram of ``docs/conv_engine.md``:
 
 :class:`FoldSequencer`
     derives the output size and the strides of the layer at run time (no multiplier, no divider),
     walks the output pixels a pixel block ahead of the array, and issues one GEMM step per cycle:
     the input feature-map address of each row (with its zero-padding mask) and the weight address.
-:class:`ConvEngine`
-    loads the input feature map from ``i_act``, feeds the skewed PE array, requantizes each
-    finished fold column by column into a double-buffered transpose buffer, and streams the
-    outputs (max-pooled on request) in (C, H, W) order on ``o_act`` while the next filter block
-    computes.
+:class:`SystolicArray`
+    the skewed ``rows x cols`` PE array; each PE keeps the sum of its last finished fold.
+:class:`FoldDrain`
+    reads a finished fold out row after row, column ``c`` ``c`` cycles late, tagging each sum
+    with its slot in the double-buffered transpose buffer.
+:class:`~squeezeforge.hw.arith.Requantizer`
+    one per column: bias, rounding shift, saturation, ReLU, into the transpose buffer.
+:class:`OutputEmitter`
+    streams drained filter blocks in (C, H, W) order (max-pooled on request) into a
+    :class:`~squeezeforge.hw.fifo.StreamFIFO` in front of ``o_act`` while the next block computes.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .arith import OUT_BITS_BITS, SHIFT_BITS, Requantizer
+from .fifo import StreamFIFO
 from .interface import check_int, discard, engine_members
 from .pe import MAX_ACC_BITS, pe_for
 
@@ -40,15 +47,19 @@ __all__ = [
     "SHIFT_BITS",
     "ConvEngine",
     "ConvEngineParams",
+    "FoldDrain",
     "FoldSequencer",
+    "OutputEmitter",
+    "SystolicArray",
+    "array_result_layout",
+    "array_step_layout",
     "conv_cfg_layout",
     "conv_load_signature",
+    "drain_output_layout",
+    "drain_tag_layout",
+    "fold_layout",
 ]
 
-#: Width of the cfg's requantization shift: shifts up to 63 cover every accumulator.
-SHIFT_BITS = 6
-#: Width of the cfg's output saturation width (2..16).
-OUT_BITS_BITS = 5
 #: Entries of the output queue in front of ``o_act``.
 OUTPUT_QUEUE_DEPTH = 4
 #: Load port memory selectors.
@@ -585,18 +596,443 @@ class FoldSequencer(wiring.Component):
         return m
 
 
-def _drain_layout(params: ConvEngineParams) -> data.StructLayout:
-    """One drain step of a column: which row's sum to requantize, and where it goes."""
+def array_step_layout(params: ConvEngineParams) -> data.StructLayout:
+    """One GEMM step as the array takes it: an activation per row, a weight lane per column."""
+    lane = signed(params.lane_bits) if params.weight_kind == "fixed" else unsigned(params.lane_bits)
     return data.StructLayout(
         {
-            "act": unsigned(1),
-            "row": unsigned(_bits(params.rows)),
+            "a": data.ArrayLayout(signed(params.act_bits), params.rows),
+            "w": data.ArrayLayout(lane, params.cols),
+            "first": unsigned(1),
+            "last": unsigned(1),
+        }
+    )
+
+
+def array_result_layout(params: ConvEngineParams) -> data.ArrayLayout:
+    """Finished sums of the array, indexed ``[row][column]``."""
+    return data.ArrayLayout(data.ArrayLayout(signed(params.acc_bits), params.cols), params.rows)
+
+
+def fold_layout(params: ConvEngineParams) -> data.StructLayout:
+    """A finished fold, as the drain needs it: where its pixels go and which filters it holds."""
+    return data.StructLayout(
+        {
+            "e0": unsigned((params.out_depth + params.rows).bit_length()),
+            "rows": unsigned(params.rows),
+            "block": unsigned((params.bias_depth + 1).bit_length()),
+            "block_last": unsigned(1),
+        }
+    )
+
+
+def drain_tag_layout(params: ConvEngineParams) -> data.StructLayout:
+    """What travels with a drained sum through the requantizer: its transpose buffer slot."""
+    return data.StructLayout(
+        {
             "write": unsigned(1),
             "addr": unsigned(_bits(2 * params.out_depth)),
-            "bias_addr": unsigned(params.bias_addr_bits),
             "block_end": unsigned(1),
         }
     )
+
+
+def drain_output_layout(params: ConvEngineParams) -> data.StructLayout:
+    """One sum leaving the array: the accumulator and its tag (the bias joins it outside)."""
+    return data.StructLayout({"acc": signed(params.acc_bits), "tag": drain_tag_layout(params)})
+
+
+def _check_params(component: wiring.Component, params: object) -> ConvEngineParams:
+    if not isinstance(params, ConvEngineParams):
+        discard(component)
+        raise TypeError(f"params must be ConvEngineParams, not {type(params).__name__}")
+    return params
+
+
+class SystolicArray(wiring.Component):
+    """The output-stationary ``rows x cols`` PE array with its input skew.
+
+    Row ``r`` takes its activation ``r`` cycles late and column ``c`` its weight ``c`` cycles
+    late, so step ``k`` of a fold meets in PE ``(r, c)`` at ``t_k + r + c`` (the wavefront); the
+    step's flags travel with the activations. The array has no backpressure: a step is taken in
+    the cycle it is valid.
+
+    ::
+
+        clk           __/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_
+        step (last)   __/‾‾‾\\_____________        in cycle t
+        result[r][c]  ========X sum ========     from t + RESULT_LATENCY + r + c
+
+    Parameters
+    ----------
+    params
+        The engine's parameters (rows, cols, widths, weight kind).
+
+    Members
+    -------
+    step : ``In(stream.Signature(array_step_layout(params), always_ready=True))``
+        One GEMM step per valid cycle.
+    result : ``Out(array_result_layout(params))``
+        Each PE's sum of its last finished fold; held until its next fold finishes.
+    """
+
+    #: Cycles from a fold's last step on ``step`` to PE (0, 0)'s ``result``.
+    RESULT_LATENCY = 1
+
+    def __init__(self, params: ConvEngineParams) -> None:
+        self.params = _check_params(self, params)
+        super().__init__(
+            {
+                "step": In(stream.Signature(array_step_layout(params), always_ready=True)),
+                "result": Out(array_result_layout(params)),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        p = self.params
+        rows, cols = p.rows, p.cols
+        step = self.step.payload
+        ctl = [(self.step.valid, step.first, step.last)]
+        for d in range(1, rows):
+            prev = ctl[-1]
+            now = tuple(Signal(name=f"ctl_{n}_d{d}") for n in ("valid", "first", "last"))
+            m.d.sync += [now[i].eq(prev[i]) for i in range(3)]
+            ctl.append(now)
+        a_skew = []
+        for r in range(rows):
+            x = step.a[r]
+            for d in range(r):
+                y = Signal(signed(p.act_bits), name=f"a_skew_{r}_{d}")
+                m.d.sync += y.eq(x)
+                x = y
+            a_skew.append(x)
+        w_skew = []
+        for c in range(cols):
+            x = step.w[c]
+            for d in range(c):
+                y = Signal(x.shape(), name=f"w_skew_{c}_{d}")
+                m.d.sync += y.eq(x)
+                x = y
+            w_skew.append(x)
+
+        pes = []
+        for r in range(rows):
+            row = []
+            for c in range(cols):
+                pe = pe_for(p.weight_kind, p.act_bits, p.weight_bits, p.acc_bits)
+                m.submodules[f"pe_{r}_{c}"] = pe
+                if c == 0:
+                    valid, first, last = ctl[r]
+                    m.d.comb += [
+                        pe.a_in.eq(a_skew[r]),
+                        pe.valid_in.eq(valid),
+                        pe.first_in.eq(first),
+                        pe.last_in.eq(last),
+                    ]
+                else:
+                    left = row[c - 1]
+                    m.d.comb += [
+                        pe.a_in.eq(left.a_out),
+                        pe.valid_in.eq(left.valid_out),
+                        pe.first_in.eq(left.first_out),
+                        pe.last_in.eq(left.last_out),
+                    ]
+                if r == 0:
+                    m.d.comb += pe.w_in.eq(w_skew[c])
+                else:
+                    m.d.comb += pe.w_in.eq(pes[r - 1][c].w_out)
+                m.d.comb += self.result[r][c].eq(pe.result)
+                row.append(pe)
+            pes.append(row)
+        return m
+
+
+class FoldDrain(wiring.Component):
+    """Reads a finished fold out of the array, row after row, each column ``c`` cycles late.
+
+    A fold's sums are final in PE ``(r, c)`` ``RESULT_LATENCY + r + c`` cycles after its last
+    step; the drain follows that wavefront, so column ``c`` gives row ``r``'s sum
+    ``LATENCY + r + c`` cycles after the fold event, tagged with its transpose-buffer slot
+    (half ``block mod 2``, pixel ``e0 + r``; ``write`` is low for the rows past the last pixel).
+    Each column's bias address leads its sum by one cycle (the bias memory's read latency), so
+    the bias arrives with the sum. Fold events come at most once per ``rows`` cycles (a fold
+    takes at least ``rows + 1`` steps).
+
+    ::
+
+        clk          __/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_
+        fold         __/‾‾‾\\____________________       cycle t
+        col[0]       ______________X r0 X r1 X ..     from t + LATENCY
+        col[1]       ___________________X r0 X ..     one cycle later per column
+
+    Parameters
+    ----------
+    params
+        The engine's parameters.
+
+    Members
+    -------
+    bias_base : ``In(unsigned(bias_addr_bits))``
+        Bias word of the layer's filter block 0.
+    fold : ``In(stream.Signature(fold_layout(params), always_ready=True))``
+        A fold's last step has issued (from the sequencer, in that cycle).
+    result : ``In(array_result_layout(params))``
+        The array's sums.
+    bias_addr : ``Out(ArrayLayout(unsigned(bias_addr_bits), cols))``
+        Bias word each column reads (data one cycle later).
+    col : ``Out(stream.Signature(drain_output_layout(params), always_ready=True)).array(cols)``
+        The sums of column ``c``, one per cycle, with their tags.
+    """
+
+    #: Cycles from the fold event to row 0 of column 0 on ``col[0]``.
+    LATENCY = 3
+
+    def __init__(self, params: ConvEngineParams) -> None:
+        self.params = p = _check_params(self, params)
+        super().__init__(
+            {
+                "bias_base": In(unsigned(p.bias_addr_bits)),
+                "fold": In(stream.Signature(fold_layout(p), always_ready=True)),
+                "result": In(array_result_layout(p)),
+                "bias_addr": Out(data.ArrayLayout(unsigned(p.bias_addr_bits), p.cols)),
+                "col": Out(stream.Signature(drain_output_layout(p), always_ready=True)).array(
+                    p.cols
+                ),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        p = self.params
+        rows, cols = p.rows, p.cols
+        fold = Signal(fold_layout(p))
+        fold_valid = Signal()
+        m.d.sync += [fold_valid.eq(self.fold.valid), fold.eq(self.fold.payload)]
+
+        # Column 0's schedule; the other columns replay it one cycle later each.
+        active = Signal()
+        row = Signal(_bits(rows))
+        pending_rows = Signal(rows)
+        addr = Signal(_bits(2 * p.out_depth))
+        bias_addr = Signal(p.bias_addr_bits)
+        block_last = Signal()
+        with m.If(fold_valid):
+            m.d.sync += [
+                active.eq(1),
+                row.eq(0),
+                pending_rows.eq(fold.rows),
+                addr.eq(Mux(fold.block[0], p.out_depth, 0) + fold.e0),
+                bias_addr.eq(self.bias_base + fold.block),
+                block_last.eq(fold.block_last),
+            ]
+        with m.Elif(active):
+            m.d.sync += [row.eq(row + 1), pending_rows.eq(pending_rows >> 1), addr.eq(addr + 1)]
+            with m.If(row == rows - 1):
+                m.d.sync += active.eq(0)
+
+        step = data.StructLayout(
+            {
+                "act": unsigned(1),
+                "row": unsigned(_bits(rows)),
+                "bias_addr": unsigned(p.bias_addr_bits),
+                "tag": drain_tag_layout(p),
+            }
+        )
+        ctrl = [Signal(step, name="drain_0")]
+        m.d.comb += [
+            ctrl[0].act.eq(active),
+            ctrl[0].row.eq(row),
+            ctrl[0].bias_addr.eq(bias_addr),
+            ctrl[0].tag.write.eq(pending_rows[0]),
+            ctrl[0].tag.addr.eq(addr),
+            ctrl[0].tag.block_end.eq(block_last & (row == rows - 1)),
+        ]
+        for c in range(1, cols):
+            ctrl.append(Signal(step, name=f"drain_{c}"))
+            m.d.sync += ctrl[c].eq(ctrl[c - 1])
+
+        for c in range(cols):
+            column = Array(self.result[r][c] for r in range(rows))
+            out = self.col[c]
+            valid = Signal(name=f"valid_{c}")
+            m.d.sync += [
+                valid.eq(ctrl[c].act),
+                out.payload.acc.eq(column[ctrl[c].row]),
+                out.payload.tag.eq(ctrl[c].tag),
+            ]
+            m.d.comb += [out.valid.eq(valid), self.bias_addr[c].eq(ctrl[c].bias_addr)]
+        return m
+
+
+class OutputEmitter(wiring.Component):
+    """Streams drained filter blocks out of the transpose buffer in (C, H, W) order.
+
+    Once a block is drained (``drained > emitted``) and the previous one is out, it reads the
+    block channel after channel (lane after lane, raster order inside), all lanes' banks at one
+    address (``rd_addr``); the lane is chosen when the data returns a cycle later. With
+    ``cfg.pool`` it reads the four pixels of each 2x2 window and sends their maximum. Reads are
+    issued against credit: an output is only started while the queue behind ``o`` has room for
+    it and every output already on its way, so ``o.valid`` never meets a full queue and the
+    memory read latency needs no skid buffer.
+
+    ::
+
+        clk        __/‾\\_/‾\\_/‾\\_/‾\\_
+        rd_addr    ==X a0 X a1 X a2 X==
+        rd_data    =======X d0 X d1 X==     READ_LATENCY later
+        o.valid    ______/‾‾‾‾‾‾‾‾‾‾‾‾     value of d0 (or the window's maximum) that cycle
+
+    Parameters
+    ----------
+    params
+        The engine's parameters.
+    queue_depth
+        Entries of the queue ``o`` feeds (the credit limit).
+
+    Members
+    -------
+    cfg : ``In(conv_cfg_layout(params))``
+        Reads ``out_channels`` and ``pool``.
+    out_h, out_w : ``In``
+        Output size before pooling.
+    restart : ``In(1)``
+        A new layer: no block emitted, first channel 0.
+    drained : ``In(range(bias_depth + 2))``
+        Filter blocks in the transpose buffer so far.
+    emitted : ``Out(range(bias_depth + 2))``
+        Filter blocks whose reads have all issued.
+    rd_addr : ``Out``, rd_data : ``In(ArrayLayout(signed(act_bits), cols))``
+        Transpose buffer read (every bank at ``rd_addr``, data one cycle later).
+    queue_level : ``In(range(queue_depth + 1))``
+        Payloads in the queue behind ``o``.
+    o : ``Out(stream.Signature(signed(act_bits)))``
+        Outputs; valid only when the queue has room (``o.ready`` is not waited for).
+    idle : ``Out(1)``
+        No block being read, no output on its way.
+    """
+
+    #: Cycles from a read address to its data.
+    READ_LATENCY = 1
+
+    def __init__(self, params: ConvEngineParams, queue_depth: int) -> None:
+        self.params = p = _check_params(self, params)
+        try:
+            check_int(queue_depth, "OutputEmitter queue_depth", 1, 1024)
+        except (TypeError, ValueError):
+            discard(self)
+            raise
+        self.queue_depth = queue_depth
+        size = unsigned(p.dim_bits + 2)
+        super().__init__(
+            {
+                "cfg": In(conv_cfg_layout(p)),
+                "out_h": In(size),
+                "out_w": In(size),
+                "restart": In(1),
+                "drained": In(range(p.bias_depth + 2)),
+                "emitted": Out(range(p.bias_depth + 2)),
+                "rd_addr": Out(_bits(2 * p.out_depth) + 1),
+                "rd_data": In(data.ArrayLayout(signed(p.act_bits), p.cols)),
+                "queue_level": In(range(queue_depth + 1)),
+                "o": Out(stream.Signature(signed(p.act_bits))),
+                "idle": Out(1),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        p = self.params
+        cols = p.cols
+        cfg = self.cfg
+        active = Signal()
+        lane = Signal(range(cols))
+        channel = Signal(p.out_channel_bits + 1)
+        block_channel = Signal(p.out_channel_bits + 1)  # first channel of the next block
+        half = Signal()
+        x = Signal(len(self.out_w))
+        y = Signal(len(self.out_w))
+        oa = len(self.rd_addr)
+        rowbase = Signal(oa)
+        colbase = Signal(oa)
+        phase = Signal(2)
+        pending = Signal(range(3))  # outputs started, not yet in the queue
+        pool = cfg.pool
+        out_w = self.out_w
+        n_x = Mux(pool, out_w >> 1, out_w)
+        n_y = Mux(pool, self.out_h >> 1, self.out_h)
+        credit = self.queue_level + pending < self.queue_depth
+        item_first = phase == 0
+        item_last = ~pool | (phase == 3)
+        issue = active & (~item_first | credit)
+        offset = Mux(phase[1], Mux(phase[0], out_w + 1, out_w), Mux(phase[0], 1, 0))
+        m.d.comb += self.rd_addr.eq(Mux(half, p.out_depth, 0) + colbase + offset)
+        r_valid = Signal()
+        r_first = Signal()
+        r_last = Signal()
+        r_lane = Signal(range(cols))
+        m.d.sync += [
+            r_valid.eq(issue),
+            r_first.eq(item_first),
+            r_last.eq(item_last),
+            r_lane.eq(lane),
+        ]
+        with m.If(issue):
+            with m.If(~item_last):
+                m.d.sync += phase.eq(phase + 1)
+            with m.Else():
+                m.d.sync += phase.eq(0)
+                step_x = Mux(pool, 2, 1)
+                step_row = Mux(pool, out_w << 1, out_w)
+                with m.If(x + 1 == n_x):
+                    m.d.sync += x.eq(0)
+                    with m.If(y + 1 == n_y):
+                        m.d.sync += [y.eq(0), rowbase.eq(0), colbase.eq(0)]
+                        with m.If((lane + 1 == cols) | (channel + 1 >= cfg.out_channels)):
+                            m.d.sync += [
+                                active.eq(0),
+                                self.emitted.eq(self.emitted + 1),
+                                block_channel.eq(block_channel + cols),
+                            ]
+                        with m.Else():
+                            m.d.sync += [lane.eq(lane + 1), channel.eq(channel + 1)]
+                    with m.Else():
+                        m.d.sync += [
+                            y.eq(y + 1),
+                            rowbase.eq(rowbase + step_row),
+                            colbase.eq(rowbase + step_row),
+                        ]
+                with m.Else():
+                    m.d.sync += [x.eq(x + 1), colbase.eq(colbase + step_x)]
+        with m.If(~active & (self.drained > self.emitted)):
+            m.d.sync += [
+                active.eq(1),
+                lane.eq(0),
+                channel.eq(block_channel),
+                half.eq(self.emitted[0]),
+                x.eq(0),
+                y.eq(0),
+                rowbase.eq(0),
+                colbase.eq(0),
+                phase.eq(0),
+            ]
+        with m.If(self.restart):
+            m.d.sync += [self.emitted.eq(0), block_channel.eq(0)]
+
+        r_data = Array(self.rd_data[c] for c in range(cols))[r_lane]
+        running_max = Signal(signed(p.act_bits))
+        value = Signal(signed(p.act_bits))
+        m.d.comb += value.eq(Mux(r_first, r_data, Mux(r_data > running_max, r_data, running_max)))
+        with m.If(r_valid):
+            m.d.sync += running_max.eq(value)
+        push = r_valid & r_last
+        m.d.comb += [
+            self.o.valid.eq(push),
+            self.o.payload.eq(value),
+            self.idle.eq(~active & (pending == 0)),
+        ]
+        m.d.sync += pending.eq(pending + (issue & item_first) - push)
+        return m
 
 
 class ConvEngine(wiring.Component):
@@ -607,6 +1043,11 @@ class ConvEngine(wiring.Component):
     the 2x2 max pool that follows it, bit-exactly with :mod:`squeezeforge.sim.reference`.
     Weights are fixed-point values (multiply-accumulate PEs) or power-of-two codes (shift-add
     PEs, no multiplier), per ``params.weight_kind``.
+
+    The engine is the block diagram of ``docs/conv_engine.md``: :class:`FoldSequencer` →
+    operand fetch (memories) → :class:`SystolicArray` → :class:`FoldDrain` → a
+    :class:`~squeezeforge.hw.arith.Requantizer` per column → transpose buffer →
+    :class:`OutputEmitter` → :class:`~squeezeforge.hw.fifo.StreamFIFO` → ``o_act``.
 
     Parameters
     ----------
@@ -648,11 +1089,13 @@ class ConvEngine(wiring.Component):
     the next ones; ``o_act.ready`` low stalls the engine only when the transpose buffer is full.
     """
 
+    #: The per-column requantizers are pipelined (two stages after the drain).
+    REQUANT_PIPELINED = True
+    #: Cycles from a GEMM step leaving the sequencer to the array (the memory read).
+    FETCH_LATENCY = 1
+
     def __init__(self, params: ConvEngineParams) -> None:
-        if not isinstance(params, ConvEngineParams):
-            discard(self)
-            raise TypeError(f"params must be ConvEngineParams, not {type(params).__name__}")
-        self.params = params
+        self.params = _check_params(self, params)
         super().__init__(
             engine_members(conv_cfg_layout(params), params.act_bits, conv_load_signature(params))
         )
@@ -661,24 +1104,39 @@ class ConvEngine(wiring.Component):
         m = Module()
         p = self.params
         rows, cols = p.rows, p.cols
-        m.submodules.seq = seq = FoldSequencer(p)
 
+        m.submodules.seq = seq = FoldSequencer(p)
+        m.submodules.array = array = SystolicArray(p)
+        m.submodules.drain = drain = FoldDrain(p)
+        requants = []
+        for c in range(cols):
+            rq = Requantizer(
+                p.acc_bits,
+                p.acc_bits,
+                p.act_bits,
+                pipelined=self.REQUANT_PIPELINED,
+                tag_shape=drain_tag_layout(p),
+            )
+            m.submodules[f"requant_{c}"] = rq
+            requants.append(rq)
+        m.submodules.emitter = emitter = OutputEmitter(p, OUTPUT_QUEUE_DEPTH)
+        m.submodules.out_queue = out_queue = StreamFIFO(signed(p.act_bits), OUTPUT_QUEUE_DEPTH)
+
+        # Layer control: cfg latched at start, the input load, done once everything is out.
         cfg = Signal(conv_cfg_layout(p))
         busy = Signal()
         loading = Signal()
         act_ready = Signal()
         seq_start = Signal()
         blocks_drained = Signal(range(p.bias_depth + 2))
-        blocks_emitted = Signal(range(p.bias_depth + 2))
         l_addr = Signal(p.act_addr_bits)
         l_c = Signal(p.dim_bits)
         l_h = Signal(p.dim_bits)
         l_w = Signal(p.dim_bits)
-        em_m0 = Signal(p.out_channel_bits + 1)
-
+        accept_start = self.start & ~busy
         m.d.comb += self.busy.eq(busy)
         m.d.sync += seq_start.eq(0)
-        with m.If(self.start & ~busy):
+        with m.If(accept_start):
             m.d.sync += [
                 cfg.eq(self.cfg),
                 busy.eq(1),
@@ -690,15 +1148,7 @@ class ConvEngine(wiring.Component):
                 l_h.eq(0),
                 l_w.eq(0),
                 blocks_drained.eq(0),
-                blocks_emitted.eq(0),
-                em_m0.eq(0),
             ]
-        m.d.comb += [
-            seq.cfg.eq(cfg),
-            seq.start.eq(seq_start),
-            seq.act_ready.eq(act_ready),
-            seq.emitted_blocks.eq(blocks_emitted),
-        ]
 
         # Input feature map: written in arrival order, read by every row each cycle.
         m.submodules.act_mem = act_mem = Memory(
@@ -739,7 +1189,6 @@ class ConvEngine(wiring.Component):
             w_wp.en.eq(self.load.en & (self.load.sel == LOAD_WEIGHTS)),
             w_wp.addr.eq(self.load.addr),
             w_wp.data.eq(self.load.data),
-            w_rp.addr.eq(seq.step_w_addr),
         ]
 
         # Biases: one memory per column, since each column drains at its own cycle.
@@ -757,302 +1206,105 @@ class ConvEngine(wiring.Component):
             ]
             bias_rps.append(mem.read_port())
 
-        # Stage 1: memory data of the step issued last cycle; padding reads as zero.
-        s1_valid = Signal()
-        s1_first = Signal()
-        s1_last = Signal()
-        s1_inb = Signal(rows)
-        m.d.sync += [
-            s1_valid.eq(seq.step_valid),
-            s1_first.eq(seq.step_first),
-            s1_last.eq(seq.step_last),
-            s1_inb.eq(seq.step_inb),
-        ]
-        a_stage = []
-        for r in range(rows):
-            m.d.comb += act_rps[r].addr.eq(seq.step_addr[r])
-            a = Signal(signed(p.act_bits), name=f"a_stage_{r}")
-            m.d.comb += a.eq(Mux(s1_inb[r], act_rps[r].data, 0))
-            a_stage.append(a)
-        w_stage = []
-        for c in range(cols):
-            lane = w_rp.data[c * p.lane_bits : (c + 1) * p.lane_bits]
-            w_stage.append(lane.as_signed() if p.weight_kind == "fixed" else lane)
-
-        # Skew: row r enters r cycles late, column c enters c cycles late, so that step k of
-        # a fold meets in PE (r, c) at cycle k + r + c (the systolic wavefront).
-        ctl = [(s1_valid, s1_first, s1_last)]
-        for d in range(1, rows):
-            prev = ctl[-1]
-            now = tuple(Signal(name=f"ctl_{n}_d{d}") for n in ("valid", "first", "last"))
-            m.d.sync += [now[i].eq(prev[i]) for i in range(3)]
-            ctl.append(now)
-        a_skew = []
-        for r in range(rows):
-            x = a_stage[r]
-            for d in range(r):
-                y = Signal(signed(p.act_bits), name=f"a_skew_{r}_{d}")
-                m.d.sync += y.eq(x)
-                x = y
-            a_skew.append(x)
-        w_skew = []
-        for c in range(cols):
-            x = w_stage[c]
-            for d in range(c):
-                y = Signal(x.shape(), name=f"w_skew_{c}_{d}")
-                m.d.sync += y.eq(x)
-                x = y
-            w_skew.append(x)
-
-        pes = []
-        for r in range(rows):
-            row = []
-            for c in range(cols):
-                pe = pe_for(p.weight_kind, p.act_bits, p.weight_bits, p.acc_bits)
-                m.submodules[f"pe_{r}_{c}"] = pe
-                if c == 0:
-                    valid, first, last = ctl[r]
-                    m.d.comb += [
-                        pe.a_in.eq(a_skew[r]),
-                        pe.valid_in.eq(valid),
-                        pe.first_in.eq(first),
-                        pe.last_in.eq(last),
-                    ]
-                else:
-                    left = row[c - 1]
-                    m.d.comb += [
-                        pe.a_in.eq(left.a_out),
-                        pe.valid_in.eq(left.valid_out),
-                        pe.first_in.eq(left.first_out),
-                        pe.last_in.eq(left.last_out),
-                    ]
-                if r == 0:
-                    m.d.comb += pe.w_in.eq(w_skew[c])
-                else:
-                    m.d.comb += pe.w_in.eq(pes[r - 1][c].w_out)
-                row.append(pe)
-            pes.append(row)
-
-        # Drain: a fold's sums are final in PE (r, c) from 2 + r + c cycles after its last step
-        # issued. Column 0 reads row r at that cycle; column c follows c cycles later.
-        fold = data.StructLayout(
-            {
-                "e0": unsigned(len(seq.fold_e0)),
-                "rows": unsigned(rows),
-                "block": unsigned(len(seq.fold_block)),
-                "block_last": unsigned(1),
-            }
-        )
-        d1 = Signal(fold)
-        d1_valid = Signal()
-        m.d.sync += [
-            d1_valid.eq(seq.step_last),
-            d1.e0.eq(seq.fold_e0),
-            d1.rows.eq(seq.fold_rows),
-            d1.block.eq(seq.fold_block),
-            d1.block_last.eq(seq.fold_block_last),
-        ]
-        dr_active = Signal()
-        dr_row = Signal(_bits(rows))
-        dr_rows = Signal(rows)
-        dr_addr = Signal(_bits(2 * p.out_depth))
-        dr_bias_addr = Signal(p.bias_addr_bits)
-        dr_block_last = Signal()
-        with m.If(d1_valid):
-            m.d.sync += [
-                dr_active.eq(1),
-                dr_row.eq(0),
-                dr_rows.eq(d1.rows),
-                dr_addr.eq(Mux(d1.block[0], p.out_depth, 0) + d1.e0),
-                dr_bias_addr.eq(cfg.bias_base + d1.block),
-                dr_block_last.eq(d1.block_last),
-            ]
-        with m.Elif(dr_active):
-            m.d.sync += [
-                dr_row.eq(dr_row + 1),
-                dr_rows.eq(dr_rows >> 1),
-                dr_addr.eq(dr_addr + 1),
-            ]
-            with m.If(dr_row == rows - 1):
-                m.d.sync += dr_active.eq(0)
-
-        drain = _drain_layout(p)
-        ctrl = [Signal(drain, name="drain_0")]
-        m.d.comb += [
-            ctrl[0].act.eq(dr_active),
-            ctrl[0].row.eq(dr_row),
-            ctrl[0].write.eq(dr_rows[0]),
-            ctrl[0].addr.eq(dr_addr),
-            ctrl[0].bias_addr.eq(dr_bias_addr),
-            ctrl[0].block_end.eq(dr_block_last & (dr_row == rows - 1)),
-        ]
-        for c in range(1, cols):
-            ctrl.append(Signal(drain, name=f"drain_{c}"))
-            m.d.sync += ctrl[c].eq(ctrl[c - 1])
-
-        sat_hi = Signal(signed(p.act_bits))
-        sat_lo = Signal(signed(p.act_bits))
-        with m.Switch(cfg.out_bits):
-            for b in range(2, p.act_bits):
-                with m.Case(b):
-                    m.d.comb += [sat_hi.eq((1 << (b - 1)) - 1), sat_lo.eq(-(1 << (b - 1)))]
-            with m.Default():
-                m.d.comb += [
-                    sat_hi.eq((1 << (p.act_bits - 1)) - 1),
-                    sat_lo.eq(-(1 << (p.act_bits - 1))),
-                ]
-
+        # Transpose buffer: a bank per column, two halves of a filter block each.
         out_rps = []
+        out_wps = []
         for c in range(cols):
             mem = Memory(shape=signed(p.act_bits), depth=2 * p.out_depth, init=[])
             m.submodules[f"out_mem_{c}"] = mem
-            wp = mem.write_port()
+            out_wps.append(mem.write_port())
             out_rps.append(mem.read_port())
-            q1 = Signal(drain, name=f"q1_{c}")
-            q2 = Signal(drain, name=f"q2_{c}")
-            q3 = Signal(drain, name=f"q3_{c}")
-            q1_acc = Signal(signed(p.acc_bits), name=f"q1_acc_{c}")
-            q2_sum = Signal(signed(p.acc_bits + 1), name=f"q2_sum_{c}")
-            q3_y = Signal(signed(p.acc_bits + 2), name=f"q3_y_{c}")
-            column = Array(pes[r][c].result for r in range(rows))
-            m.d.comb += bias_rps[c].addr.eq(ctrl[c].bias_addr)
-            # Round half up: ((2 * sum >> shift) + 1) >> 1 == (sum + 2**(shift-1)) >> shift,
-            # and equals sum when shift is 0, so no special case is needed.
-            twice = Signal(signed(p.acc_bits + 2), name=f"twice_{c}")
-            m.d.comb += twice.eq(q2_sum << 1)
-            halved = Signal(signed(p.acc_bits + 2), name=f"halved_{c}")
-            m.d.comb += halved.eq(twice >> cfg.shift)
-            m.d.sync += [
-                q1.eq(ctrl[c]),
-                q1_acc.eq(column[ctrl[c].row]),
-                q2.eq(q1),
-                q2_sum.eq(q1_acc + bias_rps[c].data.as_signed()),
-                q3.eq(q2),
-                q3_y.eq((halved + 1) >> 1),
-            ]
-            sat = Signal(signed(p.act_bits), name=f"sat_{c}")
-            m.d.comb += sat.eq(Mux(q3_y > sat_hi, sat_hi, Mux(q3_y < sat_lo, sat_lo, q3_y)))
+
+        # Sequencer: GEMM steps, fold events.
+        m.d.comb += [
+            seq.cfg.eq(cfg),
+            seq.start.eq(seq_start),
+            seq.act_ready.eq(act_ready),
+            seq.emitted_blocks.eq(emitter.emitted),
+        ]
+
+        # Operand fetch (FETCH_LATENCY): the step's memory reads; padding reads as zero.
+        fetched = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "inb": rows}))
+        m.d.sync += [
+            fetched.valid.eq(seq.step_valid),
+            fetched.first.eq(seq.step_first),
+            fetched.last.eq(seq.step_last),
+            fetched.inb.eq(seq.step_inb),
+        ]
+        m.d.comb += w_rp.addr.eq(seq.step_w_addr)
+        for r in range(rows):
             m.d.comb += [
-                wp.en.eq(q3.act & q3.write),
-                wp.addr.eq(q3.addr),
-                wp.data.eq(Mux(cfg.relu & (sat < 0), 0, sat)),
+                act_rps[r].addr.eq(seq.step_addr[r]),
+                array.step.payload.a[r].eq(Mux(fetched.inb[r], act_rps[r].data, 0)),
             ]
-            if c == cols - 1:
-                with m.If(q3.act & q3.block_end):
-                    m.d.sync += blocks_drained.eq(blocks_drained + 1)
-
-        # Emitter: channel after channel of a drained filter block, in raster order; with
-        # pooling, four reads (a 2x2 window) per output.
-        em_active = Signal()
-        em_lane = Signal(range(cols))
-        em_m = Signal(p.out_channel_bits + 1)
-        em_half = Signal()
-        size = len(seq.out_w)
-        em_x = Signal(size)
-        em_y = Signal(size)
-        oa = _bits(2 * p.out_depth) + 1
-        em_rowbase = Signal(oa)
-        em_colbase = Signal(oa)
-        em_phase = Signal(2)
-        pending = Signal(range(3))
-        q_level = Signal(range(OUTPUT_QUEUE_DEPTH + 1))
-        pool = cfg.pool
-        out_w = seq.out_w
-        n_x = Mux(pool, out_w >> 1, out_w)
-        n_y = Mux(pool, seq.out_h >> 1, seq.out_h)
-        credit = q_level + pending < OUTPUT_QUEUE_DEPTH
-        item_first = em_phase == 0
-        item_last = ~pool | (em_phase == 3)
-        issue = em_active & (~item_first | credit)
-        offset = Mux(em_phase[1], Mux(em_phase[0], out_w + 1, out_w), Mux(em_phase[0], 1, 0))
-        rd_addr = Signal(oa)
-        m.d.comb += rd_addr.eq(Mux(em_half, p.out_depth, 0) + em_colbase + offset)
         for c in range(cols):
-            m.d.comb += out_rps[c].addr.eq(rd_addr)
-        r_valid = Signal()
-        r_first = Signal()
-        r_last = Signal()
-        r_lane = Signal(range(cols))
-        m.d.sync += [
-            r_valid.eq(issue),
-            r_first.eq(item_first),
-            r_last.eq(item_last),
-            r_lane.eq(em_lane),
+            lane = w_rp.data[c * p.lane_bits : (c + 1) * p.lane_bits]
+            m.d.comb += array.step.payload.w[c].eq(lane)
+        m.d.comb += [
+            array.step.valid.eq(fetched.valid),
+            array.step.payload.first.eq(fetched.first),
+            array.step.payload.last.eq(fetched.last),
         ]
-        with m.If(issue):
-            with m.If(~item_last):
-                m.d.sync += em_phase.eq(em_phase + 1)
-            with m.Else():
-                m.d.sync += em_phase.eq(0)
-                step_x = Mux(pool, 2, 1)
-                step_row = Mux(pool, out_w << 1, out_w)
-                with m.If(em_x + 1 == n_x):
-                    m.d.sync += em_x.eq(0)
-                    with m.If(em_y + 1 == n_y):
-                        m.d.sync += [em_y.eq(0), em_rowbase.eq(0), em_colbase.eq(0)]
-                        with m.If((em_lane + 1 == cols) | (em_m + 1 >= cfg.out_channels)):
-                            m.d.sync += [
-                                em_active.eq(0),
-                                blocks_emitted.eq(blocks_emitted + 1),
-                                em_m0.eq(em_m0 + cols),
-                            ]
-                        with m.Else():
-                            m.d.sync += [em_lane.eq(em_lane + 1), em_m.eq(em_m + 1)]
-                    with m.Else():
-                        m.d.sync += [
-                            em_y.eq(em_y + 1),
-                            em_rowbase.eq(em_rowbase + step_row),
-                            em_colbase.eq(em_rowbase + step_row),
-                        ]
-                with m.Else():
-                    m.d.sync += [em_x.eq(em_x + 1), em_colbase.eq(em_colbase + step_x)]
-        with m.If(busy & ~em_active & (blocks_drained > blocks_emitted)):
-            m.d.sync += [
-                em_active.eq(1),
-                em_lane.eq(0),
-                em_m.eq(em_m0),
-                em_half.eq(blocks_emitted[0]),
-                em_x.eq(0),
-                em_y.eq(0),
-                em_rowbase.eq(0),
-                em_colbase.eq(0),
-                em_phase.eq(0),
+
+        # Drain: the sequencer's fold event, the array's sums.
+        m.d.comb += [
+            drain.bias_base.eq(cfg.bias_base),
+            drain.fold.valid.eq(seq.step_last),
+            drain.fold.payload.e0.eq(seq.fold_e0),
+            drain.fold.payload.rows.eq(seq.fold_rows),
+            drain.fold.payload.block.eq(seq.fold_block),
+            drain.fold.payload.block_last.eq(seq.fold_block_last),
+            drain.result.eq(array.result),
+        ]
+
+        # Requantizers: a column's sum meets its bias (read a cycle ahead) and enters the
+        # transpose buffer; the last column's block end counts the block as drained.
+        for c, rq in enumerate(requants):
+            m.d.comb += [
+                bias_rps[c].addr.eq(drain.bias_addr[c]),
+                rq.cfg.shift.eq(cfg.shift),
+                rq.cfg.out_bits.eq(cfg.out_bits),
+                rq.cfg.relu.eq(cfg.relu),
+                rq.i.valid.eq(drain.col[c].valid),
+                rq.i.payload.acc.eq(drain.col[c].payload.acc),
+                rq.i.payload.bias.eq(bias_rps[c].data.as_signed()),
+                rq.i.payload.tag.eq(drain.col[c].payload.tag),
+                rq.o.ready.eq(1),
+                out_wps[c].en.eq(rq.o.valid & rq.o.payload.tag.write),
+                out_wps[c].addr.eq(rq.o.payload.tag.addr),
+                out_wps[c].data.eq(rq.o.payload.value),
             ]
+        last = requants[-1].o
+        with m.If(last.valid & last.payload.tag.block_end):
+            m.d.sync += blocks_drained.eq(blocks_drained + 1)
+        with m.If(accept_start):
+            m.d.sync += blocks_drained.eq(0)
 
-        r_data = Array(out_rps[c].data for c in range(cols))[r_lane]
-        running_max = Signal(signed(p.act_bits))
-        value = Signal(signed(p.act_bits))
-        m.d.comb += value.eq(Mux(r_first, r_data, Mux(r_data > running_max, r_data, running_max)))
-        with m.If(r_valid):
-            m.d.sync += running_max.eq(value)
-        push = r_valid & r_last
-
-        # Output queue: absorbs the memory read latency when o_act.ready drops.
-        queue = Array(
-            Signal(signed(p.act_bits), name=f"queue_{i}") for i in range(OUTPUT_QUEUE_DEPTH)
-        )
-        q_w = Signal(range(OUTPUT_QUEUE_DEPTH))
-        q_r = Signal(range(OUTPUT_QUEUE_DEPTH))
-        pop = self.o_act.valid & self.o_act.ready
-        m.d.comb += [self.o_act.valid.eq(q_level != 0), self.o_act.payload.eq(queue[q_r])]
-        with m.If(push):
-            m.d.sync += [queue[q_w].eq(value), q_w.eq(q_w + 1)]
-        with m.If(pop):
-            m.d.sync += q_r.eq(q_r + 1)
-        m.d.sync += [
-            q_level.eq(q_level + push - pop),
-            pending.eq(pending + (issue & item_first) - push),
+        # Emitter and output queue.
+        m.d.comb += [
+            emitter.cfg.eq(cfg),
+            emitter.out_h.eq(seq.out_h),
+            emitter.out_w.eq(seq.out_w),
+            emitter.restart.eq(accept_start),
+            emitter.drained.eq(Mux(busy, blocks_drained, 0)),
+            emitter.queue_level.eq(out_queue.level),
         ]
+        for c in range(cols):
+            m.d.comb += [
+                out_rps[c].addr.eq(emitter.rd_addr),
+                emitter.rd_data[c].eq(out_rps[c].data),
+            ]
+        wiring.connect(m, emitter.o, out_queue.w)
+        wiring.connect(m, out_queue.r, wiring.flipped(self.o_act))
 
         all_out = (
             busy
             & ~loading
             & ~seq_start
             & seq.finished
-            & (blocks_emitted == seq.blocks)
-            & ~em_active
-            & (pending == 0)
-            & (q_level == 0)
+            & (emitter.emitted == seq.blocks)
+            & emitter.idle
+            & (out_queue.level == 0)
         )
         m.d.comb += self.done.eq(all_out)
         with m.If(all_out):

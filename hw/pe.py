@@ -21,6 +21,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigne
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .arith import Pow2Decoder
 from .interface import check_int, discard
 
 __all__ = ["MacPE", "ShiftAddPE", "pe_for"]
@@ -150,13 +151,12 @@ class ShiftAddPE(_PE):
         super().__init__(act_bits, unsigned(code_bits), acc_bits)
 
     def accumulate(self, m: Module, base):
-        magnitude = self.w_in[: self.code_bits - 1]
-        negative = self.w_in[self.code_bits - 1]
+        m.submodules.decoder = decoder = Pow2Decoder(self.code_bits)
+        term = decoder.o.payload
+        m.d.comb += [decoder.i.payload.eq(self.w_in), decoder.i.valid.eq(1), decoder.o.ready.eq(1)]
+        negative = term.negative
         shifted = Signal(signed(self.act_bits + self.max_shift))
-        shift_bits = max(self.max_shift.bit_length(), 1)
-        # Codes never exceed max_shift + 1, so the low bits of (magnitude - 1) are the shift.
-        shift = (magnitude - 1)[:shift_bits]
-        m.d.comb += shifted.eq(Mux(magnitude == 0, 0, self.a_in << shift))
+        m.d.comb += shifted.eq(Mux(term.zero, 0, self.a_in << term.shift))
         # One adder for both signs (two adders and a multiplexer cost about twice the LUTs):
         # base - x == base + ~x + 1, and the + 1 enters through an extra low bit, since
         # (2*base + 1) + (2*~x + 1) == 2*(base - x) while (2*base + 1) + 2*x == 2*(base + x) + 1.

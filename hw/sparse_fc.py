@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .arith import SHIFT_BITS, Pow2Decoder, Requantizer
 from .fifo import StreamFIFO
 from .interface import check_int, discard, engine_members
 
@@ -35,7 +36,6 @@ __all__ = [
 ]
 
 WEIGHT_KINDS: tuple[str, ...] = ("codebook", "pow2", "fixed")
-SHIFT_BITS = 6
 # Output queue of the requantization stage: one read in flight plus two queued payloads keep
 # one output per cycle going while o_act is ready.
 _OUT_QUEUE_DEPTH = 3
@@ -586,13 +586,16 @@ class SparsePE(wiring.Component):
         elif p.weight_kind == "fixed":
             m.d.comb += product.eq(e2_code.as_signed() * e2_act)
         else:
-            # pow2_encode: sign on top, below it e - n2 + 1 (0 for a zero weight).
-            sign = e2_code[p.weight_bits - 1]
-            mag = e2_code[: p.weight_bits - 1]
-            amount = Signal(p.weight_bits - 1)
+            m.submodules.pow2 = decoder = Pow2Decoder(p.weight_bits)
+            term = decoder.o.payload
             shifted = Signal(signed(p.product_bits))
-            m.d.comb += [amount.eq(mag - 1), shifted.eq(e2_act << amount)]
-            m.d.comb += product.eq(Mux(mag == 0, 0, Mux(sign, -shifted, shifted)))
+            m.d.comb += [
+                decoder.i.payload.eq(e2_code),
+                decoder.i.valid.eq(e2_valid),
+                decoder.o.ready.eq(1),
+                shifted.eq(e2_act << term.shift),
+                product.eq(Mux(term.zero, 0, Mux(term.negative, -shifted, shifted))),
+            ]
 
         bypass_valid = Signal()
         bypass_row = Signal(range(p.acc_depth))
@@ -677,6 +680,10 @@ class SparseFC(wiring.Component):
     load : ``In(load_signature(params))``
         Memory writes.
     """
+
+    #: The requantizer works in the cycle of the accumulator read; the cycle model reads its
+    #: latency through this choice.
+    REQUANT_PIPELINED = False
 
     def __init__(self, params: SparseFCParams) -> None:
         if not isinstance(params, SparseFCParams):
@@ -777,8 +784,22 @@ class SparseFC(wiring.Component):
                 acc.eq(Array(pe.acc for pe in pes)[sel]),
                 bias.eq(Array(pe.bias for pe in pes)[sel]),
             ]
-        y = self._requantize(m, acc, bias, cfg)
-        m.d.comb += [out_queue.w.payload.eq(y), out_queue.w.valid.eq(in_flight)]
+        # Requantized as it is read, straight into the output queue (no pipeline stage, so the
+        # queue's credit counts only the one read in flight).
+        m.submodules.requant = requant = Requantizer(
+            p.acc_bits, p.bias_bits, p.act_bits, pipelined=self.REQUANT_PIPELINED
+        )
+        m.d.comb += [
+            requant.cfg.shift.eq(cfg.shift),
+            requant.cfg.out_bits.eq(cfg.out_bits),
+            requant.cfg.relu.eq(cfg.relu),
+            requant.i.valid.eq(in_flight),
+            requant.i.payload.acc.eq(acc),
+            requant.i.payload.bias.eq(bias),
+            out_queue.w.valid.eq(requant.o.valid),
+            out_queue.w.payload.eq(requant.o.payload.value),
+            requant.o.ready.eq(out_queue.w.ready),
+        ]
         with m.If(self.o_act.valid & self.o_act.ready):
             m.d.sync += accepted.eq(accepted + 1)
 
@@ -811,46 +832,3 @@ class SparseFC(wiring.Component):
                     with m.Else():
                         m.d.sync += phase.eq(idle)
         return m
-
-    def _requantize(self, m: Module, acc, bias, cfg) -> Signal:
-        """Bias, round-half-up right shift, saturation to ``cfg.out_bits``, ReLU
-        (:func:`squeezeforge.sim.numerics.requantize`)."""
-        p = self.params
-        a = p.acc_bits
-        total = Signal(signed(a + 1))
-        half = Signal(unsigned(a + 1))
-        shift_m1 = Signal(SHIFT_BITS)
-        rounded = Signal(signed(a + 3))
-        shifted = Signal(signed(a + 3))
-        m.d.comb += [
-            total.eq(acc + bias),
-            shift_m1.eq(cfg.shift - 1),
-            half.eq(Mux(cfg.shift == 0, 0, Const(1, a + 1) << shift_m1)),
-            rounded.eq(total + half),
-        ]
-        # The sum fits acc_bits, so any shift past acc_bits + 1 rounds it to zero; the
-        # rounding constant itself would no longer fit.
-        with m.If(cfg.shift > a + 1):
-            m.d.comb += shifted.eq(0)
-        with m.Else():
-            m.d.comb += shifted.eq(rounded >> cfg.shift)
-        limit = Signal(unsigned(p.act_bits))
-        out_bits_m1 = Signal(range(p.act_bits + 1))
-        hi = Signal(signed(p.act_bits + 2))
-        lo = Signal(signed(p.act_bits + 2))
-        sat = Signal(signed(p.act_bits + 2))
-        y = Signal(signed(p.act_bits))
-        m.d.comb += [
-            out_bits_m1.eq(cfg.out_bits - 1),
-            limit.eq(Const(1, p.act_bits) << out_bits_m1),
-            hi.eq(limit - 1),
-            lo.eq(-limit),
-        ]
-        with m.If(shifted > hi):
-            m.d.comb += sat.eq(hi)
-        with m.Elif(shifted < lo):
-            m.d.comb += sat.eq(lo)
-        with m.Else():
-            m.d.comb += sat.eq(shifted)
-        m.d.comb += y.eq(Mux(cfg.relu & (sat < 0), 0, sat))
-        return y

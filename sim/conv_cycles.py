@@ -11,7 +11,8 @@ schedule event by event, one filter block at a time:
 - **folds**: ``ceil(M/cols)`` filter blocks of ``ceil(E/rows)`` folds, one GEMM step per cycle;
   consecutive folds start ``max(K, rows + 1)`` cycles apart (the cursor writes one pixel of the
   next fold per cycle, so a fold shorter than ``rows + 1`` steps waits for it);
-- **drain** of a filter block ends ``rows + cols + 4`` cycles after its last step;
+- **drain** of a filter block ends ``rows + cols + 4`` cycles after its last step (the
+  drain's and the requantizer's latencies, read from the components);
 - **emission** of a block (``lanes * out_h * out_w`` reads, four per output with pooling) starts
   when it is drained and the previous block is out; block ``b`` does not start computing before
   block ``b - 2`` is out (they share half of the transpose buffer);
@@ -24,14 +25,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..hw.arith import Requantizer
+from ..hw.conv_engine import ConvEngine, FoldDrain, OutputEmitter
 from .ir import Conv2d
 
 __all__ = ["ArrayShape", "ConvCycles", "conv_cycles"]
 
-# Cycle offsets of the engine's pipeline (see the module docstring).
+# Cycle offsets of the engine's pipeline (see the module docstring), from its components.
 _SETUP_START = 3  # start cycle -> latched cfg -> sequencer start -> first setup iteration
-_DRAIN_AFTER_LAST_STEP = 4  # plus rows + cols: stage-1 read, drain sequencer, 3 requant stages
-_DONE_AFTER_LAST_READ = 3
+# From a block's last step to its drained count, beyond the skew of its last sum (row rows - 1
+# of column cols - 1, hence the - 2 against rows + cols): the drain after the sequencer's fold
+# event, the requantizer, and the count registering the last write.
+_DRAIN_AFTER_LAST_STEP = (
+    FoldDrain.LATENCY + Requantizer.latency_of(ConvEngine.REQUANT_PIPELINED) + 1 - 2
+)
+# From the last transpose-buffer read to done: the read, the output queue (a payload leaves
+# it the cycle after it enters), and done after the last transfer.
+_DONE_AFTER_LAST_READ = OutputEmitter.READ_LATENCY + 1 + 1
 
 
 class ArrayShape(Protocol):

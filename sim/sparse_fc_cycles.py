@@ -45,9 +45,17 @@ __all__ = [
 # accumulator read, accumulate), and from an empty last column's pop to idle.
 _DRAIN_AFTER_ISSUE = 3
 _DRAIN_AFTER_EMPTY_POP = 2
-# Cycles from the last row read to done: the requantized value enters the output queue, leaves
-# it on o_act, and done follows the last transfer.
-_OUTPUT_TAIL = 3
+
+
+def _output_tail() -> int:
+    """Cycles from the last row read to done: the accumulator read, the requantizer's latency,
+    the output queue (a payload leaves it the cycle after it enters), done after the last
+    transfer."""
+    # Imported here: the hw package imports this module (through its driver) while it loads.
+    from ..hw.arith import Requantizer
+    from ..hw.sparse_fc import SparseFC
+
+    return 1 + Requantizer.latency_of(SparseFC.REQUANT_PIPELINED) + 1 + 1
 
 
 @dataclass(frozen=True)
@@ -224,7 +232,7 @@ def sparse_fc_cycles_from_counts(
         idle = np.maximum(pops[:, -1] + _DRAIN_AFTER_EMPTY_POP, last_issue + _DRAIN_AFTER_ISSUE)
         compute_end = max(last_accept + 1, int(idle.max()))
     # The output phase reads row i in cycle compute_end + 1 + i.
-    done = compute_end + out_features + _OUTPUT_TAIL
+    done = compute_end + out_features + _output_tail()
     compute = compute_end - t0
     mean_busy = float(busy.mean())
     rows_per_pe = -(-out_features // n_pe)

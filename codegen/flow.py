@@ -124,8 +124,8 @@ def run_flow(cfg: FlowConfig, log: Callable[[str], None] = print, quiet: bool = 
             manifest = generate(load_net(compressed[recipe]["net"]), build_dir)
             return {
                 "build": str(build_dir),
-                "cycles_estimated": manifest["cycles_estimated"],
-                "steps": manifest["steps"],
+                "cycles_estimated": manifest.cycles_estimated,
+                "steps": manifest.to_dict()["steps"],
             }
 
         builds[recipe] = steps.run(f"generate-{recipe}", [compressed[recipe]], do_generate)

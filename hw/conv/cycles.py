@@ -1,4 +1,4 @@
-"""Cycle model of the convolution engine (:class:`squeezeforge.hw.conv_engine.ConvEngine`).
+"""Cycle model of the convolution engine (:class:`squeezeforge.hw.conv.engine.ConvEngine`).
 
 A pure function of the layer's shape and the array's shape: the cycles from the ``start`` pulse
 to ``done`` when ``i_act`` is always valid and ``o_act`` always ready. It follows the engine's
@@ -11,11 +11,13 @@ schedule event by event, one filter block at a time:
 - **folds**: ``ceil(M/cols)`` filter blocks of ``ceil(E/rows)`` folds, one GEMM step per cycle;
   consecutive folds start ``max(K, rows + 1)`` cycles apart (the cursor writes one pixel of the
   next fold per cycle, so a fold shorter than ``rows + 1`` steps waits for it);
-- **drain** of a filter block ends ``rows + cols + 4`` cycles after its last step;
+- **drain** of a filter block ends ``rows + cols + DRAIN_LATENCY`` cycles after its last step;
 - **emission** of a block (``lanes * out_h * out_w`` reads, four per output with pooling) starts
   when it is drained and the previous block is out; block ``b`` does not start computing before
   block ``b - 2`` is out (they share half of the transpose buffer);
-- **done** 3 cycles after the last read (memory read, output queue, handshake).
+- **done** ``DONE_LATENCY`` cycles after the last read (memory read, output queue, handshake).
+
+The pipeline latencies are the engine's own constants (:class:`ConvEngine`), not copies.
 """
 
 from __future__ import annotations
@@ -24,14 +26,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .ir import Conv2d
+from ...sim.ir import Conv2d
+from .engine import ConvEngine
 
 __all__ = ["ArrayShape", "ConvCycles", "conv_cycles"]
-
-# Cycle offsets of the engine's pipeline (see the module docstring).
-_SETUP_START = 3  # start cycle -> latched cfg -> sequencer start -> first setup iteration
-_DRAIN_AFTER_LAST_STEP = 4  # plus rows + cols: stage-1 read, drain sequencer, 3 requant stages
-_DONE_AFTER_LAST_READ = 3
 
 
 class ArrayShape(Protocol):
@@ -114,7 +112,7 @@ def conv_cycles(
         (h + 2 * p - kh) // s,
         (w + 2 * p - kw) // s,
     )
-    run_start = _SETUP_START + setup_iterations
+    run_start = ConvEngine.SETUP_LATENCY + setup_iterations
     fold_cycles = max(k, rows + 1)
     pixel_blocks = -(-pixels // rows)
     filter_blocks = -(-m // cols)
@@ -127,12 +125,12 @@ def conv_cycles(
             take = max(take, emitted[b - 2] + 1)
         last_take = take + (pixel_blocks - 1) * fold_cycles
         last_step = last_take + k
-        drained = last_step + rows + cols + _DRAIN_AFTER_LAST_STEP
+        drained = last_step + rows + cols + ConvEngine.DRAIN_LATENCY
         begin = max(drained, emitted[-1] + 1) if emitted else drained
         lanes = min(cols, m - b * cols)
         emitted.append(begin + lanes * per_channel_reads)
         take = last_take + fold_cycles
-    cycles = emitted[-1] + _DONE_AFTER_LAST_READ
+    cycles = emitted[-1] + ConvEngine.DONE_LATENCY
 
     macs = layer.macs((c, h, w))
     pes = rows * cols

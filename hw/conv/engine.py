@@ -30,14 +30,14 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .interface import check_int, discard, engine_members
-from .pe import MAX_ACC_BITS, pe_for
+from ...sim.numerics import pow2_max_shift
+from ..interface import SHIFT_BITS, check_int, discard, engine_members
+from ..pe import MAX_ACC_BITS, pe_for
 
 __all__ = [
     "LOAD_BIASES",
     "LOAD_WEIGHTS",
     "OUT_BITS_BITS",
-    "SHIFT_BITS",
     "ConvEngine",
     "ConvEngineParams",
     "FoldSequencer",
@@ -45,8 +45,6 @@ __all__ = [
     "conv_load_signature",
 ]
 
-#: Width of the cfg's requantization shift: shifts up to 63 cover every accumulator.
-SHIFT_BITS = 6
 #: Width of the cfg's output saturation width (2..16).
 OUT_BITS_BITS = 5
 #: Entries of the output queue in front of ``o_act``.
@@ -148,7 +146,7 @@ class ConvEngineParams:
     @property
     def max_shift(self) -> int:
         """Largest power-of-two exponent a shift-add PE applies (0 for fixed weights)."""
-        return (1 << (self.weight_bits - 2)) - 1 if self.weight_kind == "pow2" else 0
+        return pow2_max_shift(self.weight_bits) if self.weight_kind == "pow2" else 0
 
     @property
     def lane_bits(self) -> int:
@@ -616,7 +614,7 @@ class ConvEngine(wiring.Component):
     Members
     -------
     cfg : In(conv_cfg_layout(params))
-        Layer configuration (see :func:`squeezeforge.hw.conv_driver.conv_layer_config`), sampled
+        Layer configuration (see :func:`squeezeforge.hw.conv.driver.conv_layer_config`), sampled
         when ``start`` is accepted.
     start : In(1)
         Starts a layer when the engine is not busy.
@@ -647,6 +645,15 @@ class ConvEngine(wiring.Component):
     ``o_act`` starts once the first filter block is computed and overlaps the computation of
     the next ones; ``o_act.ready`` low stalls the engine only when the transpose buffer is full.
     """
+
+    # Pipeline latencies the cycle model (:mod:`squeezeforge.hw.conv.cycles`) schedules with.
+    #: ``start`` -> latched cfg -> sequencer start -> first setup iteration.
+    SETUP_LATENCY = 3
+    #: Beyond ``rows + cols``, last GEMM step to a drained filter block: the stage-1 read, the
+    #: drain sequencer and the three requantization stages.
+    DRAIN_LATENCY = 4
+    #: Last transpose-buffer read to ``done``: memory read, output queue, handshake.
+    DONE_LATENCY = 3
 
     def __init__(self, params: ConvEngineParams) -> None:
         if not isinstance(params, ConvEngineParams):

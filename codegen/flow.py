@@ -86,6 +86,7 @@ def run_flow(cfg: FlowConfig, log: Callable[[str], None] = print, quiet: bool = 
     from ..models.train import DEFAULT_EPOCHS, evaluate, save_checkpoint, train
     from ..sim.netsim import simulate
     from .build import generate
+    from .engines import check_supported
     from .plots import write_plots
     from .report_resources import build_resources
     from .summary import write_report
@@ -111,7 +112,7 @@ def run_flow(cfg: FlowConfig, log: Callable[[str], None] = print, quiet: bool = 
         net_path = out / f"{cfg.model}-{recipe}.sfnet"
 
         def do_compress(recipe: str = recipe, net_path: Path = net_path) -> dict:
-            report = compress(ckpt, recipe, net_path, quiet=quiet)
+            report = compress(ckpt, recipe, net_path, quiet=quiet, check_layer=check_supported)
             return {"net": str(net_path), "report": report}
 
         compressed[recipe] = steps.run(f"compress-{recipe}", [trained], do_compress)

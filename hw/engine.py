@@ -85,9 +85,13 @@ class EngineBinding(ABC):
         return None
 
     @classmethod
-    @abstractmethod
     def for_layer(cls, layer: Any) -> EngineBinding:
-        """The flavour of the engine that runs ``layer`` (checked with :meth:`unsupported`)."""
+        """The flavour of the engine that runs ``layer`` (checked with :meth:`unsupported`).
+
+        Flavours differ by weight decoder: an engine whose flavours differ otherwise overrides
+        this; the hardware-size fields keep their defaults (or a target's, set by the caller).
+        """
+        return cls(weight_kind=layer.weight_format.kind)  # type: ignore[call-arg]
 
     @property
     @abstractmethod

@@ -36,10 +36,6 @@ class ConvBinding(EngineBinding):
     rows: int = 4
     cols: int = 4
 
-    @classmethod
-    def for_layer(cls, layer: Any) -> ConvBinding:
-        return cls(weight_kind=layer.weight_format.kind)
-
     @property
     def name(self) -> str:
         return _NAMES[self.weight_kind]

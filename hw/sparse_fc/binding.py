@@ -49,10 +49,6 @@ class SparseFCBinding(EngineBinding):
     index_bits: int = 4
     fifo_depth: int = 8
 
-    @classmethod
-    def for_layer(cls, layer: Any) -> SparseFCBinding:
-        return cls(weight_kind=layer.weight_format.kind)
-
     @property
     def name(self) -> str:
         return f"fc_{self.weight_kind}"

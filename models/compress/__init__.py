@@ -9,7 +9,7 @@ from .batchnorm import fold_batchnorm
 from .filters import FilterPrune, remove_filters
 from .fixed import FixedPoint, calibrate
 from .inq import INQ, inq_round
-from .pipeline import compress, compress_model
+from .pipeline import LayerCheck, compress, compress_model, planned_layer_kinds
 from .prune import MagnitudePrune, prune_below, prune_to_sparsity
 from .recipe import ExportOptions, FinetuneOnly, Recipe, load_recipe, parse_recipe, shipped_recipes
 from .report import layer_costs, net_costs, report_markdown
@@ -23,6 +23,7 @@ __all__ = [
     "Finetune",
     "FinetuneOnly",
     "FixedPoint",
+    "LayerCheck",
     "MagnitudePrune",
     "Recipe",
     "WeightShare",
@@ -36,6 +37,7 @@ __all__ = [
     "load_recipe",
     "net_costs",
     "parse_recipe",
+    "planned_layer_kinds",
     "prune_below",
     "prune_to_sparsity",
     "remove_filters",

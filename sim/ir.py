@@ -52,6 +52,7 @@ __all__ = [
     "MaxPool2d",
     "Net",
     "SparseDense",
+    "busiest_pe_entries",
     "csc_entry_counts",
     "csc_padding",
     "decode_csc",
@@ -539,6 +540,22 @@ LAYER_KINDS: dict[str, type] = {
     cls.kind: cls for cls in (Conv2d, MaxPool2d, Flatten, Dense, SparseDense)
 }
 COMPUTE_KINDS = (Conv2d, Dense, SparseDense)
+
+
+def busiest_pe_entries(layer: Dense | SparseDense, n_pe: int, index_bits: int) -> int:
+    """Entries (padding included) of the PE that holds the most of ``layer`` in EIE's layout.
+
+    Each PE stores its own part of the layer, so this is what the layer takes of every PE's entry
+    memory, and what a pointer into a PE's part must span. A layer already encoded with ``n_pe``
+    and ``index_bits`` is counted from its pointers, any other without encoding it
+    (:func:`csc_entry_counts`).
+    """
+    if isinstance(layer, SparseDense) and (layer.n_pe, layer.index_bits) == (n_pe, index_bits):
+        per_pe = layer.ptr[:, -1].astype(np.int64) - layer.ptr[:, 0]
+    else:
+        stored = layer.stored_dense() if isinstance(layer, SparseDense) else layer.weight
+        per_pe = csc_entry_counts(stored, n_pe, index_bits).sum(axis=1)
+    return int(per_pe.max()) if per_pe.size else 0
 
 
 @dataclass(frozen=True, eq=False)

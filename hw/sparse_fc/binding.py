@@ -9,12 +9,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ...sim.ir import Dense, SparseDense
+from ...sim.ir import Dense, SparseDense, busiest_pe_entries
 from ...sim.numerics import CodebookWeights
 from ..engine import EngineBinding, EngineStep, Images, memory_depth
 from .cycles import sparse_fc_cycles
 from .driver import (
-    busiest_pe_entries,
     place_layers,
     sparse_fc_config,
     sparse_fc_init,

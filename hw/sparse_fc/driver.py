@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...sim.ir import Dense, SparseDense, csc_entry_counts
+from ...sim.ir import Dense, SparseDense, busiest_pe_entries
 from ...sim.numerics import CodebookWeights, FixedWeights, Pow2Weights, pow2_encode
 from ..interface import SHIFT_BITS
 from .engine import SparseFCInit, SparseFCMemory, SparseFCParams
@@ -21,7 +21,6 @@ __all__ = [
     "MemoryImage",
     "SparseFCPlacement",
     "as_sparse_dense",
-    "busiest_pe_entries",
     "load_writes",
     "place_layers",
     "sparse_fc_config",
@@ -86,21 +85,6 @@ def as_sparse_dense(layer: Dense | SparseDense, n_pe: int, index_bits: int) -> S
         relu=layer.relu,
         bias=layer.bias,
     )
-
-
-def busiest_pe_entries(layer: Dense | SparseDense, n_pe: int, index_bits: int) -> int:
-    """Entries (padding included) of the PE that holds the most of ``layer``.
-
-    Layers follow one another in every PE's entry memory, so this is what one layer takes of
-    it. A layer already encoded for the unit is counted from its pointers, any other without
-    encoding it (:func:`~squeezeforge.sim.ir.csc_entry_counts`).
-    """
-    if isinstance(layer, SparseDense) and (layer.n_pe, layer.index_bits) == (n_pe, index_bits):
-        per_pe = np.diff(layer.ptr.astype(np.int64)[:, [0, -1]], axis=1).ravel()
-    else:
-        stored = layer.stored_dense() if isinstance(layer, SparseDense) else layer.weight
-        per_pe = csc_entry_counts(stored, n_pe, index_bits).sum(axis=1)
-    return int(per_pe.max()) if per_pe.size else 0
 
 
 def _weight_codes(layer: SparseDense, params: SparseFCParams) -> np.ndarray:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 
 from squeezeforge.hw.conv import ConvBinding, ConvEngine, conv_cycles
 from squeezeforge.hw.engine import EngineBinding
@@ -16,10 +17,9 @@ from squeezeforge.hw.sparse_fc import (
     SparseFCBinding,
     SparseFCParams,
     as_sparse_dense,
-    busiest_pe_entries,
     sparse_fc_cycles,
 )
-from squeezeforge.sim.ir import encode_csc
+from squeezeforge.sim.ir import busiest_pe_entries, encode_csc
 from squeezeforge.sim.numerics import Pow2Weights, pow2_encode, pow2_max_shift
 from squeezeforge.sim.random_layers import random_conv2d, random_dense, random_sparse_dense
 
@@ -72,6 +72,7 @@ def test_sized_engine_fits_places_and_builds(engine, kind, make) -> None:
     assert not {"init", "init_weights", "init_biases"} & set(plain)
     component = binding.build(params, images)
     assert isinstance(component, ConvEngine | SparseFC)
+    Fragment.get(component, None)  # elaborates with the images as initial contents
     x = rng.integers(-3, 4, size=(2, int(np.prod(steps[0].in_shape))))
     cycles, ideal = binding.cycles(steps[0], params, x)
     assert cycles > ideal > 0

@@ -65,6 +65,7 @@ def test_ports_are_those_of_the_verilog_top(build: Path) -> None:
     header = module[: module.index(";")]
     declared = {name.strip() for name in header[len("module top(") : -1].split(",")}
     assert {p.name for p in m.ports} == declared
+    assert {p.name for p in m.ports[:-1]} != declared  # a lost port would show
     assert m.port("i_pixel__payload").width == m.act_bits
     assert m.port("o_score__ready").direction == "in"
     with pytest.raises(KeyError, match="no port 'score'"):

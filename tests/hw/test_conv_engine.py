@@ -26,7 +26,7 @@ from squeezeforge.hw.interface import LayerFitError, pack_cfg
 from squeezeforge.hw.pe import MacPE, ShiftAddPE
 from squeezeforge.hw.testing import run_testbench
 from squeezeforge.sim.ir import Conv2d
-from squeezeforge.sim.numerics import Pow2Weights, pow2_decode, pow2_encode
+from squeezeforge.sim.numerics import Pow2Weights, pow2_decode, pow2_encode, pow2_max_shift
 from squeezeforge.sim.random_layers import random_activations, random_conv2d
 from squeezeforge.sim.reference import maxpool2x2, run_layer
 
@@ -145,7 +145,7 @@ def test_mac_pe_sums_folds_without_bubbles():
 
 @pytest.mark.parametrize("bits", [2, 3, 6])
 def test_shift_add_pe_applies_every_code(bits):
-    fmt = Pow2Weights(bits=bits, n1=(1 << (bits - 2)) - 1, n2=0)
+    fmt = Pow2Weights(bits=bits, n1=pow2_max_shift(bits), n2=0)
     stored = [0] + [s * (1 << e) for e in range(fmt.max_shift + 1) for s in (1, -1)]
     codes = pow2_encode(np.asarray(stored), fmt)
     assert list(pow2_decode(codes, fmt)) == stored
@@ -203,7 +203,7 @@ def test_memory_images_hold_the_weights_in_step_order():
             if kind == "fixed":
                 got = np.where(lanes >= 1 << (lb - 1), lanes - (1 << lb), lanes)
             else:
-                got = pow2_decode(lanes, Pow2Weights(bits=lb, n1=(1 << (lb - 2)) - 1, n2=0))
+                got = pow2_decode(lanes, lb)
             assert list(got) == list(layer.weight[m].reshape(-1))
             bias = (images["bias"][block] >> (lane * params.acc_bits)) & ((1 << 32) - 1)
             assert bias - ((bias >> 31) << 32) == layer.bias[m]

@@ -1,5 +1,10 @@
 """The whole-net accelerator: engines, two activation buffers and a sequencer.
 
+:class:`Top` is built from frozen :class:`TopParams` (steps, engine instances with their
+parameters and memory images), not from the compiler's plan; ``codegen.plan.top_params`` fills
+them in. The ports below are the members of its signature; :func:`port_list` derives the Verilog
+port list from it, which the build manifest records and the cocotb bench reads.
+
 Ports
 -----
 ``start`` (in)

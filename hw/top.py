@@ -48,6 +48,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .engine import EngineBinding, Images
+from .interface import discard
 
 __all__ = ["Top", "TopEngine", "TopParams", "TopStep", "port_list"]
 
@@ -120,6 +121,9 @@ class Top(wiring.Component):
     PREFETCH_CYCLES = 1
 
     def __init__(self, params: TopParams) -> None:
+        if not isinstance(params, TopParams):
+            discard(self)
+            raise TypeError(f"params must be TopParams, not {type(params).__name__}")
         self.params = params
         self.act_bits = params.act_bits
         self.n_steps = len(params.steps)

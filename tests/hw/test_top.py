@@ -51,3 +51,6 @@ def test_params_are_checked(params: TopParams) -> None:
         TopParams(params.act_bits, (TopStep("nowhere", 4, 4, {}),), params.engines)
     with pytest.raises(ValueError, match="at least one step"):
         TopParams(params.act_bits, (), params.engines)
+    # The top level takes frozen parameters, never the compiler's plan.
+    with pytest.raises(TypeError, match="params must be TopParams, not Plan"):
+        Top(compile_net(random_net(np.random.default_rng(1), n_tests=1)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from squeezeforge.codegen.engines import check_supported
 from squeezeforge.models.compress import compress, report_markdown, shipped_recipes
 from squeezeforge.sim.ir import atomic_write_bytes, check_writable
 
@@ -61,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         args.output,
         seed=args.seed,
         quiet=args.quiet or args.json,
+        # A layer no engine runs is refused before training, not at generate.
+        check_layer=check_supported,
     )
     markdown = report_markdown(report)
     if args.report:

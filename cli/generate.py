@@ -44,20 +44,20 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a fit error of the compiler (IRError, BuildError among them)
         raise UserError(str(exc)) from None
     if args.json:
-        emit_json(manifest)
+        emit_json(manifest.to_dict())
         return 0
     rows = [
         [
-            s["index"],
-            "+".join(s["layers"]),
-            s["engine"],
-            "x".join(map(str, s["in_shape"])),
-            "x".join(map(str, s["out_shape"])),
-            s["cycles_estimated"],
+            s.index,
+            "+".join(s.layers),
+            s.engine,
+            "x".join(map(str, s.in_shape)),
+            "x".join(map(str, s.out_shape)),
+            s.cycles_estimated,
         ]
-        for s in manifest["steps"]
+        for s in manifest.steps
     ]
     print(markdown_table(["step", "layers", "engine", "in", "out", "est. cycles"], rows))
-    print(f"\nestimated cycles per inference: {manifest['cycles_estimated']}")
+    print(f"\nestimated cycles per inference: {manifest.cycles_estimated}")
     print(f"wrote {args.output}/top.v and manifest.json")
     return 0

@@ -11,8 +11,9 @@ A build folder holds
 ``net.sfnet``
     the net it was built from: the simulator's golden model runs it.
 ``manifest.json``
-    format and version, the configuration (engines and their parameters), the per-layer mapping
-    (step, engine, cfg, estimated cycles), the ports.
+    the typed :class:`~squeezeforge.sim.manifest.Manifest`: format and version, the engines
+    and their parameters (no memory contents), the per-layer mapping (step, engine, cfg,
+    estimated cycles), the ports as the top level's signature gives them.
 
 ``manifest.json`` also records the SHA-256 of every other file and a checksum of itself, so
 ``simulate`` and ``resources`` refuse a folder whose parts do not belong together.
@@ -28,32 +29,35 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from ..hw.top import Top, port_list
 from ..sim.ir import Net, check_writable, current_umask, load_net, net_to_bytes
 from ..sim.manifest import (
     BUILD_FORMAT,
     BUILD_VERSION,
     BuildError,
+    EngineEntry,
+    Manifest,
+    Port,
+    StepEntry,
     is_build,
     manifest_checksum,
     read_manifest,
 )
 from ..sim.rtl import amaranth_to_verilog
-from .accelerator import Accelerator
-from .plan import Plan, compile_net
+from .plan import Plan, compile_net, top_params
 
 __all__ = [
     "BUILD_FORMAT",
     "BUILD_VERSION",
     "BuildError",
+    "Manifest",
     "generate",
     "read_manifest",
     "write_build",
@@ -66,63 +70,50 @@ TOP = "top"
 PARTIAL_MARKER = ".squeezeforge-partial"
 
 
-def _jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {
-            f.name: _jsonable(getattr(obj, f.name))
-            for f in dataclasses.fields(obj)
-            if f.name not in ("init", "images")
-        }
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return obj
+def _plain(value: object) -> object:
+    # Parameters hold NumPy integers and tuples here and there; JSON wants plain values.
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value.item() if hasattr(value, "item") else value
 
 
-def manifest_of(plan: Plan, top: Accelerator) -> dict:
+def manifest_of(plan: Plan, top: Top) -> Manifest:
     net = plan.net
-    return {
-        "format": BUILD_FORMAT,
-        "version": BUILD_VERSION,
-        "net": net.name,
-        "top": TOP,
-        "act_bits": plan.act_bits,
-        "buffer_depth": top.buffer_depth,
-        "input": {"shape": list(net.input_shape), "format": net.input_format.to_dict()},
-        "output": {"count": plan.steps[-1].out_count, "format": net.output_format.to_dict()},
-        "engines": {
-            name: {"kind": name, "params": _jsonable(plan.params[name])} for name in plan.engines
-        },
-        "steps": [
-            {
-                "index": s.index,
-                "layers": list(s.layers),
-                "engine": s.engine,
-                "in_shape": list(s.in_shape),
-                "out_shape": list(s.out_shape),
-                "pool": s.pool,
-                "cfg": s.cfg,
-                "cycles_estimated": s.cycles_estimated,
-                "cycles_ideal": s.cycles_ideal,
-            }
+    return Manifest(
+        net=net.name,
+        top=TOP,
+        act_bits=plan.act_bits,
+        buffer_depth=top.buffer_depth,
+        input_shape=tuple(net.input_shape),
+        input_format=net.input_format.to_dict(),
+        output_count=plan.steps[-1].out_count,
+        output_format=net.output_format.to_dict(),
+        engines=tuple(
+            EngineEntry(
+                name=name,
+                engine=binding.FAMILY,
+                params={k: _plain(v) for k, v in binding.params_dict(plan.params[name]).items()},
+                storage_bytes=binding.storage_bytes(plan.params[name]),
+            )
+            for name, binding in plan.engines.items()
+        ),
+        steps=tuple(
+            StepEntry(
+                index=s.index,
+                layers=s.layers,
+                engine=s.engine,
+                in_shape=tuple(s.in_shape),
+                out_shape=tuple(s.out_shape),
+                pool=s.pool,
+                cfg={k: int(v) for k, v in s.cfg.items()},
+                cycles_estimated=int(s.cycles_estimated),
+                cycles_ideal=float(s.cycles_ideal),
+            )
             for s in plan.steps
-        ],
-        "cycles_estimated": sum(s.cycles_estimated for s in plan.steps),
-        "ports": {
-            "start": "in, pulse: run one inference",
-            "i_pixel": f"stream in (valid/ready/payload), signed {plan.act_bits} bits, C,H,W",
-            "o_score": f"stream out (valid/ready/payload), signed {plan.act_bits} bits",
-            "busy": "out",
-            "done": "out, pulse after the last score",
-            "cycles": "out, 32 bits: cycles of the last inference",
-            "step": "out: index of the running step",
-            "tap": "out (valid, data): every activation written between steps",
-        },
-        "passes": list(plan.log),
-    }
+        ),
+        ports=tuple(Port(*p) for p in port_list(top)),
+        passes=plan.log,
+    )
 
 
 def _hex_lines(words: list[int], width: int | None = None) -> str:
@@ -198,7 +189,7 @@ def _sha256(path: Path) -> str:
 
 def generate(
     net: Net | str | os.PathLike, out_dir: str | os.PathLike, *, force: bool = False
-) -> dict:
+) -> Manifest:
     """Compile ``net`` and write the build folder atomically; returns the manifest.
 
     See :func:`check_output_folder` for the folders it refuses (``force`` to override).
@@ -211,11 +202,11 @@ def generate(
     return write_build(compile_net(net), out_dir, force=force)
 
 
-def write_build(plan: Plan, out_dir: str | os.PathLike, *, force: bool = False) -> dict:
+def write_build(plan: Plan, out_dir: str | os.PathLike, *, force: bool = False) -> Manifest:
     """Elaborate a compiled plan and write its build folder atomically; returns the manifest."""
     out = check_output_folder(out_dir, force=force)
     net = plan.net
-    top = Accelerator(plan)
+    top = Top(top_params(plan))
     verilog = amaranth_to_verilog(top, TOP)
     manifest = manifest_of(plan, top)
 
@@ -229,7 +220,8 @@ def write_build(plan: Plan, out_dir: str | os.PathLike, *, force: bool = False) 
         (tmp / "engines").mkdir()
         for name, binding in plan.engines.items():
             # Each engine alone, with its memory contents, for per-engine resource reports.
-            engine_v = amaranth_to_verilog(binding.build(plan.params[name]), name)
+            images = plan.images[name]
+            engine_v = amaranth_to_verilog(binding.build(plan.params[name], images), name)
             (tmp / "engines" / f"{name}.v").write_text(engine_v)
         (tmp / "mem").mkdir()
         for engine, images in plan.images.items():
@@ -243,14 +235,15 @@ def write_build(plan: Plan, out_dir: str | os.PathLike, *, force: bool = False) 
                     path = tmp / "mem" / f"{engine}.{mem}.hex"
                     path.write_text(_hex_lines([int(w) for w in words]))
         # Hashes of every part: simulate and resources refuse parts of different builds.
-        manifest["files"] = {
+        files = {
             p.relative_to(tmp).as_posix(): _sha256(p)
             for p in sorted(tmp.rglob("*"))
             if p.is_file() and p.name != PARTIAL_MARKER
         }
-        manifest["checksum"] = manifest_checksum(manifest)
+        manifest = dataclasses.replace(manifest, files=files)
+        manifest = dataclasses.replace(manifest, checksum=manifest_checksum(manifest.to_dict()))
         # The manifest last: a folder without one is never taken for a finished build.
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        (tmp / "manifest.json").write_text(manifest.to_json())
         # mkdtemp makes the folder 0700; a build follows the umask like any other output.
         os.chmod(tmp, 0o777 & ~current_umask())
         old = None

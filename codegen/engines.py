@@ -1,201 +1,55 @@
-"""How the whole-net compiler uses each engine: sizing, placement, cycles, construction.
+"""The engines the compiler can place layers on: one line per engine package.
 
-An :class:`EngineBinding` adapts one hardware block (the conv engine in its MAC or shift-add
-flavour, the sparse FC unit with one weight decoder) to the compiler's passes. The blocks, their
-drivers and their cycle models live in hw/ and sim/; this module only chooses parameters and
-lays several layers out, one after another, in one engine's memories.
+Each entry is an :class:`~squeezeforge.hw.engine.EngineBinding` subclass; the compiler reaches
+an engine only through that contract (supported, fits, size, config and images, cycles,
+storage, build). Adding an engine is one package in ``hw/`` and one line in :data:`ENGINES`
+(``docs/engines.md``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from ..hw.conv import ConvBinding
+from ..hw.engine import EngineBinding
+from ..hw.sparse_fc import SparseFCBinding
+from ..sim.ir import IRError
 
-import numpy as np
+__all__ = ["ENGINES", "EngineBinding", "binding_for", "check_supported"]
 
-from ..hw.conv_driver import conv_layer_config, conv_memory_images, filter_blocks
-from ..hw.conv_engine import ConvEngine, ConvEngineParams
-from ..hw.sparse_fc import SparseFC, SparseFCParams
-from ..hw.sparse_fc_driver import (
-    place_layers,
-    sparse_fc_config,
-    sparse_fc_init,
-    sparse_fc_memory_images,
+ENGINES: tuple[type[EngineBinding], ...] = (
+    ConvBinding,
+    SparseFCBinding,
 )
-from ..sim.conv_cycles import conv_cycles
-from ..sim.ir import Dense, SparseDense
-from ..sim.numerics import CodebookWeights, Pow2Weights
-from ..sim.sparse_fc_cycles import csc_entry_counts, sparse_fc_cycles
-
-if TYPE_CHECKING:
-    from amaranth.lib import wiring
-
-    from .plan import Step
-
-__all__ = ["ENGINE_KINDS", "ConvBinding", "EngineBinding", "FCBinding"]
 
 
-def _depth(words: int) -> int:
-    # A memory of one word would have a zero-width address; the engines take two at least.
-    return max(2, int(words))
+def check_supported(layer_kind: str, weight_kind: str) -> str | None:
+    """Why no engine runs a ``layer_kind`` layer with ``weight_kind`` weights, or None.
+
+    Pure rules on kinds: ``squeezeforge compress`` asks before training, so a recipe that would
+    give, say, a codebook conv is refused in seconds rather than after fine-tuning.
+    """
+    owners = [e for e in ENGINES if e.runs(layer_kind)]
+    if not owners:
+        return f"no engine runs {layer_kind} layers"
+    reasons = [e.unsupported(layer_kind, weight_kind) for e in owners]
+    if any(r is None for r in reasons):
+        return None
+    return "; ".join(r for r in reasons if r)
 
 
-@dataclass(frozen=True)
-class ConvBinding:
-    """The conv engine: ``rows`` x ``cols`` PEs, MAC (fixed) or shift-add (pow2) flavour."""
+def binding_for(layer) -> EngineBinding:
+    """The engine flavour that runs ``layer``.
 
-    kind: str
-    weight_kind: str
-    rows: int = 4
-    cols: int = 4
-
-    def size(self, steps: Sequence[Step], act_bits: int) -> ConvEngineParams:
-        layers = [s.layer for s in steps]
-        wbits = [
-            lw.bits if isinstance(lw, Pow2Weights) else lw.value_bits
-            for lw in (lay.weight_format for lay in layers)
-        ]
-        probe = ConvEngineParams(
-            rows=self.rows,
-            cols=self.cols,
-            weight_kind=self.weight_kind,
-            weight_bits=max(wbits),
-            act_bits=act_bits,
-            acc_bits=64,
-        )
-        return replace(
-            probe,
-            # The engine's accumulators hold at least one of its widest products.
-            acc_bits=max(probe.product_bits, *(lay.acc_bits for lay in layers)),
-            act_depth=_depth(max(s.in_count for s in steps)),
-            weight_depth=_depth(sum(filter_blocks(s.layer, probe) * s.layer.fan_in for s in steps)),
-            bias_depth=_depth(sum(filter_blocks(s.layer, probe) for s in steps)),
-            out_depth=max(
-                s.layer.output_shape(s.in_shape)[1] * s.layer.output_shape(s.in_shape)[2]
-                for s in steps
-            ),
-        )
-
-    def place(self, steps: Sequence[Step], params: ConvEngineParams):
-        cfgs, weights, biases = [], [], []
-        for s in steps:
-            images = conv_memory_images(s.layer, params)
-            cfgs.append(
-                conv_layer_config(s.layer, s.in_shape, s.pool, params, len(weights), len(biases))
-            )
-            weights += images["weight"]
-            biases += images["bias"]
-        return cfgs, {"weight": weights, "bias": biases}
-
-    def with_images(self, params: ConvEngineParams, images: dict) -> ConvEngineParams:
-        return replace(
-            params, init_weights=tuple(images["weight"]), init_biases=tuple(images["bias"])
-        )
-
-    def cycles(self, step: Step, params: ConvEngineParams, x: np.ndarray) -> tuple[float, float]:
-        c = conv_cycles(step.layer, step.in_shape, params, pool=step.pool)
-        return float(c.cycles), float(c.ideal_cycles)
-
-    def build(self, params: ConvEngineParams) -> wiring.Component:
-        return ConvEngine(params)
-
-
-def _stored(layer: Dense | SparseDense) -> np.ndarray:
-    return layer.stored_dense() if isinstance(layer, SparseDense) else np.asarray(layer.weight)
-
-
-@dataclass(frozen=True)
-class FCBinding:
-    """The EIE-style sparse FC unit; dense layers run on it at full density."""
-
-    kind: str
-    weight_kind: str
-    n_pe: int = 8
-    index_bits: int = 4
-    fifo_depth: int = 8
-
-    def size(self, steps: Sequence[Step], act_bits: int) -> SparseFCParams:
-        layers = [s.layer for s in steps]
-        n = self.n_pe
-        formats = [lay.weight_format for lay in layers]
-        if self.weight_kind == "codebook":
-            wbits = max(f.index_bits for f in formats)
-        elif self.weight_kind == "pow2":
-            wbits = max(f.bits for f in formats)
-        else:
-            wbits = max(f.value_bits for f in formats)
-        entries = 0
-        for lay in layers:
-            # Layers follow one another in every PE: each takes its busiest PE's entries.
-            entries += int(csc_entry_counts(_stored(lay), n, self.index_bits).sum(axis=1).max())
-        codebooks = [f for f in formats if isinstance(f, CodebookWeights)]
-        params = SparseFCParams(
-            n_pe=n,
-            weight_kind=self.weight_kind,
-            act_bits=act_bits,
-            weight_bits=wbits,
-            codebook_value_bits=max((f.value_bits for f in codebooks), default=8),
-            index_bits=self.index_bits,
-            acc_bits=62,
-            bias_bits=max(lay.bias_bits for lay in layers),
-            fifo_depth=self.fifo_depth,
-            ptr_depth=_depth(sum(lay.in_features + 1 for lay in layers)),
-            entry_depth=_depth(entries),
-            acc_depth=_depth(max(-(-lay.out_features // n) for lay in layers)),
-            bias_depth=_depth(sum(-(-lay.out_features // n) for lay in layers)),
-            codebook_depth=_depth(sum(len(f.table) for f in codebooks)) if codebooks else None,
-        )
-        # The accumulators hold at least one of the unit's widest products, and any bias.
-        acc = max(params.product_bits, params.bias_bits, *(lay.acc_bits for lay in layers))
-        return replace(params, acc_bits=acc)
-
-    def place(self, steps: Sequence[Step], params: SparseFCParams):
-        layers = [s.layer for s in steps]
-        placements = place_layers(layers, params)
-        cfgs = [
-            sparse_fc_config(lay, params, at) for lay, at in zip(layers, placements, strict=True)
-        ]
-        init = sparse_fc_init(
-            params,
-            [
-                sparse_fc_memory_images(lay, params, at)
-                for lay, at in zip(layers, placements, strict=True)
-            ],
-        )
-        return cfgs, {name: getattr(init, name) for name in ("ptr", "entry", "bias", "codebook")}
-
-    def with_images(self, params: SparseFCParams, images: dict) -> SparseFCParams:
-        from ..hw.sparse_fc import SparseFCInit
-
-        return replace(params, init=SparseFCInit(**images))
-
-    def cycles(self, step: Step, params: SparseFCParams, x: np.ndarray) -> tuple[float, float]:
-        runs = [
-            sparse_fc_cycles(
-                step.layer,
-                row,
-                n_pe=params.n_pe,
-                fifo_depth=params.fifo_depth,
-                index_bits=params.index_bits,
-            )
-            for row in x.reshape(len(x), -1)
-        ]
-        return (
-            float(np.mean([r.cycles for r in runs])),
-            float(np.mean([r.ideal_cycles for r in runs])),
-        )
-
-    def build(self, params: SparseFCParams) -> wiring.Component:
-        return SparseFC(params)
-
-
-EngineBinding = ConvBinding | FCBinding
-
-ENGINE_KINDS: dict[str, Any] = {
-    "conv_mac": ConvBinding("conv_mac", "fixed"),
-    "conv_pow2": ConvBinding("conv_pow2", "pow2"),
-    "fc_fixed": FCBinding("fc_fixed", "fixed"),
-    "fc_pow2": FCBinding("fc_pow2", "pow2"),
-    "fc_codebook": FCBinding("fc_codebook", "codebook"),
-}
+    Raises
+    ------
+    IRError
+        Naming the layer and why no engine runs it.
+    """
+    for engine in ENGINES:
+        if (
+            engine.runs(layer.kind)
+            and engine.unsupported(layer.kind, layer.weight_format.kind) is None
+        ):
+            return engine.for_layer(layer)
+    reason = check_supported(layer.kind, layer.weight_format.kind)
+    field = "weight_format" if any(e.runs(layer.kind) for e in ENGINES) else "kind"
+    raise IRError(layer.name, field, reason or "no engine runs it")

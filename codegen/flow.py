@@ -119,6 +119,7 @@ def run_flow(cfg: FlowConfig, log: Callable[[str], None] = print, quiet: bool = 
     from ..models.train import DEFAULT_EPOCHS, evaluate, save_checkpoint, train
     from ..sim.netsim import simulate
     from .build import generate
+    from .engines import check_supported
     from .plots import write_plots
     from .report_resources import build_resources
     from .summary import write_report
@@ -145,7 +146,7 @@ def run_flow(cfg: FlowConfig, log: Callable[[str], None] = print, quiet: bool = 
         net_path = out / f"{cfg.model}-{recipe}.sfnet"
 
         def do_compress(recipe: str = recipe, net_path: Path = net_path) -> dict:
-            report = compress(ckpt, recipe, net_path, quiet=quiet)
+            report = compress(ckpt, recipe, net_path, quiet=quiet, check_layer=check_supported)
             return {"net": str(net_path), "report": report}
 
         compressed[recipe] = steps.run(f"compress-{recipe}", [trained], do_compress)
@@ -158,9 +159,9 @@ def run_flow(cfg: FlowConfig, log: Callable[[str], None] = print, quiet: bool = 
             manifest = generate(load_net(compressed[recipe]["net"]), build_dir)
             return {
                 "build": str(build_dir),
-                "cycles_estimated": manifest["cycles_estimated"],
-                "steps": manifest["steps"],
-                "checksum": manifest["checksum"],
+                "cycles_estimated": manifest.cycles_estimated,
+                "steps": manifest.to_dict()["steps"],
+                "checksum": manifest.checksum,
             }
 
         # Keyed on the net's bytes, not on the compress step's result: that holds timings, and

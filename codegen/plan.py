@@ -21,17 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from ..hw.top import Top, TopEngine, TopParams, TopStep
 from ..sim.ir import Conv2d, Dense, Flatten, IRError, MaxPool2d, Net, SparseDense
-from ..sim.numerics import CodebookWeights, FixedWeights, Pow2Weights
 from ..sim.reference import run_net
-from .engines import ENGINE_KINDS, EngineBinding
+from .engines import EngineBinding, binding_for
 
-# The sequencer spends one cycle starting each step (its LAUNCH state), and a step fed from an
-# activation buffer waits one more for the first word out of the synchronous read port.
-LAUNCH_CYCLES = 1
-PREFETCH_CYCLES = 1
-
-__all__ = ["PASSES", "Plan", "Step", "compile_net"]
+__all__ = ["PASSES", "Plan", "Step", "compile_net", "top_params"]
 
 
 @dataclass(frozen=True)
@@ -82,10 +77,8 @@ def check_supported(plan: Plan) -> Plan:
     for layer in plan.net.layers:
         if isinstance(layer, MaxPool2d) and not isinstance(prev, Conv2d):
             raise IRError(layer.name, "kind", "a max pool must follow a conv layer to be fused")
-        if isinstance(layer, Conv2d) and isinstance(layer.weight_format, CodebookWeights):
-            raise IRError(
-                layer.name, "weight_format", "conv layers run fixed-point or power-of-two weights"
-            )
+        if isinstance(layer, Conv2d | Dense | SparseDense):
+            binding_for(layer)  # raises, naming the layer and the reason
         prev = layer
     return plan.noted("check_supported: every layer maps onto an engine")
 
@@ -110,22 +103,11 @@ def fuse_steps(plan: Plan) -> Plan:
     return plan.noted(f"fuse_steps: {len(layers)} layers -> {len(steps)} steps", steps=tuple(steps))
 
 
-def _engine_kind(step: Step) -> str:
-    wf = step.layer.weight_format
-    if isinstance(step.layer, Conv2d):
-        return "conv_pow2" if isinstance(wf, Pow2Weights) else "conv_mac"
-    # Dense layers run on the sparse unit at full density: one FC engine serves both forms.
-    if isinstance(wf, CodebookWeights):
-        return "fc_codebook"
-    if isinstance(wf, FixedWeights):
-        return "fc_fixed"
-    return "fc_pow2"
-
-
 def assign_engines(plan: Plan) -> Plan:
-    """One engine instance per (engine kind, weight format) the net needs."""
-    steps = tuple(replace(s, engine=_engine_kind(s)) for s in plan.steps)
-    engines = {name: ENGINE_KINDS[name] for name in dict.fromkeys(s.engine for s in steps)}
+    """One engine instance per engine flavour (engine and weight format) the net needs."""
+    bindings = [binding_for(s.layer) for s in plan.steps]
+    steps = tuple(replace(s, engine=b.name) for s, b in zip(plan.steps, bindings, strict=True))
+    engines = {b.name: b for b in bindings}
     return plan.noted(f"assign_engines: {', '.join(engines)}", steps=steps, engines=engines)
 
 
@@ -154,13 +136,13 @@ def place_weights(plan: Plan) -> Plan:
     return plan.noted("place_weights", steps=tuple(steps), images=images)
 
 
-def bind_images(plan: Plan) -> Plan:
-    """Initial memory contents become part of the engines' parameters."""
-    params = {
-        name: plan.engines[name].with_images(plan.params[name], plan.images[name])
-        for name in plan.engines
-    }
-    return plan.noted("bind_images", params=params)
+def check_fits(plan: Plan) -> Plan:
+    """Every step fits the engine sized for it (a fixed-size engine may refuse a layer)."""
+    for s in plan.steps:
+        reason = plan.engines[s.engine].fits(s, plan.params[s.engine])
+        if reason is not None:
+            raise IRError(s.layers[0], "engine", f"does not fit {s.engine}: {reason}")
+    return plan.noted("check_fits: every step fits its engine")
 
 
 # The sparse unit's cycles depend on which activations are zero: estimate them on the reference
@@ -184,7 +166,9 @@ def estimate_cycles(plan: Plan) -> Plan:
         steps.append(
             replace(
                 s,
-                cycles_estimated=round(cycles) + LAUNCH_CYCLES + (PREFETCH_CYCLES if i else 0),
+                cycles_estimated=round(cycles)
+                + Top.LAUNCH_CYCLES
+                + (Top.PREFETCH_CYCLES if i else 0),
                 cycles_ideal=ideal,
             )
         )
@@ -197,10 +181,22 @@ PASSES: tuple[Callable[[Plan], Plan], ...] = (
     fuse_steps,
     assign_engines,
     size_engines,
+    check_fits,
     place_weights,
-    bind_images,
     estimate_cycles,
 )
+
+
+def top_params(plan: Plan) -> TopParams:
+    """The frozen parameters the top level (:class:`~squeezeforge.hw.top.Top`) is built from."""
+    return TopParams(
+        act_bits=plan.act_bits,
+        steps=tuple(TopStep(s.engine, s.in_count, s.out_count, s.cfg) for s in plan.steps),
+        engines=tuple(
+            TopEngine(name, binding, plan.params[name], plan.images[name])
+            for name, binding in plan.engines.items()
+        ),
+    )
 
 
 def compile_net(net: Net) -> Plan:

@@ -22,10 +22,12 @@ def build_resources(build_dir: str | os.PathLike, target: str, *, with_fmax: boo
         raise ValueError(f"unknown target {target!r}; valid targets are {', '.join(TARGETS)}")
     build = Path(build_dir)
     manifest = read_manifest(build)
-    top = manifest["top"]
+    top = manifest.top
     verilog = (build / "top.v").read_text()
     modules = synthesize_hierarchy(verilog, top, target)
-    engines = {name: modules[f"{top}.{name}"].to_dict() for name in manifest["engines"]}
+    engines = {
+        name: modules[f"{top}.{name}"].to_dict() for name in (e.name for e in manifest.engines)
+    }
     total = modules[top]
     note = None
     if with_fmax and target in ("ice40", "ecp5"):
@@ -39,7 +41,14 @@ def build_resources(build_dir: str | os.PathLike, target: str, *, with_fmax: boo
             mhz = fmax(verilog, top, target, device=fitting[0])
             total = dataclasses.replace(total, fmax_mhz=mhz)
             note = f"Fmax on the {fitting[0]}"
-    report = {"build": str(build), "target": target, "engines": engines, "total": total.to_dict()}
+    report = {
+        "build": str(build),
+        "target": target,
+        "engines": engines,
+        # On-chip weight storage per engine, as the engines count it.
+        "storage_bytes": {e.name: e.storage_bytes for e in manifest.engines},
+        "total": total.to_dict(),
+    }
     if note:
         report["note"] = note
     return report

@@ -20,7 +20,7 @@ from amaranth.hdl import Module, Mux, Shape, ShapeLike, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .interface import check_int, discard
+from .interface import SHIFT_BITS, check_int, discard
 
 __all__ = [
     "OUT_BITS_BITS",
@@ -33,8 +33,6 @@ __all__ = [
     "requant_output_layout",
 ]
 
-#: Width of a requantization shift: shifts up to 63 cover every accumulator (<= 64 bits).
-SHIFT_BITS = 6
 #: Width of a run-time output width (2..16).
 OUT_BITS_BITS = 5
 

@@ -8,11 +8,28 @@ than the initial contents) provides the weights.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from amaranth.hdl import ShapeLike, signed
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["check_int", "discard", "engine_members"]
+from ..sim.errors import SqueezeforgeError
+from ..sim.numerics import MAX_SHIFT
+
+__all__ = ["SHIFT_BITS", "LayerFitError", "check_int", "discard", "engine_members", "pack_cfg"]
+
+#: Width of every engine's cfg requantization shift: it holds the contract's largest shift.
+SHIFT_BITS = MAX_SHIFT.bit_length()
+
+
+class LayerFitError(SqueezeforgeError, ValueError):
+    """A layer the engine's parameters cannot run; the message names the layer and the field."""
+
+    def __init__(self, layer: str, field_name: str, message: str) -> None:
+        self.layer = layer
+        self.field = field_name
+        super().__init__(f"layer {layer!r}, field {field_name!r}: {message}")
 
 
 def engine_members(cfg: ShapeLike, act_bits: int, load: wiring.Signature) -> dict:
@@ -54,3 +71,21 @@ def check_int(value: object, what: str, lo: int, hi: int | None = None) -> int:
         span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
         raise ValueError(f"{what} must be {span}, not {value}")
     return value
+
+
+def pack_cfg(layout: data.StructLayout, values: Mapping[str, int]) -> int:
+    """The ``cfg`` port as one integer (what a Verilog bench drives), from field values.
+
+    Raises
+    ------
+    ValueError
+        When a field's value does not fit its width: a bench must not drive a truncated cfg.
+    """
+    word = 0
+    for name, field in layout:
+        value = int(values[name])
+        width = field.width
+        if not 0 <= value < 1 << width:
+            raise ValueError(f"cfg field {name!r} = {value} does not fit {width} bits")
+        word |= value << field.offset
+    return word

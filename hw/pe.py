@@ -21,6 +21,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigne
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ..sim.numerics import pow2_max_shift
 from .arith import Pow2Decoder
 from .interface import check_int, discard
 
@@ -141,7 +142,7 @@ class ShiftAddPE(_PE):
         try:
             check_int(act_bits, "act_bits", 2, 16)
             check_int(code_bits, "code_bits", 2, 6)
-            max_shift = (1 << (code_bits - 2)) - 1
+            max_shift = pow2_max_shift(code_bits)
             check_int(acc_bits, "acc_bits", act_bits + max_shift + 1, MAX_ACC_BITS)
         except (TypeError, ValueError):
             discard(self)

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from squeezeforge.sim.conv_cycles import conv_cycles
+from squeezeforge.hw.conv import conv_cycles
 from squeezeforge.sim.ir import Conv2d
 from squeezeforge.sim.numerics import FixedFormat, FixedWeights
 

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from squeezeforge.sim.sparse_fc_cycles import csc_entry_counts, sparse_fc_cycles_from_counts
+from squeezeforge.hw.sparse_fc import sparse_fc_cycles_from_counts
+from squeezeforge.sim.ir import csc_entry_counts
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import sys
 import time
 
 from squeezeforge.codegen.resources import TARGETS, synthesize
-from squeezeforge.hw.conv_engine import ConvEngine, ConvEngineParams
+from squeezeforge.hw.conv import ConvEngine, ConvEngineParams
 from squeezeforge.sim.rtl import amaranth_to_verilog
 
 # (label, engine parameters, DSP inference): the MAC array also without DSP blocks, to show

@@ -1,8 +1,9 @@
 """squeezeforge.sim: the numeric contract, the net format, the golden model and the simulators.
 
 ``numerics`` defines the arithmetic once; ``ir`` the compressed-net file; ``reference`` the
-bit-accurate model every RTL result must equal; ``conv_cycles`` and ``sparse_fc_cycles`` the
-cycle models; ``rtl`` the Verilator runner; ``netsim`` the whole-net simulation of a build.
+bit-accurate model every RTL result must equal; ``manifest`` the build folder's typed manifest;
+``rtl`` the Verilator runner; ``netsim`` the whole-net simulation of a build. The engines' cycle
+models live with the engines (``hw/conv/cycles.py``, ``hw/sparse_fc/cycles.py``).
 """
 
 from .ir import (

@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import SqueezeforgeError
 from .ir import load_net
-from .manifest import read_manifest
+from .manifest import Manifest, read_manifest
 from .reference import predictions, run_net
 from .rtl import build_verilog, run_cocotb
 
@@ -30,10 +30,10 @@ class SimulationError(SqueezeforgeError, ValueError):
     """A request the simulator cannot run (too many images, a broken build)."""
 
 
-def _golden(net, manifest: dict, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+def _golden(net, manifest: Manifest, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     taps = run_net(net, x, taps=True)
     names = [layer.name for layer in net.layers]
-    step_taps = [taps[names.index(s["layers"][-1])] for s in manifest["steps"]]
+    step_taps = [taps[names.index(s.layers[-1])] for s in manifest.steps]
     return taps[-1], [t.reshape(len(x), -1) for t in step_taps]
 
 
@@ -58,7 +58,7 @@ def simulate(build_dir: str | os.PathLike, images: int = 10, *, waves: bool = Fa
 
     sim_dir = build_verilog(
         (build / "top.v").read_text(),
-        manifest["top"],
+        manifest.top,
         # A traced build is slower: keep it beside the plain one rather than replace it.
         build / ("sim_build_waves" if waves else "sim_build"),
         waves=waves,
@@ -70,14 +70,19 @@ def simulate(build_dir: str | os.PathLike, images: int = 10, *, waves: bool = Fa
             case,
             inputs=x.reshape(images, -1),
             expected=expected,
-            n_steps=len(manifest["steps"]),
+            n_steps=len(manifest.steps),
         )
         result = run_cocotb(
             sim_dir,
-            manifest["top"],
+            manifest.top,
             "top_bench",
             BENCH_DIR,
-            extra_env={"SQUEEZEFORGE_CASE": str(case), "SQUEEZEFORGE_RESULT": str(result_path)},
+            extra_env={
+                "SQUEEZEFORGE_CASE": str(case),
+                "SQUEEZEFORGE_RESULT": str(result_path),
+                # The bench drives the ports the top's signature gave, not names of its own.
+                "SQUEEZEFORGE_PORTS": json.dumps({p.path: p.name for p in manifest.ports}),
+            },
             waves=waves,
         )
         if not result_path.is_file():
@@ -99,7 +104,7 @@ def simulate(build_dir: str | os.PathLike, images: int = 10, *, waves: bool = Fa
     per_step = np.mean([m["step_cycles"] for m in measured], axis=0)
     report = {
         "build": str(build),
-        "net": manifest["net"],
+        "net": manifest.net,
         "images": images,
         "bit_exact": int(sum(exact)),
         "golden_consistent": golden_consistent,
@@ -107,16 +112,16 @@ def simulate(build_dir: str | os.PathLike, images: int = 10, *, waves: bool = Fa
         "cycles_per_inference": float(np.mean(cycles)),
         "cycles_min": int(min(cycles)),
         "cycles_max": int(max(cycles)),
-        "cycles_estimated": manifest["cycles_estimated"],
+        "cycles_estimated": manifest.cycles_estimated,
         "steps": [
             {
-                "index": s["index"],
-                "layers": s["layers"],
-                "engine": s["engine"],
+                "index": s.index,
+                "layers": list(s.layers),
+                "engine": s.engine,
                 "cycles_measured": float(per_step[i]),
-                "cycles_estimated": s["cycles_estimated"],
+                "cycles_estimated": s.cycles_estimated,
             }
-            for i, s in enumerate(manifest["steps"])
+            for i, s in enumerate(manifest.steps)
         ],
         "accuracy": float(np.mean(got_pred == labels)),
         "accuracy_reference": float(np.mean(predictions(reference) == labels)),
@@ -127,7 +132,7 @@ def simulate(build_dir: str | os.PathLike, images: int = 10, *, waves: bool = Fa
     return report
 
 
-def _locate(n: int, got: dict, want: np.ndarray, step_taps, manifest) -> dict:
+def _locate(n: int, got: dict, want: np.ndarray, step_taps, manifest: Manifest) -> dict:
     """First output that differs, and the first step whose written activations differ."""
     scores = np.asarray(got["scores"])
     where = {"image": n}
@@ -138,13 +143,13 @@ def _locate(n: int, got: dict, want: np.ndarray, step_taps, manifest) -> dict:
         where.update(output=i, expected=int(want[i]), got=int(scores[i]))
     taps = np.asarray(got["taps"], dtype=np.int64)
     offset = 0
-    for s, tap in zip(manifest["steps"][:-1], step_taps[:-1], strict=True):
+    for s, tap in zip(manifest.steps[:-1], step_taps[:-1], strict=True):
         ref = tap[n]
         mine = taps[offset : offset + ref.size]
         if mine.shape != ref.shape or np.any(mine != ref):
-            where["first_bad_layer"] = s["layers"][0]
+            where["first_bad_layer"] = s.layers[0]
             break
         offset += ref.size
     else:
-        where["first_bad_layer"] = manifest["steps"][-1]["layers"][0]
+        where["first_bad_layer"] = manifest.steps[-1].layers[0]
     return where

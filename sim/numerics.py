@@ -85,6 +85,7 @@ __all__ = [
     "int_range",
     "pow2_decode",
     "pow2_encode",
+    "pow2_max_shift",
     "quantize",
     "relu",
     "requantize",
@@ -208,10 +209,10 @@ class Pow2Weights:
         # Beyond 6 bits the exponent span (2**(bits-2) values) outgrows any useful shifter.
         if not isinstance(self.bits, int) or not 2 <= self.bits <= 6:
             raise FormatError(f"power-of-two weights: bit width {self.bits!r} outside 2..6")
-        if self.n1 - self.n2 + 1 != 1 << (self.bits - 2):
+        if self.n1 - self.n2 != pow2_max_shift(self.bits):
             raise FormatError(
                 f"power-of-two weights: n1={self.n1}, n2={self.n2} give {self.n1 - self.n2 + 1}"
-                f" exponents, {self.bits} bits give {1 << (self.bits - 2)}"
+                f" exponents, {self.bits} bits give {pow2_max_shift(self.bits) + 1}"
             )
 
     @classmethod
@@ -227,7 +228,7 @@ class Pow2Weights:
 
     @property
     def max_shift(self) -> int:
-        return self.n1 - self.n2
+        return pow2_max_shift(self.bits)
 
     @property
     def value_bits(self) -> int:
@@ -345,21 +346,39 @@ def weight_format_from_dict(d: dict) -> WeightFormat:
     raise FormatError(f"unknown weight format kind {kind!r} (fixed, pow2, codebook)")
 
 
-def pow2_encode(values: np.ndarray, fmt: Pow2Weights) -> np.ndarray:
-    """Hardware codes of stored power-of-two values: sign on top, ``e - n2 + 1`` below, 0 = zero."""
+def pow2_max_shift(bits: int) -> int:
+    """Largest exponent offset ``e - n2`` of ``bits``-bit power-of-two weights.
+
+    One bit is the sign and one code (0) is zero, so ``bits`` bits hold ``2**(bits - 2)``
+    exponents. Every shifter width and code check derives from this one rule.
+    """
+    return (1 << (bits - 2)) - 1
+
+
+def _code_bits(fmt: Pow2Weights | int) -> int:
+    # An engine's codes are as wide as its shifter, which may be wider than a layer's format.
+    return fmt if isinstance(fmt, int) else fmt.bits
+
+
+def pow2_encode(values: np.ndarray, fmt: Pow2Weights | int) -> np.ndarray:
+    """Hardware codes of stored power-of-two values: sign on top, ``e - n2 + 1`` below, 0 = zero.
+
+    ``fmt`` is the layer's format or the code width of an engine (an int).
+    """
     v = np.asarray(values, dtype=np.int64)
     a = np.abs(v)
     # log2 of an exact power of two; zero maps to code 0 below.
     shift = np.where(a > 0, np.log2(np.maximum(a, 1)).round().astype(np.int64), -1)
     mag = np.where(a > 0, shift + 1, 0)
-    sign = (v < 0).astype(np.int64) << (fmt.bits - 1)
+    sign = (v < 0).astype(np.int64) << (_code_bits(fmt) - 1)
     return sign | mag
 
 
-def pow2_decode(codes: np.ndarray, fmt: Pow2Weights) -> np.ndarray:
+def pow2_decode(codes: np.ndarray, fmt: Pow2Weights | int) -> np.ndarray:
+    bits = _code_bits(fmt)
     c = np.asarray(codes, dtype=np.int64)
-    mag = c & ((1 << (fmt.bits - 1)) - 1)
-    neg = (c >> (fmt.bits - 1)) & 1
+    mag = c & ((1 << (bits - 1)) - 1)
+    neg = (c >> (bits - 1)) & 1
     val = np.where(mag > 0, np.left_shift(1, np.maximum(mag - 1, 0)), 0)
     return np.where(neg == 1, -val, val)
 

@@ -10,7 +10,7 @@ from .filters import FilterPrune, remove_filters
 from .fixed import FixedPoint, calibrate
 from .inq import INQ, inq_round
 from .lowrank import LowRank
-from .pipeline import compress, compress_model
+from .pipeline import LayerCheck, compress, compress_model, planned_layer_kinds
 from .prune import MagnitudePrune, prune_below, prune_to_sparsity
 from .recipe import ExportOptions, FinetuneOnly, Recipe, load_recipe, parse_recipe, shipped_recipes
 from .report import layer_costs, net_costs, report_markdown
@@ -25,6 +25,7 @@ __all__ = [
     "Finetune",
     "FinetuneOnly",
     "FixedPoint",
+    "LayerCheck",
     "MagnitudePrune",
     "Recipe",
     "WeightShare",
@@ -38,6 +39,7 @@ __all__ = [
     "load_recipe",
     "net_costs",
     "parse_recipe",
+    "planned_layer_kinds",
     "prune_below",
     "prune_to_sparsity",
     "remove_filters",

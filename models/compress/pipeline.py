@@ -2,7 +2,9 @@
 
 Order of work, so that mistakes surface before anything slow runs: the recipe is parsed and
 validated, the checkpoint loaded, the model checked for modules the IR cannot express, and every
-layer name the recipe mentions checked against the model. Only then do the passes train.
+layer name the recipe mentions checked against the model, and (when the caller passes an
+engine check, as ``squeezeforge compress`` does) every layer's planned weight format checked
+against the engines. Only then do the passes train.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import numpy as np
 from torch import nn
 
 from squeezeforge.sim.errors import UserError
-from squeezeforge.sim.ir import Net, check_writable, save_net
+from squeezeforge.sim.ir import Conv2d, Dense, Net, check_writable, save_net
 from squeezeforge.sim.reference import predictions
 
 from ..capture import capture, is_stack
@@ -31,7 +33,42 @@ from .fixed import FixedPoint
 from .recipe import Recipe, load_recipe
 from .report import net_costs
 
-__all__ = ["compress", "compress_model"]
+__all__ = ["LayerCheck", "compress", "compress_model", "planned_layer_kinds"]
+
+#: Why no engine runs a layer of an IR layer kind with a weight kind, or None (the compiler's
+#: ``squeezeforge.codegen.engines.check_supported``; models does not read the engines itself).
+LayerCheck = Callable[[str, str], str | None]
+
+# The passes that give a layer its weight kind; every other layer ends with fixed-point weights
+# (inq and share refuse a layer that already has a weight format, so at most one applies).
+_WEIGHT_KIND_OF_PASS = {"inq": "pow2", "share": "codebook"}
+
+
+def planned_layer_kinds(recipe: Recipe, model: nn.Module) -> dict[str, tuple[str, str]]:
+    """Each compressed layer's IR layer kind and weight kind after ``recipe``, known before
+    any training (``model`` as :func:`~squeezeforge.models.quant.prepare` returns it)."""
+    kinds = {
+        name: (Conv2d.kind if m.is_conv else Dense.kind, "fixed")
+        for name, m in select_layers(model, "all", f"recipe {recipe.name!r}")
+    }
+    for i, step in enumerate(recipe.steps):
+        weight_kind = _WEIGHT_KIND_OF_PASS.get(step.kind)
+        if weight_kind is None:
+            continue
+        what = f"recipe {recipe.name!r}: steps[{i}] ({step.kind})"
+        for name, _ in select_layers(model, step.layers, what):
+            kinds[name] = (kinds[name][0], weight_kind)
+    return kinds
+
+
+def _check_engines(recipe: Recipe, model: nn.Module, check_layer: LayerCheck) -> None:
+    for name, (layer_kind, weight_kind) in planned_layer_kinds(recipe, model).items():
+        reason = check_layer(layer_kind, weight_kind)
+        if reason is not None:
+            raise UserError(
+                f"recipe {recipe.name!r}: layer {name!r} would get {weight_kind} weights, which"
+                f" no engine runs ({reason})"
+            )
 
 
 def _check_layer_names(recipe: Recipe, model: nn.Module) -> None:
@@ -78,14 +115,21 @@ def compress_model(
     seed: int,
     model_name: str,
     quiet: bool = True,
+    check_layer: LayerCheck | None = None,
 ) -> tuple[nn.Module, Net, dict[str, Any]]:
     """Run ``recipe`` on a float ``model``; return the compressed torch model, its IR net and the
-    report (without the output path)."""
+    report (without the output path).
+
+    ``check_layer`` refuses, before any training, a recipe that gives a layer a weight format
+    no engine runs (e.g. a codebook conv).
+    """
     check_supported(model)
     with deterministic(seed):
         teacher = copy.deepcopy(model).eval()
         prepared = prepare(model)
         _check_layer_names(recipe, prepared)
+        if check_layer is not None:
+            _check_engines(recipe, prepared, check_layer)
         float_acc = evaluate(teacher, data.x_test, data.y_test)
         steps = list(recipe.steps)
         if not any(isinstance(s, FixedPoint) for s in steps):
@@ -158,12 +202,14 @@ def compress(
     data: Dataset | None = None,
     seed: int | None = None,
     quiet: bool = True,
+    check_layer: LayerCheck | None = None,
 ) -> dict[str, Any]:
     """Compress a checkpoint (path or loaded) or a float model with ``recipe`` (a shipped name,
     a TOML path or a parsed :class:`Recipe`), write the IR net to ``out_path`` atomically and
     return the report dict (see ``docs/compression.md``).
 
     ``seed`` overrides the recipe's; the same seed gives a byte-identical net file.
+    ``check_layer`` is passed to :func:`compress_model`.
     """
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     # Fine-tuning takes minutes: an output that cannot be written is reported before it.
@@ -192,6 +238,7 @@ def compress(
         seed=recipe.seed if seed is None else seed,
         model_name=name,
         quiet=quiet,
+        check_layer=check_layer,
     )
     save_net(net, out_path)
     return {"net": str(Path(out_path)), **report}

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from squeezeforge.sim.ir import Net, SparseDense
+from squeezeforge.sim.ir import Net, SparseDense, busiest_pe_entries
 from squeezeforge.sim.numerics import CodebookWeights
 
 __all__ = ["layer_costs", "net_costs", "report_markdown"]
@@ -42,7 +42,7 @@ def layer_costs(layer: Any, in_shape: tuple[int, ...]) -> dict[str, Any]:
         entries = layer.entries
         weight_bits = entries * wf.stored_bits
         # Each PE keeps its own entries and pointers (EIE), so a pointer only spans its PE's part.
-        per_pe = int((layer.ptr[:, -1] - layer.ptr[:, 0]).max()) if layer.ptr.size else 0
+        per_pe = busiest_pe_entries(layer, layer.n_pe, layer.index_bits)
         pointer_bits = max(1, math.ceil(math.log2(per_pe + 1)))
         index_bits = entries * layer.index_bits + int(layer.ptr.size) * pointer_bits
         storage = "sparse"

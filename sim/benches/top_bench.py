@@ -6,6 +6,10 @@ concatenated). The bench runs the images one after another, records what the des
 and how many cycles each step took, writes all of it to ``SQUEEZEFORGE_RESULT`` (JSON), and
 then fails - naming the image, the output index, expected and got - if any score differs from
 the reference. The Python side reads the JSON for the report either way.
+
+The ports come from the build's manifest (``SQUEEZEFORGE_PORTS``: signature path to Verilog
+name), which takes them from the top level's signature; a port the bench needs and the top does
+not have is named in the failure.
 """
 
 from __future__ import annotations
@@ -21,53 +25,85 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 # A hung design must not hang the flow: no step of any net here takes this many cycles.
 MAX_CYCLES_PER_IMAGE = 5_000_000
 
+# What the bench drives and watches, by signature path.
+_USED = (
+    "clk",
+    "rst",
+    "start",
+    "busy",
+    "done",
+    "cycles",
+    "step",
+    "i_pixel.valid",
+    "i_pixel.ready",
+    "i_pixel.payload",
+    "o_score.valid",
+    "o_score.ready",
+    "o_score.payload",
+    "tap.valid",
+    "tap.data",
+)
 
-async def _reset(dut) -> None:
-    dut.rst.value = 1
-    dut.start.value = 0
-    dut.i_pixel__valid.value = 0
-    dut.i_pixel__payload.value = 0
-    dut.o_score__ready.value = 1
+
+class _Ports:
+    """The top level's ports by signature path: ``ports["i_pixel.valid"]``."""
+
+    def __init__(self, dut, names: dict[str, str]) -> None:
+        missing = [path for path in _USED if path not in names]
+        if missing:
+            raise AssertionError(f"the top level has no port {', '.join(missing)}")
+        self._handles = {path: getattr(dut, names[path]) for path in _USED}
+
+    def __getitem__(self, path: str):
+        return self._handles[path]
+
+
+async def _reset(ports: _Ports) -> None:
+    ports["rst"].value = 1
+    ports["start"].value = 0
+    ports["i_pixel.valid"].value = 0
+    ports["i_pixel.payload"].value = 0
+    ports["o_score.ready"].value = 1
     for _ in range(3):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
+        await RisingEdge(ports["clk"])
+    ports["rst"].value = 0
 
 
-async def _one_image(dut, pixels: list[int], n_steps: int) -> dict:
+async def _one_image(ports: _Ports, pixels: list[int], n_steps: int) -> dict:
     """Run one inference; a cycle-by-cycle loop, sampling after the falling-edge writes."""
-    await FallingEdge(dut.clk)
-    dut.start.value = 1
-    await FallingEdge(dut.clk)
-    dut.start.value = 0
+    await FallingEdge(ports["clk"])
+    ports["start"].value = 1
+    await FallingEdge(ports["clk"])
+    ports["start"].value = 0
     idx = 0
     scores: list[int] = []
     taps: list[int] = []
     step_cycles = [0] * n_steps
     for _ in range(MAX_CYCLES_PER_IMAGE):
         if idx < len(pixels):
-            dut.i_pixel__valid.value = 1
-            dut.i_pixel__payload.value = int(pixels[idx])
+            ports["i_pixel.valid"].value = 1
+            ports["i_pixel.payload"].value = int(pixels[idx])
         else:
-            dut.i_pixel__valid.value = 0
+            ports["i_pixel.valid"].value = 0
         await ReadOnly()
-        if idx < len(pixels) and int(dut.i_pixel__ready.value):
+        if idx < len(pixels) and int(ports["i_pixel.ready"].value):
             idx += 1
-        if int(dut.o_score__valid.value):
-            scores.append(dut.o_score__payload.value.to_signed())
-        elif int(dut.tap__valid.value):
-            taps.append(dut.tap__data.value.to_signed())
-        if int(dut.busy.value):
-            step_cycles[int(dut.step.value)] += 1
-        if int(dut.done.value):
-            await FallingEdge(dut.clk)
+        if int(ports["o_score.valid"].value):
+            scores.append(ports["o_score.payload"].value.to_signed())
+        elif int(ports["tap.valid"].value):
+            taps.append(ports["tap.data"].value.to_signed())
+        if int(ports["busy"].value):
+            step_cycles[int(ports["step"].value)] += 1
+        if int(ports["done"].value):
+            await FallingEdge(ports["clk"])
             return {
                 "scores": scores,
                 "taps": taps,
-                "cycles": int(dut.cycles.value),
+                "cycles": int(ports["cycles"].value),
                 "step_cycles": step_cycles,
                 "pixels_taken": idx,
             }
-        await FallingEdge(dut.clk)
+        await FallingEdge(ports["clk"])
     raise TimeoutError(f"no done after {MAX_CYCLES_PER_IMAGE} cycles")
 
 
@@ -76,11 +112,12 @@ async def run_images(dut) -> None:
     case = np.load(os.environ["SQUEEZEFORGE_CASE"])
     inputs, expected = case["inputs"], case["expected"]
     n_steps = int(case["n_steps"])
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    await _reset(dut)
+    ports = _Ports(dut, json.loads(os.environ["SQUEEZEFORGE_PORTS"]))
+    cocotb.start_soon(Clock(ports["clk"], 10, unit="ns").start())
+    await _reset(ports)
     images = []
     for n in range(inputs.shape[0]):
-        images.append(await _one_image(dut, inputs[n].tolist(), n_steps))
+        images.append(await _one_image(ports, inputs[n].tolist(), n_steps))
     with open(os.environ["SQUEEZEFORGE_RESULT"], "w") as f:
         json.dump({"images": images}, f)
     # The scoreboard: every score equal to the reference, bit for bit.

@@ -3,7 +3,7 @@
 The case file named by ``CONV_BENCH_CASES`` (JSON, written by the pytest function) lists
 layers: the packed ``cfg``, the weight and bias memory words, the input activations in
 (C, H, W) order, the expected outputs from :mod:`squeezeforge.sim.reference`, the output shape,
-the cycles :func:`squeezeforge.sim.conv_cycles.conv_cycles` predicts, and the probabilities with
+the cycles :func:`squeezeforge.hw.conv.cycles.conv_cycles` predicts, and the probabilities with
 which the bench offers an input and accepts an output each cycle (1.0: no stalls, and then the
 measured cycles are checked against the model).
 

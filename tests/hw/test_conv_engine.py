@@ -10,26 +10,23 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from squeezeforge.hw.conv_driver import (
-    LayerFitError,
+from squeezeforge.hw.conv import (
+    ConvEngine,
+    ConvEngineParams,
+    FoldSequencer,
     check_conv_fits,
+    conv_cfg_layout,
+    conv_cycles,
     conv_layer_config,
     conv_load_writes,
     conv_memory_images,
     conv_output_shape,
-    pack_cfg,
 )
-from squeezeforge.hw.conv_engine import (
-    ConvEngine,
-    ConvEngineParams,
-    FoldSequencer,
-    conv_cfg_layout,
-)
+from squeezeforge.hw.interface import LayerFitError, pack_cfg
 from squeezeforge.hw.pe import MacPE, ShiftAddPE
 from squeezeforge.hw.testing import run_testbench
-from squeezeforge.sim.conv_cycles import conv_cycles
 from squeezeforge.sim.ir import Conv2d
-from squeezeforge.sim.numerics import Pow2Weights, pow2_decode, pow2_encode
+from squeezeforge.sim.numerics import Pow2Weights, pow2_decode, pow2_encode, pow2_max_shift
 from squeezeforge.sim.random_layers import random_activations, random_conv2d
 from squeezeforge.sim.reference import maxpool2x2, run_layer
 
@@ -148,7 +145,7 @@ def test_mac_pe_sums_folds_without_bubbles():
 
 @pytest.mark.parametrize("bits", [2, 3, 6])
 def test_shift_add_pe_applies_every_code(bits):
-    fmt = Pow2Weights(bits=bits, n1=(1 << (bits - 2)) - 1, n2=0)
+    fmt = Pow2Weights(bits=bits, n1=pow2_max_shift(bits), n2=0)
     stored = [0] + [s * (1 << e) for e in range(fmt.max_shift + 1) for s in (1, -1)]
     codes = pow2_encode(np.asarray(stored), fmt)
     assert list(pow2_decode(codes, fmt)) == stored
@@ -206,7 +203,7 @@ def test_memory_images_hold_the_weights_in_step_order():
             if kind == "fixed":
                 got = np.where(lanes >= 1 << (lb - 1), lanes - (1 << lb), lanes)
             else:
-                got = pow2_decode(lanes, Pow2Weights(bits=lb, n1=(1 << (lb - 2)) - 1, n2=0))
+                got = pow2_decode(lanes, lb)
             assert list(got) == list(layer.weight[m].reshape(-1))
             bias = (images["bias"][block] >> (lane * params.acc_bits)) & ((1 << 32) - 1)
             assert bias - ((bias >> 31) << 32) == layer.bias[m]
@@ -235,11 +232,11 @@ def test_layer_config_and_packing():
         "weight_base": 3,
         "bias_base": 1,
     }
-    word = pack_cfg(cfg, params)
+    word = pack_cfg(conv_cfg_layout(params), cfg)
     for name, field in conv_cfg_layout(params):
         assert (word >> field.offset) & ((1 << field.width) - 1) == cfg[name]
     with pytest.raises(ValueError, match="cfg field 'stride' = 300 does not fit 8 bits"):
-        pack_cfg({**cfg, "stride": 300}, params)
+        pack_cfg(conv_cfg_layout(params), {**cfg, "stride": 300})
 
 
 def test_layers_that_do_not_fit_are_named():
@@ -313,7 +310,7 @@ def test_fold_sequencer_walks_the_gemm(kernel, stride, padding, shape, rows, out
     folds = []
 
     async def testbench(ctx):
-        ctx.set(seq.cfg.as_value(), pack_cfg(cfg, params))
+        ctx.set(seq.cfg.as_value(), pack_cfg(conv_cfg_layout(params), cfg))
         ctx.set(seq.act_ready, 1)
         # The transpose buffer is never full here.
         ctx.set(seq.emitted_blocks, params.bias_depth + 1)
@@ -402,7 +399,7 @@ async def run_layers(
             await ctx.tick()
         ctx.set(dut.load.en, 0)
         cfg = conv_layer_config(layer, x.shape, pool, params, weight_base, bias_base)
-        ctx.set(dut.cfg.as_value(), pack_cfg(cfg, params))
+        ctx.set(dut.cfg.as_value(), pack_cfg(conv_cfg_layout(params), cfg))
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)

@@ -11,15 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from squeezeforge.hw.conv_driver import (
+from squeezeforge.hw.conv import (
+    ConvEngine,
+    ConvEngineParams,
     check_conv_fits,
+    conv_cfg_layout,
+    conv_cycles,
     conv_layer_config,
     conv_memory_images,
     conv_output_shape,
-    pack_cfg,
 )
-from squeezeforge.hw.conv_engine import ConvEngine, ConvEngineParams
-from squeezeforge.sim.conv_cycles import conv_cycles
+from squeezeforge.hw.interface import pack_cfg
 from squeezeforge.sim.ir import Conv2d
 from squeezeforge.sim.numerics import FixedFormat
 from squeezeforge.sim.random_layers import random_activations, random_conv2d
@@ -135,7 +137,7 @@ def case(
     images = conv_memory_images(layer, params)
     return {
         "name": name,
-        "cfg": pack_cfg(conv_layer_config(layer, x.shape, pool, params), params),
+        "cfg": pack_cfg(conv_cfg_layout(params), conv_layer_config(layer, x.shape, pool, params)),
         "weight": images["weight"],
         "bias": images["bias"],
         "x": [int(v) for v in x.reshape(-1)],

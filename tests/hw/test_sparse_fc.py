@@ -14,18 +14,17 @@ from amaranth.hdl import unsigned
 from amaranth.sim import Simulator
 
 from squeezeforge.hw.fifo import StreamFIFO
+from squeezeforge.hw.interface import pack_cfg
 from squeezeforge.hw.sparse_fc import (
     PointerBanks,
     SparseFC,
     SparseFCMemory,
     SparseFCParams,
-)
-from squeezeforge.hw.sparse_fc_driver import (
     SparseFCPlacement,
     load_writes,
-    pack_cfg,
     place_layers,
     sparse_fc_config,
+    sparse_fc_cycles,
     sparse_fc_init,
     sparse_fc_layer,
     sparse_fc_memory_images,
@@ -35,7 +34,6 @@ from squeezeforge.sim.ir import Dense, SparseDense
 from squeezeforge.sim.numerics import FixedFormat, FixedWeights
 from squeezeforge.sim.random_layers import random_activations, random_dense, random_sparse_dense
 from squeezeforge.sim.reference import run_layer
-from squeezeforge.sim.sparse_fc_cycles import sparse_fc_cycles
 
 MAX_CYCLES = 20_000
 WEIGHT_BITS = {"codebook": 4, "pow2": 6, "fixed": 8}
@@ -427,7 +425,7 @@ def test_driver_reencodes_for_the_unit_and_packs_cfg():
     np.testing.assert_array_equal(enc.stored_dense(), layer.stored_dense())
     cfg = sparse_fc_config(layer, params)
     const = params.cfg_layout().const(cfg)
-    assert pack_cfg(params, cfg) == const.as_value().value
+    assert pack_cfg(params.cfg_layout(), cfg) == const.as_value().value
 
 
 def test_driver_init_rejects_overlapping_layers():

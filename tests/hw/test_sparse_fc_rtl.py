@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from squeezeforge.hw.sparse_fc import SparseFC, SparseFCParams
-from squeezeforge.hw.sparse_fc_driver import (
+from squeezeforge.hw.interface import pack_cfg
+from squeezeforge.hw.sparse_fc import (
+    SparseFC,
+    SparseFCParams,
     load_writes,
-    pack_cfg,
     sparse_fc_config,
+    sparse_fc_cycles,
     sparse_fc_memory_images,
 )
 from squeezeforge.sim.ir import SparseDense
@@ -25,7 +27,6 @@ from squeezeforge.sim.random_layers import (
 )
 from squeezeforge.sim.reference import run_layer
 from squeezeforge.sim.rtl import RtlResult, amaranth_to_verilog, build_verilog, run_cocotb
-from squeezeforge.sim.sparse_fc_cycles import sparse_fc_cycles
 
 BENCH_DIR = Path(__file__).parent
 BENCH = "_sparse_fc_bench"
@@ -93,7 +94,7 @@ def case_entry(
     )
     return {
         "name": layer.name,
-        "cfg": pack_cfg(params, cfg),
+        "cfg": pack_cfg(params.cfg_layout(), cfg),
         "writes": writes.tolist(),
         "x": [int(v) for v in x],
         "expected": [int(v) for v in run_layer(layer, x[None])[0]],

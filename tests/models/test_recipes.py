@@ -19,6 +19,7 @@ from squeezeforge.models.compress import (
     pipeline,
     shipped_recipes,
 )
+from squeezeforge.models.quant import prepare
 from squeezeforge.models.train import save_checkpoint
 from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import load_net, net_to_bytes
@@ -192,3 +193,28 @@ def test_layers_are_selected_by_name_kind_or_position():
         per_layer(model, {"fc[1]": 0.5, "fc[-1]": 0.7}, fc, "prune")
     with pytest.raises(UserError, match=r"'conv\[0\]' is layer '0', not among the selected"):
         per_layer(model, {"conv[0]": 0.5}, fc, "prune")
+
+
+def test_a_layer_no_engine_runs_is_refused_before_training(
+    monkeypatch, digits, cnn_short, tmp_path
+):
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started before the engines were asked")
+
+    monkeypatch.setattr("squeezeforge.models.compress.base.fit", no_training)
+    monkeypatch.setattr(pipeline, "load_digits", lambda: digits)
+    ckpt = save_checkpoint(tmp_path / "cnn.pt", "cnn", cnn_short)
+    recipe = tmp_path / "coded-conv.toml"
+    recipe.write_text('[[steps]]\npass = "share"\nlayers = "all"\nbits = 4\nepochs = 1\n')
+    parser = argparse.ArgumentParser()
+    compress_cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["compress", str(ckpt), "--recipe", str(recipe), "-o", "x.sfnet"])
+    with pytest.raises(UserError, match=r"layer 'conv1' would get codebook weights, which no"):
+        args.func(args)
+    # The same recipe with the codebooks on the FC layers only passes the check.
+    kinds = pipeline.planned_layer_kinds(
+        parse_recipe({"steps": [{"pass": "share", "layers": "fc"}]}), prepare(cnn_short)
+    )
+    assert {k for k, (layer, _) in kinds.items() if layer == "conv2d"} == {"conv1", "conv2"}
+    assert {w for layer, w in kinds.values() if layer == "dense"} == {"codebook"}
+    assert {w for layer, w in kinds.values() if layer == "conv2d"} == {"fixed"}

@@ -1,7 +1,7 @@
 """Map an IR layer to the sparse FC unit: ``cfg`` values and memory images at base addresses.
 
 Pure Python, used by the cocotb benches (images written through the ``load`` port) and by the
-whole-net flow (images merged into :class:`~squeezeforge.hw.sparse_fc.SparseFCInit`, the
+whole-net flow (images merged into :class:`~squeezeforge.hw.sparse_fc.engine.SparseFCInit`, the
 memories' initial contents, several layers at different bases).
 """
 
@@ -12,16 +12,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..sim.ir import Dense, SparseDense
-from ..sim.numerics import CodebookWeights, FixedWeights, Pow2Weights
-from ..sim.sparse_fc_cycles import as_sparse_dense
-from .sparse_fc import SHIFT_BITS, SparseFCInit, SparseFCMemory, SparseFCParams
+from ...sim.ir import Dense, SparseDense, busiest_pe_entries
+from ...sim.numerics import CodebookWeights, FixedWeights, Pow2Weights, pow2_encode
+from ..interface import SHIFT_BITS
+from .engine import SparseFCInit, SparseFCMemory, SparseFCParams
 
 __all__ = [
     "MemoryImage",
     "SparseFCPlacement",
+    "as_sparse_dense",
     "load_writes",
-    "pack_cfg",
     "place_layers",
     "sparse_fc_config",
     "sparse_fc_init",
@@ -60,6 +60,33 @@ class MemoryImage:
     words: tuple[np.ndarray, ...]
 
 
+def as_sparse_dense(layer: Dense | SparseDense, n_pe: int, index_bits: int) -> SparseDense:
+    """The layer in CSC form for ``n_pe`` PEs and ``index_bits`` relative indices.
+
+    A :class:`Dense` layer is encoded at full density; a :class:`SparseDense` layer encoded for
+    another PE count or index width is re-encoded; otherwise the layer is returned as is.
+    """
+    if isinstance(layer, SparseDense):
+        if layer.n_pe == n_pe and layer.index_bits == index_bits:
+            return layer
+        stored = layer.stored_dense()
+    elif isinstance(layer, Dense):
+        stored = layer.weight
+    else:
+        raise TypeError(f"the sparse FC unit runs dense and sparse_dense layers, not {layer!r}")
+    return SparseDense.from_dense(
+        stored,
+        n_pe=n_pe,
+        index_bits=index_bits,
+        name=layer.name,
+        input_format=layer.input_format,
+        weight_format=layer.weight_format,
+        output_format=layer.output_format,
+        relu=layer.relu,
+        bias=layer.bias,
+    )
+
+
 def _weight_codes(layer: SparseDense, params: SparseFCParams) -> np.ndarray:
     """Hardware weight codes of the entries' stored values."""
     v = layer.v.astype(np.int64)
@@ -67,9 +94,7 @@ def _weight_codes(layer: SparseDense, params: SparseFCParams) -> np.ndarray:
     if params.weight_kind == "codebook":
         return v
     if params.weight_kind == "pow2":
-        a = np.abs(v)
-        mag = np.where(a > 0, np.log2(np.maximum(a, 1)).round().astype(np.int64) + 1, 0)
-        return ((v < 0).astype(np.int64) << (wb - 1)) | mag
+        return pow2_encode(v, wb)
     return v & ((1 << wb) - 1)
 
 
@@ -163,8 +188,7 @@ def sparse_fc_layer(
                 f" exceeds the codebook memory of {p.codebook_memory_depth} words"
             )
     encoded = as_sparse_dense(layer, p.n_pe, p.index_bits)
-    per_pe = np.diff(encoded.ptr[:, [0, -1]], axis=1).ravel()
-    worst = int(per_pe.max()) if per_pe.size else 0
+    worst = busiest_pe_entries(encoded, p.n_pe, p.index_bits)
     if at.entry_base + worst > p.entry_depth:
         raise ValueError(
             f"layer {name!r}: a PE holds {worst} entries from address {at.entry_base}, the"
@@ -192,15 +216,6 @@ def sparse_fc_config(
         "out_bits": layer.output_format.bits,
         "relu": int(layer.relu),
     }
-
-
-def pack_cfg(params: SparseFCParams, cfg: dict[str, int]) -> int:
-    """The ``cfg`` port's bits as one integer (for benches that drive the flat Verilog port)."""
-    layout = params.cfg_layout()
-    value = 0
-    for name, fld in layout:
-        value |= (int(cfg[name]) & ((1 << fld.width) - 1)) << fld.offset
-    return value
 
 
 def sparse_fc_memory_images(
@@ -307,7 +322,7 @@ def place_layers(
         enc = sparse_fc_layer(layer, params, at)
         placements.append(at)
         ptr += layer.in_features + 1
-        entry += int(np.diff(enc.ptr[:, [0, -1]], axis=1).max())
+        entry += busiest_pe_entries(enc, params.n_pe, params.index_bits)
         bias += -(-layer.out_features // params.n_pe)
         if params.weight_kind == "codebook":
             codebook += len(layer.weight_format.table)

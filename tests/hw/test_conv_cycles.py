@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from squeezeforge.sim.conv_cycles import ConvCycles, conv_cycles
+from squeezeforge.hw.conv import ConvCycles, conv_cycles
 from squeezeforge.sim.random_layers import random_conv2d
 
 

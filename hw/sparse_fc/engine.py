@@ -3,8 +3,8 @@
 The unit computes the IR's :class:`~squeezeforge.sim.ir.SparseDense` layer (and
 :class:`~squeezeforge.sim.ir.Dense`, encoded at full density) bit-exactly with the reference model,
 after Han et al., "EIE: Efficient Inference Engine on Compressed Deep Neural Network" (ISCA 2016).
-``docs/sparse_fc.md`` describes the micro-architecture; :mod:`squeezeforge.sim.sparse_fc_cycles`
-models its cycles; :mod:`squeezeforge.hw.sparse_fc_driver` maps a layer to ``cfg`` and memory
+``docs/sparse_fc.md`` describes the micro-architecture; :mod:`squeezeforge.hw.sparse_fc.cycles`
+models its cycles; :mod:`squeezeforge.hw.sparse_fc.driver` maps a layer to ``cfg`` and memory
 images.
 """
 
@@ -19,12 +19,12 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .arith import SHIFT_BITS, Pow2Decoder, Requantizer
-from .fifo import StreamFIFO
-from .interface import check_int, discard, engine_members
+from ...sim.numerics import pow2_max_shift
+from ..arith import SHIFT_BITS, Pow2Decoder, Requantizer
+from ..fifo import StreamFIFO
+from ..interface import check_int, discard, engine_members
 
 __all__ = [
-    "SHIFT_BITS",
     "WEIGHT_KINDS",
     "PointerBanks",
     "SparseFC",
@@ -195,8 +195,8 @@ class SparseFCParams:
 
     @property
     def pow2_max_shift(self) -> int:
-        """Largest shift of a power-of-two code: INQ keeps ``2**(bits - 2)`` exponents."""
-        return (1 << (self.weight_bits - 2)) - 1
+        """Largest shift of a power-of-two code of the unit's width."""
+        return pow2_max_shift(self.weight_bits)
 
     @property
     def weight_value_bits(self) -> int:
@@ -681,9 +681,17 @@ class SparseFC(wiring.Component):
         Memory writes.
     """
 
-    #: The requantizer works in the cycle of the accumulator read; the cycle model reads its
-    #: latency through this choice.
+    # Pipeline latencies the cycle model (:mod:`squeezeforge.hw.sparse_fc.cycles`) reads.
+    #: The requantizer works in the cycle of the accumulator read.
     REQUANT_PIPELINED = False
+    #: Last entry issued to the PE reporting idle: entry read, row/codebook/accumulator read,
+    #: accumulate.
+    DRAIN_AFTER_ISSUE = 3
+    #: An empty last column's pop to the PE reporting idle.
+    DRAIN_AFTER_EMPTY_POP = 2
+    #: Last row read to ``done``: the accumulator read, the requantizer's latency, the output
+    #: queue (a payload leaves it the cycle after it enters), ``done`` after the last transfer.
+    OUTPUT_TAIL = 1 + Requantizer.latency_of(REQUANT_PIPELINED) + 1 + 1
 
     def __init__(self, params: SparseFCParams) -> None:
         if not isinstance(params, SparseFCParams):

@@ -1,4 +1,4 @@
-"""The software side of :class:`~squeezeforge.hw.conv_engine.ConvEngine`: from an IR layer to the
+"""The software side of :class:`~squeezeforge.hw.conv.engine.ConvEngine`: from an IR layer to the
 engine's run-time configuration and memory images.
 
 Benches and the whole-net generator both use these functions, so a layer is laid out in one
@@ -12,16 +12,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..sim.errors import SqueezeforgeError
-from ..sim.ir import Conv2d
-from ..sim.numerics import FixedWeights, Pow2Weights, pow2_encode
-from .conv_engine import (
+from ...sim.ir import Conv2d
+from ...sim.numerics import FixedWeights, Pow2Weights, pow2_encode
+from ..interface import SHIFT_BITS, LayerFitError
+from .engine import (
     LOAD_BIASES,
     LOAD_WEIGHTS,
     OUT_BITS_BITS,
-    SHIFT_BITS,
     ConvEngineParams,
-    conv_cfg_layout,
 )
 
 __all__ = [
@@ -32,18 +30,8 @@ __all__ = [
     "conv_memory_images",
     "conv_output_shape",
     "filter_blocks",
-    "pack_cfg",
     "weight_words",
 ]
-
-
-class LayerFitError(SqueezeforgeError, ValueError):
-    """A layer the engine's parameters cannot run; the message names the layer and the field."""
-
-    def __init__(self, layer: str, field_name: str, message: str) -> None:
-        self.layer = layer
-        self.field = field_name
-        super().__init__(f"layer {layer!r}, field {field_name!r}: {message}")
 
 
 def filter_blocks(layer: Conv2d, params: ConvEngineParams) -> int:
@@ -193,19 +181,6 @@ def conv_layer_config(
     }
 
 
-def pack_cfg(values: Mapping[str, int], params: ConvEngineParams) -> int:
-    """The ``cfg`` port as one integer (what a Verilog bench drives), from field values."""
-    layout = conv_cfg_layout(params)
-    word = 0
-    for name, field in layout:
-        value = int(values[name])
-        width = field.width
-        if not 0 <= value < 1 << width:
-            raise ValueError(f"cfg field {name!r} = {value} does not fit {width} bits")
-        word |= value << field.offset
-    return word
-
-
 def _lanes(rows: Sequence[Sequence[int]] | np.ndarray, lane_bits: int) -> list[int]:
     """Pack each row of non-negative lane values into one word, lane 0 in the low bits."""
     words = []
@@ -221,9 +196,7 @@ def _weight_lanes(layer: Conv2d, params: ConvEngineParams) -> np.ndarray:
     """Stored weights as (out_channels, K) lane values of the engine's weight width."""
     stored = np.asarray(layer.weight, dtype=np.int64).reshape(layer.out_channels, -1)
     if params.weight_kind == "pow2":
-        b = params.weight_bits
-        engine_codes = Pow2Weights(bits=b, n1=(1 << (b - 2)) - 1, n2=0)
-        return pow2_encode(stored, engine_codes)
+        return pow2_encode(stored, params.weight_bits)
     return stored & ((1 << params.weight_bits) - 1)
 
 

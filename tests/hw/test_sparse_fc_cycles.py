@@ -12,18 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from squeezeforge.sim.ir import encode_csc
+from squeezeforge.hw.sparse_fc import (
+    as_sparse_dense,
+    sparse_fc_cycles,
+    sparse_fc_cycles_from_counts,
+)
+from squeezeforge.sim.ir import csc_entry_counts, encode_csc
 from squeezeforge.sim.random_layers import (
     random_activations,
     random_conv2d,
     random_dense,
     random_sparse_dense,
-)
-from squeezeforge.sim.sparse_fc_cycles import (
-    as_sparse_dense,
-    csc_entry_counts,
-    sparse_fc_cycles,
-    sparse_fc_cycles_from_counts,
 )
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_eie.py"

@@ -1,4 +1,4 @@
-"""Cycle model of the convolution engine (:class:`squeezeforge.hw.conv_engine.ConvEngine`).
+"""Cycle model of the convolution engine (:class:`squeezeforge.hw.conv.engine.ConvEngine`).
 
 A pure function of the layer's shape and the array's shape: the cycles from the ``start`` pulse
 to ``done`` when ``i_act`` is always valid and ``o_act`` always ready. It follows the engine's
@@ -16,7 +16,9 @@ schedule event by event, one filter block at a time:
 - **emission** of a block (``lanes * out_h * out_w`` reads, four per output with pooling) starts
   when it is drained and the previous block is out; block ``b`` does not start computing before
   block ``b - 2`` is out (they share half of the transpose buffer);
-- **done** 3 cycles after the last read (memory read, output queue, handshake).
+- **done** a few cycles after the last read (memory read, output queue, handshake).
+
+The pipeline latencies are the engine's own constants (:class:`ConvEngine`), not copies.
 """
 
 from __future__ import annotations
@@ -25,14 +27,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..hw.arith import Requantizer
-from ..hw.conv_engine import ConvEngine, FoldDrain, OutputEmitter
-from .ir import Conv2d
+from ...sim.ir import Conv2d
+from ..arith import Requantizer
+from .engine import ConvEngine, FoldDrain, OutputEmitter
 
 __all__ = ["ArrayShape", "ConvCycles", "conv_cycles"]
 
 # Cycle offsets of the engine's pipeline (see the module docstring), from its components.
-_SETUP_START = 3  # start cycle -> latched cfg -> sequencer start -> first setup iteration
 # From a block's last step to its drained count, beyond the skew of its last sum (row rows - 1
 # of column cols - 1, hence the - 2 against rows + cols): the drain after the sequencer's fold
 # event, the requantizer, and the count registering the last write.
@@ -124,7 +125,7 @@ def conv_cycles(
         (h + 2 * p - kh) // s,
         (w + 2 * p - kw) // s,
     )
-    run_start = _SETUP_START + setup_iterations
+    run_start = ConvEngine.SETUP_LATENCY + setup_iterations
     fold_cycles = max(k, rows + 1)
     pixel_blocks = -(-pixels // rows)
     filter_blocks = -(-m // cols)

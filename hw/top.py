@@ -1,5 +1,10 @@
 """The whole-net accelerator: engines, two activation buffers and a sequencer.
 
+:class:`Top` is built from frozen :class:`TopParams` (steps, engine instances with their
+parameters and memory images), not from the compiler's plan; ``codegen.plan.top_params`` fills
+them in. The ports below are the members of its signature; :func:`port_list` derives the Verilog
+port list from it, which the build manifest records and the cocotb bench reads.
+
 Ports
 -----
 ``start`` (in)
@@ -33,26 +38,96 @@ and writes the same buffer; the two buffers swap roles every step.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from amaranth.hdl import Module, Shape, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .plan import Plan
+from .engine import EngineBinding, Images
+from .interface import discard
 
-__all__ = ["Accelerator"]
+__all__ = ["Top", "TopEngine", "TopParams", "TopStep", "port_list"]
 
 
-class Accelerator(wiring.Component):
+@dataclass(frozen=True)
+class TopStep:
+    """One step the sequencer runs: which engine, how many words in and out, its ``cfg``."""
+
+    engine: str
+    in_count: int
+    out_count: int
+    cfg: Mapping[str, int]
+
+
+@dataclass(frozen=True, eq=False)
+class TopEngine:
+    """One engine instance: its binding, elaboration parameters and memory images."""
+
+    name: str
+    binding: EngineBinding
+    params: Any
+    images: Images
+
+
+@dataclass(frozen=True, eq=False)
+class TopParams:
+    """Everything the top level is built from (the compiler fills it in from its plan)."""
+
+    act_bits: int
+    steps: tuple[TopStep, ...]
+    engines: tuple[TopEngine, ...]
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            raise ValueError("TopParams.steps: a net needs at least one step")
+        names = {e.name for e in self.engines}
+        for k, s in enumerate(self.steps):
+            if s.engine not in names:
+                raise ValueError(f"TopParams.steps[{k}] runs on {s.engine!r}, not an engine")
+
+    @property
+    def buffer_depth(self) -> int:
+        """Words of each activation buffer: the largest output a step writes between steps."""
+        return max([s.out_count for s in self.steps[:-1]] + [1])
+
+
+def port_list(component: wiring.Component) -> list[tuple[str, str, str, int]]:
+    """The Verilog ports of ``component`` from its signature: ``(name, path, direction,
+    width)``, e.g. ``("i_pixel__valid", "i_pixel.valid", "in", 1)``.
+
+    Names are the signature paths joined with ``__``, as Amaranth names a top level's ports;
+    the clock and reset (``clk``, ``rst``) come first.
+    """
+    ports = [("clk", "clk", "in", 1), ("rst", "rst", "in", 1)]
+    for path, member, _ in component.signature.flatten(component):
+        names = [str(p) for p in path]
+        direction = "in" if member.flow == In else "out"
+        width = Shape.cast(member.shape).width
+        ports.append(("__".join(names), ".".join(names), direction, width))
+    return ports
+
+
+class Top(wiring.Component):
     """The generated top level of a net (see the module docstring for ports and timing)."""
 
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
-        self.act_bits = plan.act_bits
-        self.n_steps = len(plan.steps)
-        self.buffer_depth = max(
-            max(s.out_count for s in plan.steps[:-1]) if self.n_steps > 1 else 1, 1
-        )
+    #: The sequencer spends one cycle starting each step (its LAUNCH state).
+    LAUNCH_CYCLES = 1
+    #: A step fed from an activation buffer waits one more cycle for the first word out of the
+    #: synchronous read port.
+    PREFETCH_CYCLES = 1
+
+    def __init__(self, params: TopParams) -> None:
+        if not isinstance(params, TopParams):
+            discard(self)
+            raise TypeError(f"params must be TopParams, not {type(params).__name__}")
+        self.params = params
+        self.act_bits = params.act_bits
+        self.n_steps = len(params.steps)
+        self.buffer_depth = params.buffer_depth
         act = signed(self.act_bits)
         super().__init__(
             {
@@ -69,11 +144,11 @@ class Accelerator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        plan = self.plan
+        p = self.params
         engines = {}
-        for name, binding in plan.engines.items():
-            engines[name] = binding.build(plan.params[name])
-            m.submodules[name] = engines[name]
+        for e in p.engines:
+            engines[e.name] = e.binding.build(e.params, e.images)
+            m.submodules[e.name] = engines[e.name]
 
         bufs = []
         for k in range(2):
@@ -94,7 +169,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [self.step.eq(step), self.cycles.eq(cycles)]
 
         # Per-step constants: which engine, how many input words, its cfg.
-        in_count = Signal(range(max(s.in_count for s in plan.steps) + 1))
+        in_count = Signal(range(max(s.in_count for s in p.steps) + 1))
         cur_i_valid = Signal()
         cur_i_data = Signal(signed(self.act_bits))
         cur_i_ready = Signal()
@@ -104,12 +179,12 @@ class Accelerator(wiring.Component):
         cur_done = Signal()
         last = Signal()
         with m.Switch(step):
-            for s in plan.steps:
+            for index, s in enumerate(p.steps):
                 eng = engines[s.engine]
-                with m.Case(s.index):
+                with m.Case(index):
                     m.d.comb += [
                         in_count.eq(s.in_count),
-                        last.eq(s.index == self.n_steps - 1),
+                        last.eq(index == self.n_steps - 1),
                         eng.i_act.valid.eq(cur_i_valid),
                         eng.i_act.payload.eq(cur_i_data),
                         cur_i_ready.eq(eng.i_act.ready),
@@ -121,11 +196,11 @@ class Accelerator(wiring.Component):
                     ]
         # Each engine sees the cfg of whichever of its steps runs now (held for the whole step).
         for name, eng in engines.items():
-            mine = [s for s in plan.steps if s.engine == name]
             with m.Switch(step):
-                for s in mine:
-                    with m.Case(s.index):
-                        m.d.comb += eng.cfg.eq(eng.cfg.shape().const(s.cfg))
+                for index, s in enumerate(p.steps):
+                    if s.engine == name:
+                        with m.Case(index):
+                            m.d.comb += eng.cfg.eq(eng.cfg.shape().const(dict(s.cfg)))
 
         # Source of the step's input: the pixel stream for step 0, a buffer after that.
         for rd, _ in bufs:

@@ -35,16 +35,16 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .arith import OUT_BITS_BITS, SHIFT_BITS, Requantizer
-from .fifo import StreamFIFO
-from .interface import check_int, discard, engine_members
-from .pe import MAX_ACC_BITS, pe_for
+from ...sim.numerics import pow2_max_shift
+from ..arith import OUT_BITS_BITS, SHIFT_BITS, Requantizer
+from ..fifo import StreamFIFO
+from ..interface import check_int, discard, engine_members
+from ..pe import MAX_ACC_BITS, pe_for
 
 __all__ = [
     "LOAD_BIASES",
     "LOAD_WEIGHTS",
     "OUT_BITS_BITS",
-    "SHIFT_BITS",
     "ConvEngine",
     "ConvEngineParams",
     "FoldDrain",
@@ -159,7 +159,7 @@ class ConvEngineParams:
     @property
     def max_shift(self) -> int:
         """Largest power-of-two exponent a shift-add PE applies (0 for fixed weights)."""
-        return (1 << (self.weight_bits - 2)) - 1 if self.weight_kind == "pow2" else 0
+        return pow2_max_shift(self.weight_bits) if self.weight_kind == "pow2" else 0
 
     @property
     def lane_bits(self) -> int:
@@ -1057,7 +1057,7 @@ class ConvEngine(wiring.Component):
     Members
     -------
     cfg : In(conv_cfg_layout(params))
-        Layer configuration (see :func:`squeezeforge.hw.conv_driver.conv_layer_config`), sampled
+        Layer configuration (see :func:`squeezeforge.hw.conv.driver.conv_layer_config`), sampled
         when ``start`` is accepted.
     start : In(1)
         Starts a layer when the engine is not busy.
@@ -1089,6 +1089,10 @@ class ConvEngine(wiring.Component):
     the next ones; ``o_act.ready`` low stalls the engine only when the transpose buffer is full.
     """
 
+    # Pipeline latencies the cycle model (:mod:`squeezeforge.hw.conv.cycles`) schedules with;
+    # the drain and emitter latencies live on those components.
+    #: ``start`` -> latched cfg -> sequencer start -> first setup iteration.
+    SETUP_LATENCY = 3
     #: The per-column requantizers are pipelined (two stages after the drain).
     REQUANT_PIPELINED = True
     #: Cycles from a GEMM step leaving the sequencer to the array (the memory read).

@@ -1,4 +1,4 @@
-"""Cycle model of the EIE-style sparse FC unit (:class:`squeezeforge.hw.sparse_fc.SparseFC`).
+"""Cycle model of the EIE-style sparse FC unit (:class:`squeezeforge.hw.sparse_fc.engine.SparseFC`).
 
 The model follows the unit's micro-architecture cycle by cycle, as recurrences over the non-zero
 activations (NumPy-vectorized over the PEs), and gives the same count as the RTL from ``start``
@@ -14,10 +14,13 @@ Timing rules (cycle ``t0`` holds ``start``):
   ``s = max(n, 1)`` and ``n`` is the number of entries (padding included) of that column in the
   PE: entries issue one per cycle from ``P + 1``, the next column pops in the cycle of the last
   issue, and an empty column holds the PE for one cycle.
-- A PE is idle 3 cycles after its last issue (the pipeline drains) and 2 cycles after popping
-  its last column, whichever is later (an empty last column issues nothing).
+- A PE is idle ``DRAIN_AFTER_ISSUE`` cycles after its last issue (the pipeline drains) and
+  ``DRAIN_AFTER_EMPTY_POP`` cycles after popping its last column, whichever is later (an empty
+  last column issues nothing).
 - The output phase starts the cycle after all inputs are in and all PEs are idle, reads one
-  row per cycle, and ``done`` comes 3 cycles after the last row is read.
+  row per cycle, and ``done`` comes ``OUTPUT_TAIL`` cycles after the last row is read.
+
+The latencies are the unit's own constants (:class:`SparseFC`), not copies.
 
 Load balance as in EIE: over the compute phase (``start`` to the end of accumulation), a PE's
 busy cycles are the entries it processes; efficiency ``= 1 - bubble / total`` with the mean
@@ -31,31 +34,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ir import Dense, SparseDense
+from ...sim.ir import Dense, SparseDense, csc_entry_counts
+from .engine import SparseFC
 
 __all__ = [
     "SparseFCCycles",
-    "as_sparse_dense",
-    "csc_entry_counts",
     "sparse_fc_cycles",
     "sparse_fc_cycles_from_counts",
 ]
-
-# Cycles from the last entry issued to the PE reporting idle (entry read, row/codebook/
-# accumulator read, accumulate), and from an empty last column's pop to idle.
-_DRAIN_AFTER_ISSUE = 3
-_DRAIN_AFTER_EMPTY_POP = 2
-
-
-def _output_tail() -> int:
-    """Cycles from the last row read to done: the accumulator read, the requantizer's latency,
-    the output queue (a payload leaves it the cycle after it enters), done after the last
-    transfer."""
-    # Imported here: the hw package imports this module (through its driver) while it loads.
-    from ..hw.arith import Requantizer
-    from ..hw.sparse_fc import SparseFC
-
-    return 1 + Requantizer.latency_of(SparseFC.REQUANT_PIPELINED) + 1 + 1
 
 
 @dataclass(frozen=True)
@@ -109,70 +95,6 @@ class SparseFCCycles:
         return self.compute_cycles / self.ideal_cycles if self.ideal_cycles else float("inf")
 
 
-def csc_entry_counts(stored: np.ndarray, n_pe: int, index_bits: int) -> np.ndarray:
-    """Entries (padding included) per PE and column of :func:`~squeezeforge.sim.ir.encode_csc`.
-
-    Vectorized, so a 4096 x 4096 matrix takes well under a second.
-
-    Parameters
-    ----------
-    stored : ndarray, shape (out_features, in_features)
-        Stored weights; non-zero means a weight.
-    n_pe, index_bits
-        The interleaving and the relative-index width.
-
-    Returns
-    -------
-    ndarray, shape (n_pe, in_features)
-        ``np.diff(ptr, axis=1)`` of the encoding.
-    """
-    stored = np.asarray(stored)
-    out_f, in_f = stored.shape
-    counts = np.zeros((n_pe, in_f), dtype=np.int64)
-    rows, cols = np.nonzero(stored)
-    if rows.size == 0:
-        return counts
-    pe = rows % n_pe
-    local = rows // n_pe
-    order = np.lexsort((local, cols, pe))
-    pe, local, cols = pe[order], local[order], cols[order]
-    new_group = np.ones(rows.size, dtype=bool)
-    new_group[1:] = (pe[1:] != pe[:-1]) | (cols[1:] != cols[:-1])
-    prev = np.where(new_group, -1, np.concatenate(([-1], local[:-1])))
-    gap = local - prev - 1
-    # A gap longer than the index allows takes one padding entry per 2**index_bits rows.
-    entries = 1 + gap // (1 << index_bits)
-    np.add.at(counts, (pe, cols), entries)
-    return counts
-
-
-def as_sparse_dense(layer: Dense | SparseDense, n_pe: int, index_bits: int) -> SparseDense:
-    """The layer in CSC form for ``n_pe`` PEs and ``index_bits`` relative indices.
-
-    A :class:`Dense` layer is encoded at full density; a :class:`SparseDense` layer encoded for
-    another PE count or index width is re-encoded; otherwise the layer is returned as is.
-    """
-    if isinstance(layer, SparseDense):
-        if layer.n_pe == n_pe and layer.index_bits == index_bits:
-            return layer
-        stored = layer.stored_dense()
-    elif isinstance(layer, Dense):
-        stored = layer.weight
-    else:
-        raise TypeError(f"the sparse FC unit runs dense and sparse_dense layers, not {layer!r}")
-    return SparseDense.from_dense(
-        stored,
-        n_pe=n_pe,
-        index_bits=index_bits,
-        name=layer.name,
-        input_format=layer.input_format,
-        weight_format=layer.weight_format,
-        output_format=layer.output_format,
-        relu=layer.relu,
-        bias=layer.bias,
-    )
-
-
 def sparse_fc_cycles_from_counts(
     counts: np.ndarray,
     x_nonzero: np.ndarray,
@@ -186,7 +108,7 @@ def sparse_fc_cycles_from_counts(
     Parameters
     ----------
     counts : ndarray, shape (n_pe, in_features)
-        Entries per PE and column (:func:`csc_entry_counts`).
+        Entries per PE and column (:func:`~squeezeforge.sim.ir.csc_entry_counts`).
     x_nonzero : ndarray of bool, shape (in_features,)
         Which activations are non-zero.
     out_features : int
@@ -229,10 +151,12 @@ def sparse_fc_cycles_from_counts(
         # The pipeline drains after the last entry issued, which may belong to an earlier
         # column than the last one popped (an empty column popped in the cycle of that issue).
         last_issue = np.where(n > 0, pops + n, np.iinfo(np.int64).min // 2).max(axis=1)
-        idle = np.maximum(pops[:, -1] + _DRAIN_AFTER_EMPTY_POP, last_issue + _DRAIN_AFTER_ISSUE)
+        idle = np.maximum(
+            pops[:, -1] + SparseFC.DRAIN_AFTER_EMPTY_POP, last_issue + SparseFC.DRAIN_AFTER_ISSUE
+        )
         compute_end = max(last_accept + 1, int(idle.max()))
     # The output phase reads row i in cycle compute_end + 1 + i.
-    done = compute_end + out_features + _output_tail()
+    done = compute_end + out_features + SparseFC.OUTPUT_TAIL
     compute = compute_end - t0
     mean_busy = float(busy.mean())
     rows_per_pe = -(-out_features // n_pe)

@@ -223,6 +223,8 @@ def read_manifest(build_dir: str | os.PathLike) -> Manifest:
     if raw.get("checksum") != manifest_checksum(raw):
         raise BuildError(f"{path}: edited after generate (checksum differs); generate it again")
     manifest = Manifest.from_dict(raw, str(path))
+    if not manifest.files:
+        raise BuildError(f"{path}: lists no file hashes; generate it again")
     for name in ("top.v", "net.sfnet"):
         if name not in manifest.files:
             raise BuildError(f"{path}: lists no {name}; generate it again")

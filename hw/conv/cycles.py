@@ -33,16 +33,18 @@ from .engine import ConvEngine, FoldDrain, OutputEmitter
 
 __all__ = ["ArrayShape", "ConvCycles", "conv_cycles"]
 
-# Cycle offsets of the engine's pipeline (see the module docstring), from its components.
-# From a block's last step to its drained count, beyond the skew of its last sum (row rows - 1
-# of column cols - 1, hence the - 2 against rows + cols): the drain after the sequencer's fold
-# event, the requantizer, and the count registering the last write.
-_DRAIN_AFTER_LAST_STEP = (
-    FoldDrain.LATENCY + Requantizer.latency_of(ConvEngine.REQUANT_PIPELINED) + 1 - 2
-)
-# From the last transpose-buffer read to done: the read, the output queue (a payload leaves
-# it the cycle after it enters), and done after the last transfer.
-_DONE_AFTER_LAST_READ = OutputEmitter.READ_LATENCY + 1 + 1
+
+def _drain_after_last_step() -> int:
+    """From a block's last step to its drained count, beyond the skew of its last sum (row
+    rows - 1 of column cols - 1, hence the - 2 against rows + cols): the drain after the
+    sequencer's fold event, the requantizer, and the count registering the last write."""
+    return FoldDrain.LATENCY + Requantizer.latency_of(ConvEngine.REQUANT_PIPELINED) + 1 - 2
+
+
+def _done_after_last_read() -> int:
+    """From the last transpose-buffer read to done: the read, the output queue (a payload
+    leaves it the cycle after it enters), and done after the last transfer."""
+    return OutputEmitter.READ_LATENCY + 1 + 1
 
 
 class ArrayShape(Protocol):
@@ -138,12 +140,12 @@ def conv_cycles(
             take = max(take, emitted[b - 2] + 1)
         last_take = take + (pixel_blocks - 1) * fold_cycles
         last_step = last_take + k
-        drained = last_step + rows + cols + _DRAIN_AFTER_LAST_STEP
+        drained = last_step + rows + cols + _drain_after_last_step()
         begin = max(drained, emitted[-1] + 1) if emitted else drained
         lanes = min(cols, m - b * cols)
         emitted.append(begin + lanes * per_channel_reads)
         take = last_take + fold_cycles
-    cycles = emitted[-1] + _DONE_AFTER_LAST_READ
+    cycles = emitted[-1] + _done_after_last_read()
 
     macs = layer.macs((c, h, w))
     pes = rows * cols

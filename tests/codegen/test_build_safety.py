@@ -112,7 +112,7 @@ def test_force_replaces_a_user_folder_and_cleans_what_killed_runs_left(net, tmp_
         generate(net, mine, force=True)
     finally:
         os.umask(old_umask)
-    assert not (mine / "notes.txt").exists() and read_manifest(mine)["net"] == net.name
+    assert not (mine / "notes.txt").exists() and read_manifest(mine).net == net.name
     assert not stale.exists() and (own / "keep.txt").read_text() == "keep\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".b.mine", ".b.old", "b"]
     assert not (mine / PARTIAL_MARKER).exists()
@@ -133,7 +133,7 @@ def test_clean_stale_keeps_unmarked_folders(tmp_path: Path) -> None:
 
 def test_manifest_records_every_file(build: Path) -> None:
     manifest = read_manifest(build)
-    files = manifest["files"]
+    files = manifest.files
     on_disk = {
         p.relative_to(build).as_posix()
         for p in build.rglob("*")

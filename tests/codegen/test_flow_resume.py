@@ -35,7 +35,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> dict:
     clock = itertools.count(1)
     state = {"net_bytes": b"net v1"}
 
-    def fake_compress(ckpt, recipe, net_path, quiet=True):
+    def fake_compress(ckpt, recipe, net_path, quiet=True, **_kw):
         calls["compress"].append(recipe)
         Path(net_path).write_bytes(state["net_bytes"] + recipe.encode())
         # A report carries timings: they differ on every run even for identical output.
@@ -43,7 +43,9 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> dict:
 
     def fake_generate(net, out_dir):
         calls["generate"].append(str(out_dir))
-        return {"cycles_estimated": 10, "steps": [], "checksum": "c"}
+        return SimpleNamespace(
+            cycles_estimated=10, checksum="c", to_dict=lambda: {"steps": []}
+        )
 
     monkeypatch.setattr(models_compress, "compress", fake_compress)
     monkeypatch.setattr(train, "train", lambda *a, **k: (object(), []))

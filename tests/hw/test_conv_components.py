@@ -12,7 +12,7 @@ from amaranth.hdl import Module, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 
-from squeezeforge.hw.conv_engine import (
+from squeezeforge.hw.conv.engine import (
     ConvEngineParams,
     FoldDrain,
     OutputEmitter,

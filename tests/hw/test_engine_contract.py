@@ -10,6 +10,7 @@ import pytest
 from amaranth.hdl import Fragment
 
 from squeezeforge.hw.conv import ConvBinding, ConvEngine, conv_cycles
+from squeezeforge.hw.conv.engine import OutputEmitter
 from squeezeforge.hw.engine import EngineBinding
 from squeezeforge.hw.interface import pack_cfg
 from squeezeforge.hw.sparse_fc import (
@@ -125,7 +126,7 @@ def test_cycle_models_read_the_components_latencies(monkeypatch) -> None:
     step = _conv_step(rng, "fixed")
     params = ConvBinding("fixed").size([step], _act_bits([step]))
     before = conv_cycles(step.layer, step.in_shape, params, pool=True).cycles
-    monkeypatch.setattr(ConvEngine, "DONE_LATENCY", ConvEngine.DONE_LATENCY + 5)
+    monkeypatch.setattr(OutputEmitter, "READ_LATENCY", OutputEmitter.READ_LATENCY + 5)
     assert conv_cycles(step.layer, step.in_shape, params, pool=True).cycles == before + 5
     layer = random_sparse_dense(rng, n_pe=4)
     x = np.ones(layer.in_features, dtype=np.int64)

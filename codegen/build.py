@@ -11,8 +11,9 @@ A build folder holds
 ``net.sfnet``
     the net it was built from: the simulator's golden model runs it.
 ``manifest.json``
-    format and version, the configuration (engines and their parameters), the per-layer mapping
-    (step, engine, cfg, estimated cycles), the ports.
+    format and version, the Target it was built for, the configuration (engines and their
+    parameters), the per-layer mapping (step, engine, cfg, estimated cycles, storage bytes), the
+    ports.
 
 The folder is written as a temporary sibling and renamed into place; a build that stops half
 way leaves the previous build as it was.
@@ -33,6 +34,7 @@ import numpy as np
 from ..sim.ir import Net, load_net, net_to_bytes
 from ..sim.manifest import BUILD_FORMAT, BUILD_VERSION, BuildError, read_manifest
 from ..sim.rtl import amaranth_to_verilog
+from ..sim.target import Target, resolve_target
 from .accelerator import Accelerator
 from .plan import Plan, compile_net
 
@@ -71,6 +73,7 @@ def manifest_of(plan: Plan, top: Accelerator) -> dict:
         "version": BUILD_VERSION,
         "net": net.name,
         "top": TOP,
+        "target": plan.target.to_dict(),
         "act_bits": plan.act_bits,
         "buffer_depth": top.buffer_depth,
         "input": {"shape": list(net.input_shape), "format": net.input_format.to_dict()},
@@ -89,6 +92,9 @@ def manifest_of(plan: Plan, top: Accelerator) -> dict:
                 "cfg": s.cfg,
                 "cycles_estimated": s.cycles_estimated,
                 "cycles_ideal": s.cycles_ideal,
+                "storage_bytes": plan.engines[s.engine]
+                .storage(s, plan.target, plan.act_bits)
+                .bytes(),
             }
             for s in plan.steps
         ],
@@ -114,11 +120,16 @@ def _hex_lines(words: list[int], width: int | None = None) -> str:
     return "".join(f"{int(w) & mask:0{digits}x}\n" for w in words)
 
 
-def generate(net: Net | str | os.PathLike, out_dir: str | os.PathLike) -> dict:
-    """Compile ``net`` and write the build folder atomically; returns the manifest."""
+def generate(
+    net: Net | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    target: Target | str | os.PathLike | None = None,
+) -> dict:
+    """Compile ``net`` for ``target`` (a Target, a preset name or a TOML path; the default
+    Target when None) and write the build folder atomically; returns the manifest."""
     if not isinstance(net, Net):
         net = load_net(net)
-    return write_build(compile_net(net), out_dir)
+    return write_build(compile_net(net, resolve_target(target)), out_dir)
 
 
 def write_build(plan: Plan, out_dir: str | os.PathLike) -> dict:

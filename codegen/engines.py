@@ -3,7 +3,9 @@
 An :class:`EngineBinding` adapts one hardware block (the conv engine in its MAC or shift-add
 flavour, the sparse FC unit with one weight decoder) to the compiler's passes. The blocks, their
 drivers and their cycle models live in hw/ and sim/; this module only chooses parameters and
-lays several layers out, one after another, in one engine's memories.
+lays several layers out, one after another, in one engine's memories. How large each engine is
+(array rows x cols, FC PEs, FIFO depth, index width) comes from the
+:class:`~squeezeforge.sim.target.Target`, never from constants here.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from ..hw.sparse_fc_driver import (
     sparse_fc_memory_images,
 )
 from ..sim.conv_cycles import conv_cycles
-from ..sim.ir import Dense, SparseDense
 from ..sim.numerics import CodebookWeights, Pow2Weights
 from ..sim.sparse_fc_cycles import csc_entry_counts, sparse_fc_cycles
+from ..sim.storage import LayerStorage, layer_storage
+from ..sim.target import Target
 
 if TYPE_CHECKING:
     from amaranth.lib import wiring
@@ -43,22 +46,21 @@ def _depth(words: int) -> int:
 
 @dataclass(frozen=True)
 class ConvBinding:
-    """The conv engine: ``rows`` x ``cols`` PEs, MAC (fixed) or shift-add (pow2) flavour."""
+    """The conv engine: the Target's ``conv_rows`` x ``conv_cols`` PEs, MAC (fixed) or
+    shift-add (pow2) flavour."""
 
     kind: str
     weight_kind: str
-    rows: int = 4
-    cols: int = 4
 
-    def size(self, steps: Sequence[Step], act_bits: int) -> ConvEngineParams:
+    def size(self, steps: Sequence[Step], act_bits: int, target: Target) -> ConvEngineParams:
         layers = [s.layer for s in steps]
         wbits = [
             lw.bits if isinstance(lw, Pow2Weights) else lw.value_bits
             for lw in (lay.weight_format for lay in layers)
         ]
         probe = ConvEngineParams(
-            rows=self.rows,
-            cols=self.cols,
+            rows=target.conv_rows,
+            cols=target.conv_cols,
             weight_kind=self.weight_kind,
             weight_bits=max(wbits),
             act_bits=act_bits,
@@ -93,31 +95,31 @@ class ConvBinding:
             params, init_weights=tuple(images["weight"]), init_biases=tuple(images["bias"])
         )
 
-    def cycles(self, step: Step, params: ConvEngineParams, x: np.ndarray) -> tuple[float, float]:
+    def cycles(
+        self, step: Step, params: ConvEngineParams, x: np.ndarray, target: Target
+    ) -> tuple[float, float]:
+        # The array's shape is in params, sized from the same Target by size().
         c = conv_cycles(step.layer, step.in_shape, params, pool=step.pool)
         return float(c.cycles), float(c.ideal_cycles)
+
+    def storage(self, step: Step, target: Target, act_bits: int) -> LayerStorage:
+        return layer_storage(step.layer, target, act_bits)
 
     def build(self, params: ConvEngineParams) -> wiring.Component:
         return ConvEngine(params)
 
 
-def _stored(layer: Dense | SparseDense) -> np.ndarray:
-    return layer.stored_dense() if isinstance(layer, SparseDense) else np.asarray(layer.weight)
-
-
 @dataclass(frozen=True)
 class FCBinding:
-    """The EIE-style sparse FC unit; dense layers run on it at full density."""
+    """The EIE-style sparse FC unit (the Target's ``fc_pes``, ``fifo_depth``, ``index_bits``);
+    dense layers run on it at full density."""
 
     kind: str
     weight_kind: str
-    n_pe: int = 8
-    index_bits: int = 4
-    fifo_depth: int = 8
 
-    def size(self, steps: Sequence[Step], act_bits: int) -> SparseFCParams:
+    def size(self, steps: Sequence[Step], act_bits: int, target: Target) -> SparseFCParams:
         layers = [s.layer for s in steps]
-        n = self.n_pe
+        n = target.fc_pes
         formats = [lay.weight_format for lay in layers]
         if self.weight_kind == "codebook":
             wbits = max(f.index_bits for f in formats)
@@ -128,7 +130,8 @@ class FCBinding:
         entries = 0
         for lay in layers:
             # Layers follow one another in every PE: each takes its busiest PE's entries.
-            entries += int(csc_entry_counts(_stored(lay), n, self.index_bits).sum(axis=1).max())
+            counts = csc_entry_counts(np.asarray(lay.weight), n, target.index_bits)
+            entries += int(counts.sum(axis=1).max())
         codebooks = [f for f in formats if isinstance(f, CodebookWeights)]
         params = SparseFCParams(
             n_pe=n,
@@ -136,10 +139,10 @@ class FCBinding:
             act_bits=act_bits,
             weight_bits=wbits,
             codebook_value_bits=max((f.value_bits for f in codebooks), default=8),
-            index_bits=self.index_bits,
+            index_bits=target.index_bits,
             acc_bits=62,
             bias_bits=max(lay.bias_bits for lay in layers),
-            fifo_depth=self.fifo_depth,
+            fifo_depth=target.fifo_depth,
             ptr_depth=_depth(sum(lay.in_features + 1 for lay in layers)),
             entry_depth=_depth(entries),
             acc_depth=_depth(max(-(-lay.out_features // n) for lay in layers)),
@@ -170,14 +173,16 @@ class FCBinding:
 
         return replace(params, init=SparseFCInit(**images))
 
-    def cycles(self, step: Step, params: SparseFCParams, x: np.ndarray) -> tuple[float, float]:
+    def cycles(
+        self, step: Step, params: SparseFCParams, x: np.ndarray, target: Target
+    ) -> tuple[float, float]:
         runs = [
             sparse_fc_cycles(
                 step.layer,
                 row,
-                n_pe=params.n_pe,
-                fifo_depth=params.fifo_depth,
-                index_bits=params.index_bits,
+                n_pe=target.fc_pes,
+                fifo_depth=target.fifo_depth,
+                index_bits=target.index_bits,
             )
             for row in x.reshape(len(x), -1)
         ]
@@ -185,6 +190,9 @@ class FCBinding:
             float(np.mean([r.cycles for r in runs])),
             float(np.mean([r.ideal_cycles for r in runs])),
         )
+
+    def storage(self, step: Step, target: Target, act_bits: int) -> LayerStorage:
+        return layer_storage(step.layer, target, act_bits)
 
     def build(self, params: SparseFCParams) -> wiring.Component:
         return SparseFC(params)

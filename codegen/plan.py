@@ -3,11 +3,13 @@
 Each pass takes the plan built so far and returns a new one; a user (or a test) can run them one
 at a time and look at what each did::
 
-    plan = Plan.start(net)
+    plan = Plan.start(net, target)
     for p in PASSES:
         plan = p(plan)
 
-The plan ends with one :class:`Step` per hardware run (a conv with its pooling fused, or a
+Every pass reads the plan's :class:`~squeezeforge.sim.target.Target`: it sizes the engines, lays
+each FC matrix out in CSC over the Target's PEs and index width (the net holds only the
+matrix), and drives the cycle models. The plan ends with one :class:`Step` per hardware run (a conv with its pooling fused, or a
 fully connected layer), the engine each runs on, the engines' elaboration parameters and memory
 images, and the estimated cycles of every step.
 """
@@ -21,9 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from ..sim.errors import UserError
 from ..sim.ir import Conv2d, Dense, Flatten, IRError, MaxPool2d, Net, SparseDense
 from ..sim.numerics import CodebookWeights, FixedWeights, Pow2Weights
 from ..sim.reference import run_net
+from ..sim.storage import net_act_bits
+from ..sim.target import Target
 from .engines import ENGINE_KINDS, EngineBinding
 
 # The sequencer spends one cycle starting each step (its LAUNCH state), and a step fed from an
@@ -61,6 +66,7 @@ class Step:
 @dataclass(frozen=True)
 class Plan:
     net: Net
+    target: Target = field(default_factory=Target)
     steps: tuple[Step, ...] = ()
     engines: dict[str, EngineBinding] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
@@ -69,8 +75,8 @@ class Plan:
     log: tuple[str, ...] = ()
 
     @classmethod
-    def start(cls, net: Net) -> Plan:
-        return cls(net=net)
+    def start(cls, net: Net, target: Target | None = None) -> Plan:
+        return cls(net=net, target=target or Target())
 
     def noted(self, message: str, **changes: Any) -> Plan:
         return replace(self, log=(*self.log, message), **changes)
@@ -130,10 +136,16 @@ def assign_engines(plan: Plan) -> Plan:
 
 
 def size_engines(plan: Plan) -> Plan:
-    """Elaboration parameters: widths are the maxima over the steps; memories hold them all."""
-    act_bits = max(max(s.layer.input_format.bits, s.layer.output_format.bits) for s in plan.steps)
+    """Elaboration parameters: engine shapes from the Target; widths are the maxima over the
+    steps (or the Target's activation width); memories hold them all."""
+    widest = net_act_bits([s.layer for s in plan.steps], Target())
+    act_bits = net_act_bits([s.layer for s in plan.steps], plan.target)
+    if act_bits < widest:
+        raise UserError(
+            f"target key 'act_bits': {act_bits} bits, but the net has {widest}-bit activations"
+        )
     params = {
-        name: binding.size([s for s in plan.steps if s.engine == name], act_bits)
+        name: binding.size([s for s in plan.steps if s.engine == name], act_bits, plan.target)
         for name, binding in plan.engines.items()
     }
     return plan.noted(
@@ -180,7 +192,9 @@ def estimate_cycles(plan: Plan) -> Plan:
         step_in = x if i == 0 else taps[i - 1]
         if len(step_in) == 0:  # a net without test vectors: assume dense activations
             step_in = np.ones((1, s.in_count), dtype=np.int64)
-        cycles, ideal = plan.engines[s.engine].cycles(s, plan.params[s.engine], step_in)
+        cycles, ideal = plan.engines[s.engine].cycles(
+            s, plan.params[s.engine], step_in, plan.target
+        )
         steps.append(
             replace(
                 s,
@@ -203,8 +217,9 @@ PASSES: tuple[Callable[[Plan], Plan], ...] = (
 )
 
 
-def compile_net(net: Net) -> Plan:
-    plan = Plan.start(net)
+def compile_net(net: Net, target: Target | None = None) -> Plan:
+    """Run every pass for ``target`` (the default Target when None)."""
+    plan = Plan.start(net, target)
     for p in PASSES:
         plan = p(plan)
     return plan

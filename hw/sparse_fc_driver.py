@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..sim.ir import Dense, SparseDense
+from ..sim.ir import CscMatrix, Dense, SparseDense
 from ..sim.numerics import CodebookWeights, FixedWeights, Pow2Weights
-from ..sim.sparse_fc_cycles import as_sparse_dense
+from ..sim.sparse_fc_cycles import as_csc
 from .sparse_fc import SHIFT_BITS, SparseFCInit, SparseFCMemory, SparseFCParams
 
 __all__ = [
@@ -60,9 +60,9 @@ class MemoryImage:
     words: tuple[np.ndarray, ...]
 
 
-def _weight_codes(layer: SparseDense, params: SparseFCParams) -> np.ndarray:
+def _weight_codes(enc: CscMatrix, params: SparseFCParams) -> np.ndarray:
     """Hardware weight codes of the entries' stored values."""
-    v = layer.v.astype(np.int64)
+    v = enc.v.astype(np.int64)
     wb = params.weight_bits
     if params.weight_kind == "codebook":
         return v
@@ -73,7 +73,7 @@ def _weight_codes(layer: SparseDense, params: SparseFCParams) -> np.ndarray:
     return v & ((1 << wb) - 1)
 
 
-def _check_weights(layer: SparseDense, params: SparseFCParams) -> None:
+def _check_weights(layer: Dense | SparseDense, params: SparseFCParams) -> None:
     wf = layer.weight_format
     kind = params.weight_kind
     if wf.kind != kind:
@@ -108,8 +108,8 @@ def sparse_fc_layer(
     layer: Dense | SparseDense,
     params: SparseFCParams,
     placement: SparseFCPlacement | None = None,
-) -> SparseDense:
-    """The layer encoded for the unit, after checking that it fits.
+) -> CscMatrix:
+    """The layer's matrix in the unit's CSC layout, after checking that the layer fits.
 
     Raises
     ------
@@ -162,8 +162,8 @@ def sparse_fc_layer(
                 f"layer {name!r}: a {table}-entry codebook from address {at.codebook_base}"
                 f" exceeds the codebook memory of {p.codebook_memory_depth} words"
             )
-    encoded = as_sparse_dense(layer, p.n_pe, p.index_bits)
-    per_pe = np.diff(encoded.ptr[:, [0, -1]], axis=1).ravel()
+    encoded = as_csc(layer, p.n_pe, p.index_bits)
+    per_pe = encoded.pe_entries
     worst = int(per_pe.max()) if per_pe.size else 0
     if at.entry_base + worst > p.entry_depth:
         raise ValueError(
@@ -233,11 +233,11 @@ def sparse_fc_memory_images(
         "bias": MemoryImage(
             SparseFCMemory.BIAS,
             at.bias_base,
-            tuple(enc.bias.astype(np.int64)[k::n] for k in range(n)),
+            tuple(np.asarray(layer.bias, dtype=np.int64)[k::n] for k in range(n)),
         ),
     }
     if params.weight_kind == "codebook":
-        table = np.asarray(enc.weight_format.table, dtype=np.int64)
+        table = np.asarray(layer.weight_format.table, dtype=np.int64)
         images["codebook"] = MemoryImage(SparseFCMemory.CODEBOOK, at.codebook_base, (table,))
     return images
 
@@ -307,7 +307,7 @@ def place_layers(
         enc = sparse_fc_layer(layer, params, at)
         placements.append(at)
         ptr += layer.in_features + 1
-        entry += int(np.diff(enc.ptr[:, [0, -1]], axis=1).max())
+        entry += int(enc.pe_entries.max())
         bias += -(-layer.out_features // params.n_pe)
         if params.weight_kind == "codebook":
             codebook += len(layer.weight_format.table)

@@ -20,9 +20,10 @@ from torch import nn
 from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import Net, save_net
 from squeezeforge.sim.reference import predictions
+from squeezeforge.sim.target import Target, resolve_target
 
 from ..data import Dataset, load_digits
-from ..export import SparseEncoding, check_supported, reference_accuracy, to_net
+from ..export import check_supported, reference_accuracy, to_net
 from ..quant import CompressedLayer, prepare
 from ..train import Checkpoint, deterministic, evaluate, load_checkpoint, predict
 from .base import Context, select_layers
@@ -56,18 +57,17 @@ def _check_layer_names(recipe: Recipe, model: nn.Module) -> None:
                 )
 
 
-def _sparse_layers(recipe: Recipe, model: nn.Module) -> dict[str, SparseEncoding]:
+def _sparse_layers(recipe: Recipe, model: nn.Module) -> list[str]:
     opts = recipe.export
-    enc = SparseEncoding(n_pe=opts.n_pe, index_bits=opts.index_bits)
     if opts.sparse == "none":
-        return {}
+        return []
     if isinstance(opts.sparse, tuple):
-        return dict.fromkeys(opts.sparse, enc)
-    out = {}
+        return list(opts.sparse)
+    out = []
     for name, m in select_layers(model, "fc", "export"):
         stored = m.stored_weights()
         if np.count_nonzero(stored) <= opts.sparse_density * stored.size:
-            out[name] = enc
+            out.append(name)
     return out
 
 
@@ -79,9 +79,12 @@ def compress_model(
     seed: int,
     model_name: str,
     quiet: bool = True,
+    target: Target | None = None,
 ) -> tuple[nn.Module, Net, dict[str, Any]]:
     """Run ``recipe`` on a float ``model``; return the compressed torch model, its IR net and the
-    report (without the output path)."""
+    report (without the output path), whose storage and Cr are those of ``target`` (the default
+    Target when None)."""
+    target = target or Target()
     check_supported(model)
     with deterministic(seed):
         teacher = copy.deepcopy(model).eval()
@@ -130,7 +133,7 @@ def compress_model(
         )
     ref_acc = reference_accuracy(net)
     agreement = float(np.mean(predictions(net.test_outputs) == fake_pred))
-    layers, totals = net_costs(net)
+    layers, totals = net_costs(net, target)
     report = {
         "recipe": recipe.name,
         "model": model_name,
@@ -143,6 +146,7 @@ def compress_model(
             "agreement": agreement,
         },
         "compression_ratio": totals["compression_ratio"],
+        "target": target.to_dict(),
         "totals": totals,
         "layers": layers,
         "steps": step_log,
@@ -159,13 +163,17 @@ def compress(
     data: Dataset | None = None,
     seed: int | None = None,
     quiet: bool = True,
+    target: Target | str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Compress a checkpoint (path or loaded) or a float model with ``recipe`` (a shipped name,
     a TOML path or a parsed :class:`Recipe`), write the IR net to ``out_path`` atomically and
     return the report dict (see ``docs/compression.md``).
 
-    ``seed`` overrides the recipe's; the same seed gives a byte-identical net file.
+    ``seed`` overrides the recipe's; the same seed gives a byte-identical net file. ``target``
+    (a Target, a preset name or a TOML path; the default Target when None) is the hardware the
+    report's storage and Cr are computed for; the net file does not depend on it.
     """
+    target = resolve_target(target)
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     if isinstance(checkpoint_or_model, nn.Module):
         model = checkpoint_or_model
@@ -186,6 +194,7 @@ def compress(
         seed=recipe.seed if seed is None else seed,
         model_name=name,
         quiet=quiet,
+        target=target,
     )
     save_net(net, out_path)
     return {"net": str(Path(out_path)), **report}

@@ -514,7 +514,8 @@ class SparseDense(_ComputeLayer):
         return self.in_features * self.out_features
 
     def stored_dense(self) -> np.ndarray:
-        return np.asarray(self.weight)
+        """A copy of the stored matrix (callers may edit it)."""
+        return np.array(self.weight, dtype=np.int64)
 
     def weight_values(self) -> np.ndarray:
         return self.weight_format.decode(self.weight)

@@ -8,6 +8,7 @@ from ..codegen.build import generate
 from ..sim.ir import IRError
 from ._output import emit_json, markdown_table
 from .errors import UserError
+from ._target import add_target_arguments, target_from_args
 from .reference import load_net_or_fail
 
 
@@ -19,19 +20,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         " the MAC or shift-add conv engine (by weight format, 2x2 pooling fused), each fully"
         " connected layer on the EIE-style sparse unit. Writes OUT/top.v, OUT/engines/*.v,"
         " OUT/mem/*.hex, OUT/net.sfnet and OUT/manifest.json (configuration, per-layer mapping,"
-        " ports, estimated cycles). The folder is replaced atomically: an interrupted run"
-        " leaves the previous build intact.",
+        " ports, estimated cycles). The engines are sized by the Target (--target, a preset or"
+        " a TOML file, and the flags, which override it; `squeezeforge info --targets` lists the"
+        " presets): the conv array, the FC unit's PEs, FIFO depth and index width, and with"
+        " them the CSC layout of every FC layer. The folder is replaced atomically: an"
+        " interrupted run leaves the previous build intact.",
     )
     p.add_argument("net", help="a .sfnet file")
     p.add_argument("-o", "--output", required=True, help="build folder, e.g. build/cnn-inq5")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    add_target_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    target = target_from_args(args)
     net = load_net_or_fail(args.net)
     try:
-        manifest = generate(net, args.output)
+        manifest = generate(net, args.output, target)
     except (IRError, ValueError) as exc:
         raise UserError(str(exc)) from None
     if args.json:
@@ -49,6 +55,11 @@ def run(args: argparse.Namespace) -> int:
         for s in manifest["steps"]
     ]
     print(markdown_table(["step", "layers", "engine", "in", "out", "est. cycles"], rows))
-    print(f"\nestimated cycles per inference: {manifest['cycles_estimated']}")
+    t = manifest["target"]
+    print(
+        f"\ntarget {t['name']}: conv {t['conv_rows']}x{t['conv_cols']}, {t['fc_pes']} FC PEs,"
+        f" FIFO {t['fifo_depth']}, {t['index_bits']}-bit index ({t['family']})"
+    )
+    print(f"estimated cycles per inference: {manifest['cycles_estimated']}")
     print(f"wrote {args.output}/top.v and manifest.json")
     return 0

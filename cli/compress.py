@@ -27,7 +27,8 @@ A recipe is a TOML file listing passes (prune, filter-prune, fixed-point, inq, s
 in order; docs/recipes.md describes every key. The report gives per-layer parameters, non-zeros,
 bits, bytes (index and codebook included) as the generated memories of the Target hold them
 (--target and the flags below; `squeezeforge info --targets` lists the presets), the
-compression ratio against float32, MACs, and the accuracy of the float model, the fake-quantized model and the bit-accurate reference on the net.
+compression ratio against float32, MACs, and the accuracy of the float model, the
+fake-quantized model and the bit-accurate reference on the net.
 The same seed writes a byte-identical net file; the file is replaced atomically.
 """
 

@@ -7,8 +7,8 @@ import argparse
 from ..codegen.build import generate
 from ..sim.ir import IRError
 from ._output import emit_json, markdown_table
-from .errors import UserError
 from ._target import add_target_arguments, target_from_args
+from .errors import UserError
 from .reference import load_net_or_fail
 
 

@@ -9,9 +9,9 @@ at a time and look at what each did::
 
 Every pass reads the plan's :class:`~squeezeforge.sim.target.Target`: it sizes the engines, lays
 each FC matrix out in CSC over the Target's PEs and index width (the net holds only the
-matrix), and drives the cycle models. The plan ends with one :class:`Step` per hardware run (a conv with its pooling fused, or a
-fully connected layer), the engine each runs on, the engines' elaboration parameters and memory
-images, and the estimated cycles of every step.
+matrix), and drives the cycle models. The plan ends with one :class:`Step` per hardware run
+(a conv with its pooling fused, or a fully connected layer), the engine each runs on, the
+engines' elaboration parameters and memory images, and the estimated cycles of every step.
 """
 
 from __future__ import annotations

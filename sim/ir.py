@@ -390,7 +390,9 @@ def decode_csc(v: np.ndarray, z: np.ndarray, ptr: np.ndarray, out_features: int)
 
 @dataclass(frozen=True, eq=False)
 class CscMatrix:
-    """A stored (out, in) matrix in EIE's interleaved CSC form for ``n_pe`` PEs (:func:`encode_csc`).
+    """A stored (out, in) matrix in EIE's interleaved CSC form over ``n_pe`` PEs.
+
+    See :func:`encode_csc` for the layout.
 
     Not part of the net: how a matrix is laid out over a unit's PEs is the compiler's choice,
     driven by the Target. ``name`` is the layer's, for error messages.

@@ -255,7 +255,9 @@ def sparse_fc_cycles(
     if not isinstance(layer, Dense | SparseDense):
         raise TypeError(f"the sparse FC unit runs dense and sparse_dense layers, not {layer!r}")
     if n_pe is None or index_bits is None:
-        raise ValueError("the cycle model needs n_pe and index_bits (the Target's fc_pes and index_bits)")
+        raise ValueError(
+            "the cycle model needs n_pe and index_bits (the Target's fc_pes and index_bits)"
+        )
     stored = np.asarray(layer.weight)
     counts = csc_entry_counts(stored, n_pe, index_bits)
     nz_per_col = np.count_nonzero(stored, axis=0)

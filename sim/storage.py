@@ -154,8 +154,6 @@ def layer_storage(layer: Any, target: Target, act_bits: int | None = None) -> La
     raise TypeError(f"layer {layer.name!r} ({layer.kind}) stores nothing")
 
 
-def layer_storage_bytes(
-    layer: Any, target: Target, act_bits: int | None = None
-) -> dict[str, int]:
+def layer_storage_bytes(layer: Any, target: Target, act_bits: int | None = None) -> dict[str, int]:
     """:func:`layer_storage` in bytes: weights, index, codebook, bias (each rounded up), total."""
     return layer_storage(layer, target, act_bits).bytes()

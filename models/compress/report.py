@@ -65,7 +65,9 @@ def layer_costs(
     }
 
 
-def net_costs(net: Net, target: Target | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def net_costs(
+    net: Net, target: Target | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Per-layer costs on ``target`` (the default Target when None) and their totals (with the
     net's compression ratio)."""
     target = target or Target()

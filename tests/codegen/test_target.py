@@ -12,11 +12,12 @@ import pytest
 from squeezeforge.cli.main import main
 from squeezeforge.codegen.build import generate
 from squeezeforge.codegen.plan import Plan, compile_net
+from squeezeforge.codegen.report_resources import utilization
 from squeezeforge.models.compress import net_costs
 from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import save_net
 from squeezeforge.sim.random_layers import random_net
-from squeezeforge.sim.target import Target, target_from_dict
+from squeezeforge.sim.target import Target, resolve_target, target_from_dict
 
 # Every memory of these nets holds at least two words on these Targets: an engine memory is
 # never built shallower than two words, so a layer needing one word would leave one unused.
@@ -151,3 +152,13 @@ def test_bad_target_flag_is_one_line(tmp_path: Path, capsys) -> None:
         "squeezeforge generate: error: target key 'fc_pes': must be a power of two, got 3"
     )
     assert not (tmp_path / "x").exists()
+
+
+def test_utilization_against_the_budget() -> None:
+    budget = resolve_target("ice40-up5k").budget.to_dict()
+    total = {"lut": 2640, "ff": 528, "dsp": 8, "bram": 15}
+    # 120 kbit of 4 kbit EBR: 30 blocks.
+    assert utilization(total, budget, "ice40") == {"lut": 0.5, "ff": 0.1, "dsp": 1.0, "bram": 0.5}
+    hx8k = resolve_target("ice40-hx8k").budget.to_dict()
+    assert utilization({**total, "dsp": 1}, hx8k, "ice40")["dsp"] == float("inf")
+    assert utilization({**total, "dsp": 0}, hx8k, "ice40")["dsp"] == 0.0

@@ -140,7 +140,9 @@ def test_report_counts_bytes_and_agrees_with_reference(tmp_path, digits, mlp_sho
     assert fc1["macs"] == {"dense": 19200, "effective": fc1["nonzeros"]}
     # fc3 is not pruned: the FC unit holds it at full density, an index per entry all the same.
     assert fc3["storage"] == "dense" and fc3["engine"] == "fc"
-    assert fc3["bytes"]["weights"] == 1000 * 4 // 8 and fc3["bytes"]["index"] > 1000 * 4 // 8
+    # 10 outputs over 8 PEs: two PEs own two rows, and every bank is as deep as theirs.
+    assert fc3["entries"] == 1000 and fc3["bytes"]["weights"] == 8 * 2 * 100 * 4 // 8
+    assert fc3["bytes"]["index"] > fc3["bytes"]["weights"]
     # Fewer PEs, less padding in the banks: the same net costs less on a 1-PE Target.
     one_pe = {e["name"]: e for e in net_costs(net, Target(fc_pes=1))[0]}
     assert one_pe["fc1"]["bytes"]["total"] < fc1["bytes"]["total"]
@@ -168,11 +170,13 @@ def test_cli_compress(tmp_path, capsys, digits, cnn_short, monkeypatch):
     out = tmp_path / "cnn.sfnet"
     md = tmp_path / "report.md"
     argv = ["compress", str(ckpt), "--recipe", str(recipe), "-o", str(out), "--json", "--report"]
-    args = parser.parse_args([*argv, str(md)])
+    args = parser.parse_args([*argv, str(md), "--target", "ice40-up5k", "--fc-pes", "2"])
     assert args.func(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["recipe"] == "tiny" and report["model"] == "cnn"
-    assert {"float", "reference"} <= set(report["accuracy"]) and report["compression_ratio"] > 5
+    assert {"float", "reference"} <= set(report["accuracy"]) and report["compression_ratio"] > 2
+    assert report["target"]["name"] == "ice40-up5k+custom" and report["target"]["fc_pes"] == 2
+    assert "on target `ice40-up5k+custom`: conv 2x4, 2 FC PEs" in md.read_text()
     assert [e["weight_format"] for e in report["layers"]] == ["pow2"] * 5
     assert "| conv1 | dense | pow2 |" in md.read_text()
     assert np.array_equal(load_net(out).test_labels, digits.y_test)

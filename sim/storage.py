@@ -30,9 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from .ir import Conv2d, CscMatrix, Dense, SparseDense, encode_csc
+from .ir import Conv2d, CscMatrix, Dense, SparseDense
 from .numerics import CodebookWeights, Pow2Weights
 from .target import Target
 
@@ -85,18 +83,7 @@ def fc_layout(layer: Dense | SparseDense, target: Target) -> CscMatrix:
 
     Dense layers run on the sparse unit at full density, so they get the same layout.
     """
-    stored = np.asarray(layer.weight)
-    v, z, ptr = encode_csc(stored, target.fc_pes, target.index_bits)
-    return CscMatrix(
-        layer.name,
-        layer.out_features,
-        layer.in_features,
-        target.fc_pes,
-        target.index_bits,
-        v,
-        z,
-        ptr,
-    )
+    return CscMatrix.encode(layer.weight, target.fc_pes, target.index_bits, name=layer.name)
 
 
 def _fc_storage(layer: Dense | SparseDense, target: Target) -> LayerStorage:

@@ -23,6 +23,7 @@ from squeezeforge.sim.ir import Conv2d, Dense, Flatten, Layer, MaxPool2d, Net, S
 from squeezeforge.sim.numerics import quantize
 from squeezeforge.sim.reference import predictions, run_net
 
+from .capture import capture, is_stack
 from .data import Dataset, load_digits
 from .quant import CompressedLayer, compute_stages, leaf_modules, prepare
 
@@ -144,10 +145,14 @@ def post_training_export(
     from .compress.base import Context
     from .compress.fixed import FixedPoint
 
-    check_supported(model)
     if not 2 <= bits <= 16:
         raise UserError(f"bits must be in 2..16, got {bits}")
+    if is_stack(model):
+        check_supported(model)  # before the data loads: a plain stack needs no input shape
     data = data if data is not None else load_digits()
+    if not is_stack(model):
+        model = capture(model, data.x_train.shape[1:])
+        check_supported(model)
     prepared = prepare(model)
     FixedPoint(weight_bits=bits, activation_bits=bits).apply(prepared, Context(data=data))
     return to_net(prepared, data, name=name, metadata=metadata)

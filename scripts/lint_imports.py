@@ -1,8 +1,9 @@
 """Check the package's layers with import-linter (the contracts are in pyproject.toml).
 
-The code folders install as ``squeezeforge.*`` through setuptools' ``package-dir`` mapping,
-which import-linter cannot follow (it walks the root package's folder on disk). So the folders
-are copied under a temporary ``squeezeforge/`` and checked there.
+The code folders install as ``squeezeforge.*`` (``api/`` is ``squeezeforge`` itself) through
+setuptools' ``package-dir`` mapping, which import-linter cannot follow: it walks the root
+package's folder on disk. So the folders are copied under a temporary ``squeezeforge/`` and
+checked there.
 
     python scripts/lint_imports.py            # exit 0 when every contract is kept
 """
@@ -29,6 +30,7 @@ def lint_imports(root: Path = ROOT, *, extra: dict[str, str] | None = None) -> t
         pkg = Path(tmp) / "squeezeforge"
         for name in PACKAGES:
             shutil.copytree(root / name, pkg / name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(root / "api" / "__init__.py", pkg / "__init__.py")
         for rel, text in (extra or {}).items():
             (pkg / rel).write_text(text)
         shutil.copy(root / "pyproject.toml", tmp)

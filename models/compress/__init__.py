@@ -9,6 +9,7 @@ from .batchnorm import fold_batchnorm
 from .filters import FilterPrune, remove_filters
 from .fixed import FixedPoint, calibrate
 from .inq import INQ, inq_round
+from .lowrank import LowRank
 from .pipeline import compress, compress_model
 from .prune import MagnitudePrune, prune_below, prune_to_sparsity
 from .recipe import ExportOptions, FinetuneOnly, Recipe, load_recipe, parse_recipe, shipped_recipes
@@ -18,6 +19,7 @@ from .share import WeightShare, kmeans_1d
 __all__ = [
     "INQ",
     "Context",
+    "LowRank",
     "ExportOptions",
     "FilterPrune",
     "Finetune",

@@ -7,7 +7,7 @@ fixed point, prune -> INQ -> fixed point...).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from torch import nn
@@ -18,9 +18,9 @@ from ..data import Dataset
 from ..quant import CompressedLayer, compute_stages
 from ..train import Distillation, fit
 
-__all__ = ["LAYER_GROUPS", "Context", "Finetune", "LayerSpec", "select_layers"]
+__all__ = ["LAYER_GROUPS", "Context", "Finetune", "LayerSpec", "per_layer", "select_layers"]
 
-# A layer selection: one of these group names, or a list of layer names.
+# A layer selection: one of these group names, or a list of layer names and positions.
 LAYER_GROUPS = ("all", "conv", "fc")
 LayerSpec = str | Sequence[str]
 
@@ -67,31 +67,93 @@ class Context:
         )
 
 
-def select_layers(
-    model: nn.Module, spec: LayerSpec, what: str
-) -> list[tuple[str, CompressedLayer]]:
-    """The compressed layers ``spec`` names: ``"all"``, ``"conv"``, ``"fc"`` or a list of names.
-
-    An unknown name is a :class:`~squeezeforge.sim.errors.UserError` that says which pass
-    (``what``) asked for it and which layers exist.
-    """
+def _layer_groups(model: nn.Module) -> dict[str, list[tuple[str, CompressedLayer]]]:
     layers: list[tuple[str, CompressedLayer]] = []
     for st in compute_stages(model):
         if not isinstance(st.module, CompressedLayer):
             raise TypeError("run prepare() on the model before a compression pass")
         layers.append((st.name, st.module))
+    return {
+        "all": layers,
+        "conv": [(n, m) for n, m in layers if m.is_conv],
+        "fc": [(n, m) for n, m in layers if not m.is_conv],
+    }
+
+
+def _resolve(
+    selector: str, groups: dict[str, list[tuple[str, CompressedLayer]]], what: str
+) -> tuple[str, CompressedLayer]:
+    """One layer by name, or by position in a group: ``fc[0]`` is the first linear layer,
+    ``conv[-1]`` the last conv, ``all[2]`` the third compute layer."""
+    layers = groups["all"]
+    if selector.endswith("]") and "[" in selector:
+        group, _, index = selector[:-1].partition("[")
+        if group in groups:
+            try:
+                i = int(index)
+            except ValueError:
+                i = None
+            members = groups[group]
+            if i is None or not -len(members) <= i < len(members):
+                raise UserError(
+                    f"{what}: {selector!r} selects no layer ({len(members)} {group} layers in"
+                    " this model)"
+                )
+            return members[i]
+    for name, m in layers:
+        if name == selector:
+            return name, m
+    raise UserError(
+        f"{what}: no layer {selector!r} in this model (layers: {', '.join(n for n, _ in layers)};"
+        " or select by position: fc[0], conv[-1], all[2])"
+    )
+
+
+def select_layers(
+    model: nn.Module, spec: LayerSpec, what: str
+) -> list[tuple[str, CompressedLayer]]:
+    """The compressed layers ``spec`` names: ``"all"``, ``"conv"``, ``"fc"``, or a list of layer
+    names and positions (``fc[0]``, ``conv[-1]``), in the model's order.
+
+    An unknown name is a :class:`~squeezeforge.sim.errors.UserError` that says which pass
+    (``what``) asked for it and which layers exist.
+    """
+    groups = _layer_groups(model)
     if isinstance(spec, str):
-        if spec == "all":
-            return layers
-        if spec == "conv":
-            return [(n, m) for n, m in layers if m.is_conv]
-        if spec == "fc":
-            return [(n, m) for n, m in layers if not m.is_conv]
+        if spec in groups:
+            return groups[spec]
         raise UserError(f"{what}: layers = {spec!r}; use one of {LAYER_GROUPS} or a list of names")
-    names = [n for n, _ in layers]
-    unknown = [s for s in spec if s not in names]
-    if unknown:
-        raise UserError(
-            f"{what}: no layer {unknown[0]!r} in this model (layers: {', '.join(names)})"
-        )
-    return [(n, m) for n, m in layers if n in spec]
+    chosen = {_resolve(s, groups, what)[0] for s in spec}
+    return [(n, m) for n, m in groups["all"] if n in chosen]
+
+
+def per_layer(
+    model: nn.Module,
+    table: Mapping[str, float],
+    selected: Sequence[tuple[str, CompressedLayer]],
+    what: str,
+) -> dict[str, float]:
+    """A per-layer table resolved to layer names: keys are names, positions (``fc[-1]``) or
+    ``default`` (every selected layer no other key names). A key outside ``selected``, or two
+    keys giving one layer different values, is a :class:`UserError` naming them.
+    """
+    groups = _layer_groups(model)
+    names = [n for n, _ in selected]
+    values: dict[str, float] = {}
+    source: dict[str, str] = {}
+    for key, value in table.items():
+        if key == "default":
+            continue
+        name = _resolve(key, groups, what)[0]
+        if name not in names:
+            raise UserError(f"{what}: {key!r} is layer {name!r}, not among the selected layers")
+        if name in values and values[name] != value:
+            raise UserError(
+                f"{what}: {source[name]!r} and {key!r} both select layer {name!r} with"
+                f" different values ({values[name]} and {value})"
+            )
+        values[name], source[name] = value, key
+    if "default" in table:
+        for name in names:
+            values.setdefault(name, table["default"])
+    return values

@@ -18,7 +18,7 @@ from torch import nn
 from squeezeforge.sim.errors import UserError
 
 from ..quant import CompressedLayer, leaf_modules
-from .base import Context, Finetune, LayerSpec, select_layers
+from .base import Context, Finetune, LayerSpec, per_layer, select_layers
 
 __all__ = ["FilterPrune", "remove_filters"]
 
@@ -125,17 +125,16 @@ class FilterPrune:
         for name, m in layers:
             if not m.is_conv:
                 raise UserError(f"filter-prune: layer {name!r} is not a convolution")
-        if isinstance(self.ratio, Mapping):
-            for name in self.ratio:
-                if name not in {n for n, _ in layers}:
-                    raise UserError(
-                        f"filter-prune: ratio names layer {name!r}, not among the pruned"
-                    )
+        table = (
+            per_layer(model, self.ratio, layers, "filter-prune: ratio")
+            if isinstance(self.ratio, Mapping)
+            else None
+        )
         for name, m in layers:
-            if isinstance(self.ratio, Mapping):
-                if name not in self.ratio:
+            if table is not None:
+                if name not in table:
                     continue
-                ratio = self.ratio[name]
+                ratio = table[name]
             else:
                 ratio = self.ratio
             filters = m.layer.weight.shape[0]

@@ -22,11 +22,12 @@ from squeezeforge.sim.ir import Net, save_net
 from squeezeforge.sim.reference import predictions
 from squeezeforge.sim.target import Target, resolve_target
 
+from ..capture import capture, is_stack
 from ..data import Dataset, load_digits
 from ..export import check_supported, reference_accuracy, to_net
 from ..quant import CompressedLayer, prepare
 from ..train import Checkpoint, deterministic, evaluate, load_checkpoint, predict
-from .base import Context, select_layers
+from .base import Context, per_layer, select_layers
 from .fixed import FixedPoint
 from .recipe import Recipe, load_recipe
 from .report import net_costs
@@ -40,13 +41,11 @@ def _check_layer_names(recipe: Recipe, model: nn.Module) -> None:
         spec = getattr(step, "layers", None)
         if spec is None:
             continue
-        selected = {n for n, _ in select_layers(model, spec, what)}
+        selected = select_layers(model, spec, what)
         for key in ("sparsity", "ratio"):
             table = getattr(step, key, None)
             if isinstance(table, Mapping):
-                for name in table:
-                    if name not in selected:
-                        raise UserError(f"{what}: {key} names {name!r}, not a selected layer")
+                per_layer(model, table, selected, f"{what}: {key}")
     if isinstance(recipe.export.sparse, tuple):
         fc = {n for n, _ in select_layers(model, "fc", f"recipe {recipe.name!r}: export")}
         for name in recipe.export.sparse:
@@ -185,8 +184,13 @@ def compress(
             else load_checkpoint(checkpoint_or_model)
         )
         model, name = ckpt.model, model_name or ckpt.model_name
-    check_supported(model)
+    if is_stack(model):
+        check_supported(model)  # before the data loads: a plain stack needs no input shape
     data = data if data is not None else load_digits()
+    if not is_stack(model):
+        # A custom forward() is traced into a stack of layers, checked before any training.
+        model = capture(model, data.x_train.shape[1:])
+        check_supported(model)
     _, net, report = compress_model(
         model,
         recipe,

@@ -22,7 +22,7 @@ from torch import nn
 from squeezeforge.sim.errors import UserError
 
 from ..quant import CodebookQuantizer, CompressedLayer, Pow2Quantizer
-from .base import Context, Finetune, LayerSpec, select_layers
+from .base import Context, Finetune, LayerSpec, per_layer, select_layers
 
 __all__ = ["MagnitudePrune", "prune_to_sparsity", "prune_below"]
 
@@ -79,11 +79,11 @@ class MagnitudePrune:
 
     def apply(self, model: nn.Module, ctx: Context) -> nn.Module:
         layers = select_layers(model, self.layers, "prune")
-        if isinstance(self.sparsity, Mapping):
-            names = {n for n, _ in layers}
-            for name in self.sparsity:
-                if name not in names:
-                    raise UserError(f"prune: sparsity names layer {name!r}, not among the pruned")
+        table = (
+            per_layer(model, self.sparsity, layers, "prune: sparsity")
+            if isinstance(self.sparsity, Mapping)
+            else None
+        )
         for name, m in layers:
             if isinstance(m.weight_quantizer, CodebookQuantizer | Pow2Quantizer):
                 raise UserError(
@@ -98,8 +98,8 @@ class MagnitudePrune:
                 if self.threshold is not None:
                     prune_below(m, self.threshold * frac)
                 elif self.sparsity is not None:
-                    if isinstance(self.sparsity, Mapping):
-                        target = self.sparsity.get(name)
+                    if table is not None:
+                        target = table.get(name)
                         if target is None:
                             continue
                     else:

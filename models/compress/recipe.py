@@ -23,6 +23,7 @@ from .base import LAYER_GROUPS, Finetune
 from .filters import FilterPrune
 from .fixed import FixedPoint
 from .inq import DEFAULT_PORTIONS, INQ
+from .lowrank import LowRank
 from .prune import MagnitudePrune
 from .share import WeightShare
 
@@ -171,6 +172,12 @@ def _portions(c: _Checker) -> tuple[float, ...]:
     return c.get("portions", DEFAULT_PORTIONS, check)
 
 
+def _rank_or_table(c: _Checker, v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {str(n): c._number(f"rank.{n}", x, 1, 100_000, integer=True) for n, x in v.items()}
+    return c._number("rank", v, 1, 100_000, integer=True)
+
+
 def _step(c: _Checker, kind: str) -> Any:
     if kind == "prune":
         sparsity = c.fraction_or_table("sparsity", None, 0.0, 0.999)
@@ -227,12 +234,18 @@ def _step(c: _Checker, kind: str) -> Any:
             layers=c.layers("fc"),
             finetune=c.finetune(),
         )
+    if kind == "low-rank":
+        energy = c.fraction_or_table("energy", None, 0.01, 1.0)
+        rank = c.get("rank", None, lambda v: _rank_or_table(c, v))
+        if (energy is None) == (rank is None):
+            raise c.fail("give exactly one of energy, rank")
+        return LowRank(energy=energy, rank=rank, layers=c.layers("all"), finetune=c.finetune())
     if kind == "finetune":
         return FinetuneOnly(finetune=c.finetune())
     raise c.fail(f"unknown pass {kind!r} (passes: {', '.join(PASSES)})")
 
 
-PASSES = ("prune", "filter-prune", "fixed-point", "inq", "share", "finetune")
+PASSES = ("prune", "filter-prune", "low-rank", "fixed-point", "inq", "share", "finetune")
 
 
 def _export(c: _Checker) -> ExportOptions:

@@ -4,7 +4,7 @@ import struct
 import numpy as np
 import pytest
 
-from squeezeforge.models.data import load_digits, load_mnist_idx
+from squeezeforge.models.data import load_dataset, load_digits, load_mnist_idx
 from squeezeforge.sim.errors import UserError
 
 
@@ -64,3 +64,76 @@ def test_mnist_idx_rejects_bad_sizes(tmp_path, mnist_pair):
         load_mnist_idx(img, few)
     with pytest.raises(UserError, match="does not exist"):
         load_mnist_idx(tmp_path / "missing", lbl)
+
+
+def _arrays(rng=None):
+    rng = rng or np.random.default_rng(0)
+    return {
+        "x_train": rng.random((20, 5)).astype(np.float32),
+        "y_train": rng.integers(0, 3, 20),
+        "x_test": rng.random((6, 5)).astype(np.float32),
+        "y_test": rng.integers(0, 3, 6),
+    }
+
+
+def test_npz_data_set(tmp_path):
+    arrays = _arrays()
+    np.savez(tmp_path / "tab.npz", **arrays)
+    data = load_dataset(tmp_path / "tab.npz")
+    assert data.name == "tab" and data.input_shape == (5,)
+    assert data.x_train.dtype == np.float32 and data.y_test.dtype == np.int64
+    assert np.array_equal(data.y_train, arrays["y_train"])
+
+
+def test_digits_by_name_and_upsampled():
+    assert load_dataset("digits").input_shape == (1, 8, 8)
+    big = load_dataset("digits28")
+    assert big.input_shape == (1, 28, 28) and big.name == "digits28"
+    assert np.array_equal(big.y_test, load_digits().y_test)
+
+
+def test_mnist_folder(tmp_path, mnist_pair):
+    images, labels, x, y = mnist_pair
+    for prefix in ("train", "t10k"):
+        (tmp_path / f"{prefix}-images-idx3-ubyte").write_bytes(images.read_bytes())
+        (tmp_path / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(labels.read_bytes())
+    data = load_dataset(tmp_path)
+    assert np.array_equal(data.y_train, y) and data.x_test.shape == (5, 1, 28, 28)
+    np.testing.assert_allclose(data.x_test[:, 0] * 255.0, x, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: a.pop("y_test"), r"lacks y_test \(it holds x_train, y_train, x_test\)"),
+        (lambda a: a.update(x_train=np.full((20, 5), np.nan)), r"x_train holds NaN or infinite"),
+        (lambda a: a.update(x_test=np.full((6, 5), np.inf)), r"x_test holds NaN or infinite"),
+        (lambda a: a.update(y_train=-a["y_train"] - 1), r"y_train has a negative label"),
+        (lambda a: a.update(y_train=a["y_train"] + 0.5), r"y_train holds values that are not"),
+        (lambda a: a.update(y_test=a["y_test"] + 10), r"y_test has label 1\d, never seen"),
+        (lambda a: a.update(y_train=a["y_train"][:5]), r"x_train has 20 samples but y_train has 5"),
+        (lambda a: a.update(x_test=np.zeros((6, 4))), r"x_train samples are \[5\], x_test"),
+        (lambda a: a.update(x_train=np.zeros(20)), r"x_train has shape \[20\]; expected"),
+        (lambda a: a.update(y_test=np.zeros((6, 2))), r"expected one class index per sample"),
+    ],
+)
+def test_bad_npz_is_one_line(tmp_path, change, message):
+    arrays = _arrays()
+    change(arrays)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(UserError, match=message) as err:
+        load_dataset(tmp_path / "bad.npz")
+    assert "\n" not in str(err.value)
+
+
+def test_bad_data_paths(tmp_path):
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    (tmp_path / "data.csv").write_text("1,2\n")
+    for spec, message in [
+        (tmp_path / "none.npz", r"does not exist"),
+        (tmp_path / "junk.npz", r"is not a readable \.npz"),
+        (tmp_path / "data.csv", r"expected an \.npz file or an MNIST folder"),
+        (tmp_path, r"has no train-images-idx3-ubyte\[\.gz\]"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            load_dataset(spec)

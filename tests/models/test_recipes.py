@@ -94,10 +94,10 @@ def test_layer_names_are_checked_before_training(monkeypatch, digits, mlp_short,
 
     monkeypatch.setattr("squeezeforge.models.compress.base.fit", no_training)
     recipe = parse_recipe({"steps": [{"pass": "prune", "sparsity": {"conv9": 0.5}, "epochs": 3}]})
-    with pytest.raises(UserError, match=r"sparsity names 'conv9', not a selected layer"):
+    with pytest.raises(UserError, match=r"sparsity: no layer 'conv9' in this model"):
         compress(mlp_short, recipe, tmp_path / "x.sfnet", data=digits)
     recipe = parse_recipe({"steps": [{"pass": "inq", "layers": ["fc7"], "epochs": 3}]})
-    with pytest.raises(UserError, match=r"no layer 'fc7' in this model \(layers: fc1, fc2, fc3\)"):
+    with pytest.raises(UserError, match=r"no layer 'fc7' in this model \(layers: fc1, fc2, fc3;"):
         compress(mlp_short, recipe, tmp_path / "x.sfnet", data=digits)
     lstm = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.LSTM(16, 8))
     with pytest.raises(UserError, match=r"module '2' \(LSTM\) cannot be expressed"):
@@ -183,3 +183,28 @@ def test_cli_compress(tmp_path, capsys, digits, cnn_short, monkeypatch):
     assert net_to_bytes(load_net(out)) == out.read_bytes()
     help_text = parser._subparsers._group_actions[0].choices["compress"].format_help()
     assert "shipped recipes: deep-compression, fixed8, inq5" in help_text
+
+
+def test_layers_are_selected_by_name_kind_or_position():
+    from squeezeforge.models.compress.base import per_layer, select_layers
+    from squeezeforge.models.quant import prepare
+
+    model = prepare(
+        nn.Sequential(
+            nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 8), nn.Linear(8, 3)
+        )
+    )  # fmt: skip
+    names = lambda sel: [n for n, _ in sel]  # noqa: E731
+    assert names(select_layers(model, "fc", "t")) == ["3", "4"]
+    assert names(select_layers(model, ["fc[-1]", "conv[0]"], "t")) == ["0", "4"]
+    fc = select_layers(model, "fc", "t")
+    # The shipped deep-compression table on a net with two linear layers.
+    table = {"fc[0]": 0.9, "fc[-1]": 0.7, "default": 0.93}
+    assert per_layer(model, table, fc, "prune") == {"3": 0.9, "4": 0.7}
+    assert per_layer(model, {"all[1]": 0.5}, fc, "prune") == {"3": 0.5}
+    with pytest.raises(UserError, match=r"'fc\[2\]' selects no layer \(2 fc layers"):
+        per_layer(model, {"fc[2]": 0.5}, fc, "prune")
+    with pytest.raises(UserError, match=r"'fc\[1\]' and 'fc\[-1\]' both select layer '4'"):
+        per_layer(model, {"fc[1]": 0.5, "fc[-1]": 0.7}, fc, "prune")
+    with pytest.raises(UserError, match=r"'conv\[0\]' is layer '0', not among the selected"):
+        per_layer(model, {"conv[0]": 0.5}, fc, "prune")

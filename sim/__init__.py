@@ -2,7 +2,8 @@
 
 ``numerics`` defines the arithmetic once; ``ir`` the compressed-net file; ``reference`` the
 bit-accurate model every RTL result must equal; ``conv_cycles`` and ``sparse_fc_cycles`` the
-cycle models; ``rtl`` the Verilator runner; ``netsim`` the whole-net simulation of a build.
+cycle models; ``target`` the hardware a net runs on and ``storage`` what a layer occupies there;
+``rtl`` the Verilator runner; ``netsim`` the whole-net simulation of a build.
 """
 
 from .ir import (
@@ -18,6 +19,7 @@ from .ir import (
 )
 from .numerics import CodebookWeights, FixedFormat, FixedWeights, Pow2Weights
 from .reference import run_layer, run_net
+from .target import Target, resolve_target
 
 __all__ = [
     "CodebookWeights",
@@ -31,7 +33,9 @@ __all__ = [
     "Net",
     "Pow2Weights",
     "SparseDense",
+    "Target",
     "load_net",
+    "resolve_target",
     "run_layer",
     "run_net",
     "save_net",

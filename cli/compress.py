@@ -9,6 +9,8 @@ from squeezeforge.codegen.engines import check_supported
 from squeezeforge.models.compress import compress, report_markdown, shipped_recipes
 from squeezeforge.sim.ir import atomic_write_bytes, check_writable
 
+from ._target import add_target_arguments, target_from_args
+
 __all__ = ["register", "run"]
 
 
@@ -20,11 +22,14 @@ examples:
   squeezeforge compress cnn.pt --recipe fixed8 -o cnn-fixed8.sfnet
   squeezeforge compress mlp.pt --recipe deep-compression -o mlp-dc.sfnet --report mlp-dc.md
   squeezeforge compress cnn.pt --recipe my-recipe.toml -o cnn-mine.sfnet --json
+  squeezeforge compress mlp.pt --recipe deep-compression -o mlp-dc.sfnet --target ecp5-85f
 
 A recipe is a TOML file listing passes (prune, filter-prune, fixed-point, inq, share, finetune)
 in order; docs/recipes.md describes every key. The report gives per-layer parameters, non-zeros,
-bits, bytes (index and codebook included), the compression ratio against float32, MACs, and the
-accuracy of the float model, the fake-quantized model and the bit-accurate reference on the net.
+bits, bytes (index and codebook included) as the generated memories of the Target hold them
+(--target and the flags below; `squeezeforge info --targets` lists the presets), the
+compression ratio against float32, MACs, and the accuracy of the float model, the
+fake-quantized model and the bit-accurate reference on the net.
 The same seed writes a byte-identical net file; the file is replaced atomically.
 """
 
@@ -48,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--report", metavar="FILE", help="also write the Markdown report to FILE")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    add_target_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -56,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable(args.output)
     if args.report:
         check_writable(args.report)
+    target = target_from_args(args)
     report = compress(
         args.checkpoint,
         args.recipe,
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.quiet or args.json,
         # A layer no engine runs is refused before training, not at generate.
         check_layer=check_supported,
+        target=target,
     )
     markdown = report_markdown(report)
     if args.report:

@@ -6,6 +6,7 @@ import argparse
 
 from ..codegen.build import check_output_folder, generate
 from ._output import emit_json, markdown_table
+from ._target import add_target_arguments, target_from_args
 from .errors import UserError
 from .reference import load_net_or_fail
 
@@ -18,7 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         " the MAC or shift-add conv engine (by weight format, 2x2 pooling fused), each fully"
         " connected layer on the EIE-style sparse unit. Writes OUT/top.v, OUT/engines/*.v,"
         " OUT/mem/*.hex, OUT/net.sfnet and OUT/manifest.json (configuration, per-layer mapping,"
-        " ports, estimated cycles, file hashes). The folder is replaced atomically: an"
+        " ports, estimated cycles, file hashes). The engines are sized by the Target (--target, a"
+        " preset or a TOML file, and the flags, which override it; `squeezeforge info --targets`"
+        " lists the presets): the conv array, the FC unit's PEs, FIFO depth and index width, and"
+        " with them the CSC layout of every FC layer. The folder is replaced atomically: an"
         " interrupted run leaves the previous build intact. OUT must be absent, empty or an"
         " earlier build; any other folder is refused unless --force, and a file never is"
         " replaced.",
@@ -32,15 +36,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         " deleted); a file is still never replaced",
     )
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    add_target_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    target = target_from_args(args)
     # The folder first: a refusal costs nothing, a net is read only for a folder we may write.
     check_output_folder(args.output, force=args.force)
     net = load_net_or_fail(args.net)
     try:
-        manifest = generate(net, args.output, force=args.force)
+        manifest = generate(net, args.output, target, force=args.force)
     except ValueError as exc:  # a fit error of the compiler (IRError, BuildError among them)
         raise UserError(str(exc)) from None
     if args.json:
@@ -58,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
         for s in manifest.steps
     ]
     print(markdown_table(["step", "layers", "engine", "in", "out", "est. cycles"], rows))
-    print(f"\nestimated cycles per inference: {manifest.cycles_estimated}")
+    t = manifest.target or {}
+    print(
+        f"\ntarget {t['name']}: conv {t['conv_rows']}x{t['conv_cols']}, {t['fc_pes']} FC PEs,"
+        f" FIFO {t['fifo_depth']}, {t['index_bits']}-bit index ({t['family']})"
+    )
+    print(f"estimated cycles per inference: {manifest.cycles_estimated}")
     print(f"wrote {args.output}/top.v and manifest.json")
     return 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..sim.target import resolve_target, shipped_targets
 from ..sim.toolchain import tool_versions
-from ._output import emit_json
+from ._output import emit_json, markdown_table
 
 # Without these the flow cannot run; the rest only narrows what it can do.
 REQUIRED = ("python", "numpy", "torch", "amaranth", "cocotb", "verilator", "yosys")
@@ -16,6 +17,11 @@ def info() -> dict:
     versions = tool_versions()
     missing = sorted(k for k in REQUIRED if versions.get(k) is None)
     return {"versions": versions, "missing": missing, "ok": not missing}
+
+
+def targets() -> list[dict]:
+    """The shipped Target presets as dicts (what ``--target NAME`` loads)."""
+    return [resolve_target(name).to_dict() for name in shipped_targets()]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,10 +34,38 @@ def register(sub: argparse._SubParsersAction) -> None:
         " compiles Yosys.",
     )
     p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument(
+        "--targets",
+        action="store_true",
+        help="list the Target presets (part, engine sizes, LUT/FF/DSP/BRAM budget) instead",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.targets:
+        presets = targets()
+        if args.json:
+            emit_json(presets)
+            return 0
+        rows = [
+            [
+                t["name"],
+                t["family"],
+                t["part"],
+                f"{t['conv_rows']}x{t['conv_cols']}",
+                t["fc_pes"],
+                t["clock_mhz"],
+                t["budget"]["lut"],
+                t["budget"]["ff"],
+                t["budget"]["dsp"],
+                t["budget"]["bram_kbit"],
+            ]
+            for t in presets
+        ]
+        headers = ["target", "family", "part", "conv", "FC PEs", "MHz", "LUT", "FF", "DSP"]
+        print(markdown_table([*headers, "BRAM kbit"], rows))
+        return 0
     report = info()
     if args.json:
         emit_json(report)

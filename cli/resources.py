@@ -20,14 +20,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         " --fmax, also place and route the top with nextpnr (ice40, ecp5) for its Fmax.",
     )
     p.add_argument("build", help="a build folder made by `squeezeforge generate`")
-    p.add_argument("--target", required=True, help=f"one of: {', '.join(TARGETS)}")
+    p.add_argument(
+        "--target",
+        help=f"FPGA family, one of: {', '.join(TARGETS)} (default: the family of the Target the"
+        " build was generated for; with a budget, utilization is reported too)",
+    )
     p.add_argument("--fmax", action="store_true", help="also place and route for Fmax")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.target not in TARGETS:
+    if args.target is not None and args.target not in TARGETS:
         raise UserError(f"unknown target {args.target!r}; valid targets: {', '.join(TARGETS)}")
     try:
         report = build_resources(args.build, args.target, with_fmax=args.fmax)
@@ -40,6 +44,12 @@ def run(args: argparse.Namespace) -> int:
         [name, r["lut"], r["ff"], r["dsp"], r["bram"]]
         for name, r in [*report["engines"].items(), ("total", report["total"])]
     ]
+    if "utilization" in report:
+        u = report["utilization"]
+        rows.append(
+            [f"share of {report['part']}"]
+            + [f"{100 * u[k]:.1f}%" for k in ("lut", "ff", "dsp", "bram")]
+        )
     print(markdown_table(["block", "LUT", "FF", "DSP", "BRAM"], rows))
     if report["total"].get("fmax_mhz"):
         print(f"\nFmax: {report['total']['fmax_mhz']:.1f} MHz")

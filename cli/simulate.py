@@ -54,6 +54,12 @@ def print_report(report: dict) -> None:
         ["+".join(s["layers"]), s["engine"], f"{s['cycles_measured']:.1f}", s["cycles_estimated"]]
         for s in report["steps"]
     ]
+    t = report.get("target")
+    if t:
+        print(
+            f"target {t['name']}: conv {t['conv_rows']}x{t['conv_cols']}, {t['fc_pes']} FC PEs,"
+            f" FIFO {t['fifo_depth']}, {t['index_bits']}-bit index\n"
+        )
     print(markdown_table(["layers", "engine", "cycles measured", "cycles estimated"], rows))
     print(
         f"\nbit-exact images: {report['bit_exact']}/{report['images']}"

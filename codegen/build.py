@@ -11,9 +11,10 @@ A build folder holds
 ``net.sfnet``
     the net it was built from: the simulator's golden model runs it.
 ``manifest.json``
-    the typed :class:`~squeezeforge.sim.manifest.Manifest`: format and version, the engines
-    and their parameters (no memory contents), the per-layer mapping (step, engine, cfg,
-    estimated cycles), the ports as the top level's signature gives them.
+    the typed :class:`~squeezeforge.sim.manifest.Manifest`: format and version, the Target it
+    was built for, the engines and their parameters (no memory contents), the per-layer mapping
+    (step, engine, cfg, estimated cycles, storage bytes), the ports as the top level's signature
+    gives them.
 
 ``manifest.json`` also records the SHA-256 of every other file and a checksum of itself, so
 ``simulate`` and ``resources`` refuse a folder whose parts do not belong together.
@@ -51,6 +52,8 @@ from ..sim.manifest import (
     read_manifest,
 )
 from ..sim.rtl import amaranth_to_verilog
+from ..sim.storage import layer_storage
+from ..sim.target import Target, resolve_target
 from .plan import Plan, compile_net, top_params
 
 __all__ = [
@@ -82,6 +85,7 @@ def manifest_of(plan: Plan, top: Top) -> Manifest:
     return Manifest(
         net=net.name,
         top=TOP,
+        target=plan.target.to_dict(),
         act_bits=plan.act_bits,
         buffer_depth=top.buffer_depth,
         input_shape=tuple(net.input_shape),
@@ -108,6 +112,7 @@ def manifest_of(plan: Plan, top: Top) -> Manifest:
                 cfg={k: int(v) for k, v in s.cfg.items()},
                 cycles_estimated=int(s.cycles_estimated),
                 cycles_ideal=float(s.cycles_ideal),
+                storage_bytes=layer_storage(s.layer, plan.target, plan.act_bits).bytes(),
             )
             for s in plan.steps
         ),
@@ -188,9 +193,14 @@ def _sha256(path: Path) -> str:
 
 
 def generate(
-    net: Net | str | os.PathLike, out_dir: str | os.PathLike, *, force: bool = False
+    net: Net | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    target: Target | str | os.PathLike | None = None,
+    *,
+    force: bool = False,
 ) -> Manifest:
-    """Compile ``net`` and write the build folder atomically; returns the manifest.
+    """Compile ``net`` for ``target`` (a Target, a preset name or a TOML path; the default
+    Target when None) and write the build folder atomically; returns the manifest.
 
     See :func:`check_output_folder` for the folders it refuses (``force`` to override).
     """
@@ -199,7 +209,7 @@ def generate(
         net = load_net(net)
     if not any(net.compute_layers()):
         raise BuildError(f"net {net.name!r} has no conv or dense layer: nothing to build")
-    return write_build(compile_net(net), out_dir, force=force)
+    return write_build(compile_net(net, resolve_target(target)), out_dir, force=force)
 
 
 def write_build(plan: Plan, out_dir: str | os.PathLike, *, force: bool = False) -> Manifest:

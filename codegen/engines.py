@@ -12,6 +12,7 @@ from ..hw.conv import ConvBinding
 from ..hw.engine import EngineBinding
 from ..hw.sparse_fc import SparseFCBinding
 from ..sim.ir import IRError
+from ..sim.target import Target
 
 __all__ = ["ENGINES", "EngineBinding", "binding_for", "check_supported"]
 
@@ -36,8 +37,8 @@ def check_supported(layer_kind: str, weight_kind: str) -> str | None:
     return "; ".join(r for r in reasons if r)
 
 
-def binding_for(layer) -> EngineBinding:
-    """The engine flavour that runs ``layer``.
+def binding_for(layer, target: Target | None = None) -> EngineBinding:
+    """The engine flavour that runs ``layer``, sized by ``target`` (the default when None).
 
     Raises
     ------
@@ -49,7 +50,7 @@ def binding_for(layer) -> EngineBinding:
             engine.runs(layer.kind)
             and engine.unsupported(layer.kind, layer.weight_format.kind) is None
         ):
-            return engine.for_layer(layer)
+            return engine.for_layer(layer, target)
     reason = check_supported(layer.kind, layer.weight_format.kind)
     field = "weight_format" if any(e.runs(layer.kind) for e in ENGINES) else "kind"
     raise IRError(layer.name, field, reason or "no engine runs it")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..sim.ir import atomic_write_bytes, check_writable, load_net
+from ..sim.target import Target
 
 __all__ = ["FlowConfig", "run_flow"]
 
@@ -40,6 +41,8 @@ class FlowConfig:
     # Place and route for Fmax takes about five minutes per ecp5 build here; scripts/headline.py
     # turns it on, the default flow keeps within its ten minutes without it.
     fmax: bool = False
+    # The hardware every net is compressed for (its report's bytes) and generated as.
+    hardware: Target = field(default_factory=Target)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -146,7 +149,14 @@ def run_flow(cfg: FlowConfig, log: Callable[[str], None] = print, quiet: bool = 
         net_path = out / f"{cfg.model}-{recipe}.sfnet"
 
         def do_compress(recipe: str = recipe, net_path: Path = net_path) -> dict:
-            report = compress(ckpt, recipe, net_path, quiet=quiet, check_layer=check_supported)
+            report = compress(
+                ckpt,
+                recipe,
+                net_path,
+                quiet=quiet,
+                check_layer=check_supported,
+                target=cfg.hardware,
+            )
             return {"net": str(net_path), "report": report}
 
         compressed[recipe] = steps.run(f"compress-{recipe}", [trained], do_compress)
@@ -156,7 +166,7 @@ def run_flow(cfg: FlowConfig, log: Callable[[str], None] = print, quiet: bool = 
         build_dir = out / "build" / f"{cfg.model}-{recipe}"
 
         def do_generate(recipe: str = recipe, build_dir: Path = build_dir) -> dict:
-            manifest = generate(load_net(compressed[recipe]["net"]), build_dir)
+            manifest = generate(load_net(compressed[recipe]["net"]), build_dir, cfg.hardware)
             return {
                 "build": str(build_dir),
                 "cycles_estimated": manifest.cycles_estimated,

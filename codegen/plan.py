@@ -3,13 +3,15 @@
 Each pass takes the plan built so far and returns a new one; a user (or a test) can run them one
 at a time and look at what each did::
 
-    plan = Plan.start(net)
+    plan = Plan.start(net, target)
     for p in PASSES:
         plan = p(plan)
 
-The plan ends with one :class:`Step` per hardware run (a conv with its pooling fused, or a
-fully connected layer), the engine each runs on, the engines' elaboration parameters and memory
-images, and the estimated cycles of every step.
+Every pass reads the plan's :class:`~squeezeforge.sim.target.Target`: it sizes the engines, lays
+each FC matrix out in CSC over the Target's PEs and index width (the net holds only the
+matrix), and drives the cycle models. The plan ends with one :class:`Step` per hardware run
+(a conv with its pooling fused, or a fully connected layer), the engine each runs on, the
+engines' elaboration parameters and memory images, and the estimated cycles of every step.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from typing import Any
 import numpy as np
 
 from ..hw.top import Top, TopEngine, TopParams, TopStep
+from ..sim.errors import UserError
 from ..sim.ir import Conv2d, Dense, Flatten, IRError, MaxPool2d, Net, SparseDense
 from ..sim.reference import run_net
+from ..sim.storage import net_act_bits
+from ..sim.target import Target
 from .engines import EngineBinding, binding_for
 
 __all__ = ["PASSES", "Plan", "Step", "compile_net", "top_params"]
@@ -56,6 +61,7 @@ class Step:
 @dataclass(frozen=True)
 class Plan:
     net: Net
+    target: Target = field(default_factory=Target)
     steps: tuple[Step, ...] = ()
     engines: dict[str, EngineBinding] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
@@ -64,8 +70,8 @@ class Plan:
     log: tuple[str, ...] = ()
 
     @classmethod
-    def start(cls, net: Net) -> Plan:
-        return cls(net=net)
+    def start(cls, net: Net, target: Target | None = None) -> Plan:
+        return cls(net=net, target=target or Target())
 
     def noted(self, message: str, **changes: Any) -> Plan:
         return replace(self, log=(*self.log, message), **changes)
@@ -78,7 +84,7 @@ def check_supported(plan: Plan) -> Plan:
         if isinstance(layer, MaxPool2d) and not isinstance(prev, Conv2d):
             raise IRError(layer.name, "kind", "a max pool must follow a conv layer to be fused")
         if isinstance(layer, Conv2d | Dense | SparseDense):
-            binding_for(layer)  # raises, naming the layer and the reason
+            binding_for(layer, plan.target)  # raises, naming the layer and the reason
         prev = layer
     return plan.noted("check_supported: every layer maps onto an engine")
 
@@ -105,15 +111,21 @@ def fuse_steps(plan: Plan) -> Plan:
 
 def assign_engines(plan: Plan) -> Plan:
     """One engine instance per engine flavour (engine and weight format) the net needs."""
-    bindings = [binding_for(s.layer) for s in plan.steps]
+    bindings = [binding_for(s.layer, plan.target) for s in plan.steps]
     steps = tuple(replace(s, engine=b.name) for s, b in zip(plan.steps, bindings, strict=True))
     engines = {b.name: b for b in bindings}
     return plan.noted(f"assign_engines: {', '.join(engines)}", steps=steps, engines=engines)
 
 
 def size_engines(plan: Plan) -> Plan:
-    """Elaboration parameters: widths are the maxima over the steps; memories hold them all."""
-    act_bits = max(max(s.layer.input_format.bits, s.layer.output_format.bits) for s in plan.steps)
+    """Elaboration parameters: engine shapes from the Target; widths are the maxima over the
+    steps (or the Target's activation width); memories hold them all."""
+    widest = net_act_bits([s.layer for s in plan.steps], Target())
+    act_bits = net_act_bits([s.layer for s in plan.steps], plan.target)
+    if act_bits < widest:
+        raise UserError(
+            f"target key 'act_bits': {act_bits} bits, but the net has {widest}-bit activations"
+        )
     params = {
         name: binding.size([s for s in plan.steps if s.engine == name], act_bits)
         for name, binding in plan.engines.items()
@@ -199,8 +211,9 @@ def top_params(plan: Plan) -> TopParams:
     )
 
 
-def compile_net(net: Net) -> Plan:
-    plan = Plan.start(net)
+def compile_net(net: Net, target: Target | None = None) -> Plan:
+    """Run every pass for ``target`` (the default Target when None)."""
+    plan = Plan.start(net, target)
     for p in PASSES:
         plan = p(plan)
     return plan

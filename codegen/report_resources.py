@@ -6,22 +6,49 @@ import dataclasses
 import os
 from pathlib import Path
 
-from .build import read_manifest
+from .build import BuildError, read_manifest
 from .resources import TARGETS, fmax, synthesize_hierarchy
 
-__all__ = ["build_resources"]
+__all__ = ["build_resources", "utilization"]
+
+# Block RAM a counted block holds, per family: resources.py counts native blocks on ice40 and
+# ecp5 and 36 kbit tiles on xc7.
+BRAM_BLOCK_KBIT = {"ice40": 4, "ecp5": 18, "xc7": 36}
 
 
-def build_resources(build_dir: str | os.PathLike, target: str, *, with_fmax: bool = False) -> dict:
-    """LUT, FF, DSP and BRAM per engine and for the whole accelerator on ``target``.
+def utilization(total: dict, budget: dict, family: str) -> dict[str, float]:
+    """Each resource of a synthesized ``total`` as a fraction of a Target's ``budget``."""
+    have = {
+        "lut": budget["lut"],
+        "ff": budget["ff"],
+        "dsp": budget["dsp"],
+        "bram": budget["bram_kbit"] / BRAM_BLOCK_KBIT[family],
+    }
+    # A part without DSP blocks (iCE40 HX) is fully used by its first multiplier.
+    return {
+        k: total[k] / n if n else (0.0 if total[k] == 0 else float("inf")) for k, n in have.items()
+    }
+
+
+def build_resources(
+    build_dir: str | os.PathLike, target: str | None = None, *, with_fmax: bool = False
+) -> dict:
+    """LUT, FF, DSP and BRAM per engine and for the whole accelerator on FPGA family ``target``
+    (the family of the Target the build was generated for when None).
 
     One Yosys run with the hierarchy kept gives both the per-engine and the total counts; with
-    ``with_fmax`` the flattened top is also placed and routed (ice40, ecp5).
+    ``with_fmax`` the flattened top is also placed and routed (ice40, ecp5). When the build's
+    Target names a part of that family with a budget, the report adds the utilization.
     """
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; valid targets are {', '.join(TARGETS)}")
     build = Path(build_dir)
     manifest = read_manifest(build)
+    built_for = manifest.target or {}
+    if target is None:
+        if "family" not in built_for:
+            raise BuildError(f"{build}: the build names no Target; give the FPGA family")
+        target = built_for["family"]
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; valid targets are {', '.join(TARGETS)}")
     top = manifest.top
     verilog = (build / "top.v").read_text()
     modules = synthesize_hierarchy(verilog, top, target)
@@ -49,6 +76,10 @@ def build_resources(build_dir: str | os.PathLike, target: str, *, with_fmax: boo
         "storage_bytes": {e.name: e.storage_bytes for e in manifest.engines},
         "total": total.to_dict(),
     }
+    if built_for.get("budget") and built_for.get("family") == target:
+        report["part"] = built_for.get("part", "")
+        report["budget"] = built_for["budget"]
+        report["utilization"] = utilization(report["total"], built_for["budget"], target)
     if note:
         report["note"] = note
     return report

@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from amaranth.lib import wiring
 
+from ..sim.target import Target
+
 __all__ = ["EngineBinding", "EngineStep", "Images", "memory_depth"]
 
 #: Memory images of an engine by memory name: one sequence of words, or one per PE.
@@ -85,13 +87,20 @@ class EngineBinding(ABC):
         return None
 
     @classmethod
-    def for_layer(cls, layer: Any) -> EngineBinding:
-        """The flavour of the engine that runs ``layer`` (checked with :meth:`unsupported`).
+    def for_layer(cls, layer: Any, target: Target | None = None) -> EngineBinding:
+        """The flavour of the engine that runs ``layer`` (checked with :meth:`unsupported`),
+        sized by ``target`` (the default Target when None; see :meth:`target_sizes`).
 
         Flavours differ by weight decoder: an engine whose flavours differ otherwise overrides
-        this; the hardware-size fields keep their defaults (or a target's, set by the caller).
+        this.
         """
-        return cls(weight_kind=layer.weight_format.kind)  # type: ignore[call-arg]
+        sizes = cls.target_sizes(target or Target())
+        return cls(weight_kind=layer.weight_format.kind, **sizes)  # type: ignore[call-arg]
+
+    @classmethod
+    @abstractmethod
+    def target_sizes(cls, target: Target) -> dict[str, int]:
+        """The instance fields this engine takes from the Target (array shape, PEs, ...)."""
 
     @property
     @abstractmethod

@@ -12,8 +12,7 @@ point by Ristretto's rules, calibrated on the training data, no fine-tuning.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -30,21 +29,11 @@ from .quant import CompressedLayer, compute_stages, leaf_modules, prepare
 from .train import check_finite_state
 
 __all__ = [
-    "SparseEncoding",
     "check_supported",
     "post_training_export",
     "reference_accuracy",
     "to_net",
 ]
-
-
-@dataclass(frozen=True)
-class SparseEncoding:
-    """EIE storage of a linear layer: rows interleaved over ``n_pe`` PEs, ``index_bits``-wide
-    relative row indices (padding zeros when a gap is longer)."""
-
-    n_pe: int = 4
-    index_bits: int = 4
 
 
 def check_supported(model: nn.Module) -> None:
@@ -55,7 +44,7 @@ def check_supported(model: nn.Module) -> None:
 
 
 def _ir_layer(
-    name: str, m: CompressedLayer, relu: bool, sparse: SparseEncoding | None
+    name: str, m: CompressedLayer, relu: bool, sparse: bool
 ) -> Conv2d | Dense | SparseDense:
     wf = m.weight_format()
     q = m.weight_quantizer
@@ -83,10 +72,9 @@ def _ir_layer(
             weight=stored,
             **common,
         )
-    if sparse is not None:
-        return SparseDense.from_dense(
-            stored, n_pe=sparse.n_pe, index_bits=sparse.index_bits, **common
-        )
+    if sparse:
+        # The net keeps the pruned matrix; its layout over PEs is the compiler's (the Target's).
+        return SparseDense.from_dense(stored, **common)
     return Dense(
         in_features=layer.in_features, out_features=layer.out_features, weight=stored, **common
     )
@@ -97,20 +85,22 @@ def to_net(
     data: Dataset,
     *,
     name: str = "net",
-    sparse: Mapping[str, SparseEncoding] | None = None,
+    sparse: Iterable[str] = (),
     metadata: Mapping[str, Any] | None = None,
 ) -> Net:
     """The IR of a prepared, fully quantized ``model``, with the test split as test vectors.
 
-    ``sparse`` names the linear layers to store in EIE's sparse form.
+    ``sparse`` names the linear layers that become ``sparse_dense`` (run on the sparse unit,
+    accounted in CSC form over the Target's PEs).
     """
-    sparse = dict(sparse or {})
+    sparse = set(sparse)
     stages = {st.name: st for st in compute_stages(model)}
     layers: list[Layer] = []
     for lname, m in leaf_modules(model):
         if isinstance(m, CompressedLayer):
-            enc = sparse.pop(lname, None)
-            if enc is not None and m.is_conv:
+            enc = lname in sparse
+            sparse.discard(lname)
+            if enc and m.is_conv:
                 raise UserError(f"layer {lname!r} is a convolution; only linear layers are sparse")
             layers.append(_ir_layer(lname, m, stages[lname].relu, enc))
         elif isinstance(m, nn.MaxPool2d):

@@ -2,8 +2,9 @@
 
 ``numerics`` defines the arithmetic once; ``ir`` the compressed-net file; ``reference`` the
 bit-accurate model every RTL result must equal; ``manifest`` the build folder's typed manifest;
-``rtl`` the Verilator runner; ``netsim`` the whole-net simulation of a build. The engines' cycle
-models live with the engines (``hw/conv/cycles.py``, ``hw/sparse_fc/cycles.py``).
+``target`` the hardware a net runs on and ``storage`` what a layer occupies there; ``rtl`` the
+Verilator runner; ``netsim`` the whole-net simulation of a build. The engines' cycle models live
+with the engines (``hw/conv/cycles.py``, ``hw/sparse_fc/cycles.py``).
 """
 
 from .ir import (
@@ -19,6 +20,7 @@ from .ir import (
 )
 from .numerics import CodebookWeights, FixedFormat, FixedWeights, Pow2Weights
 from .reference import run_layer, run_net
+from .target import Target, resolve_target
 
 __all__ = [
     "CodebookWeights",
@@ -32,7 +34,9 @@ __all__ = [
     "Net",
     "Pow2Weights",
     "SparseDense",
+    "Target",
     "load_net",
+    "resolve_target",
     "run_layer",
     "run_net",
     "save_net",

@@ -7,7 +7,9 @@ vectors and free-form metadata. Everything is validated on load; any disagreemen
 :class:`IRError` naming the layer and the field.
 
 Layer kinds: ``conv2d``, ``maxpool2d`` (2x2, stride 2), ``flatten`` (C, H, W order, as PyTorch),
-``dense`` and ``sparse_dense`` (EIE's compressed sparse column form, see :func:`encode_csc`).
+``dense`` and ``sparse_dense`` (a pruned matrix for the sparse unit; its EIE compressed sparse
+column layout over the unit's PEs, :func:`encode_csc`, is made by the compiler from the Target).
+Version 1 files, which held that layout for one PE count, are still read.
 Arrays hold *stored* weights: integer values for fixed-point and power-of-two formats, indices for
 codebook formats; in every format a stored 0 is an exact zero weight.
 """
@@ -43,11 +45,15 @@ from .numerics import (
 )
 
 FORMAT_NAME = "squeezeforge-net"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 stored sparse_dense layers in CSC form for a fixed PE count; they are still read
+# (decoded to the matrix), and written as version 2.
+READ_VERSIONS = (1, 2)
 
 __all__ = [
     "FORMAT_VERSION",
     "Conv2d",
+    "CscMatrix",
     "Dense",
     "Flatten",
     "IRError",
@@ -444,39 +450,32 @@ def decode_csc(v: np.ndarray, z: np.ndarray, ptr: np.ndarray, out_features: int)
 
 
 @dataclass(frozen=True, eq=False)
-class SparseDense(_ComputeLayer):
-    """Fully connected layer stored in EIE's compressed sparse column form (:func:`encode_csc`)."""
+class CscMatrix:
+    """A stored (out, in) matrix in EIE's interleaved CSC form over ``n_pe`` PEs.
+
+    See :func:`encode_csc` for the layout.
+
+    Not part of the net: how a matrix is laid out over a unit's PEs is the compiler's choice,
+    driven by the Target. ``name`` is the layer's, for error messages.
+    """
 
     name: str
-    in_features: int
     out_features: int
-    input_format: FixedFormat
-    weight_format: WeightFormat
-    output_format: FixedFormat
-    relu: bool
+    in_features: int
     n_pe: int
     index_bits: int
     v: np.ndarray
     z: np.ndarray
     ptr: np.ndarray
-    bias: np.ndarray
-    kind: ClassVar[str] = "sparse_dense"
-    arrays: ClassVar[tuple[str, ...]] = ("v", "z", "ptr", "bias")
 
     def __post_init__(self) -> None:
-        for fname in ("in_features", "out_features"):
-            if int(getattr(self, fname)) < 1:
-                raise IRError(self.name, fname, f"must be >= 1, got {getattr(self, fname)}")
         if self.n_pe < 1 or self.n_pe & (self.n_pe - 1) or self.n_pe > 64:
             raise IRError(self.name, "n_pe", f"must be a power of two in 1..64, got {self.n_pe}")
         if not 1 <= self.index_bits <= 8:
             raise IRError(self.name, "index_bits", f"must be in 1..8, got {self.index_bits}")
-        self._check_common()
-        self._check_bias(self.out_features)
         n = self.v.shape[0] if isinstance(self.v, np.ndarray) and self.v.ndim == 1 else -1
         if n < 0:
             raise IRError(self.name, "v", "must be a one-dimensional integer array")
-        self._check_stored("v", self.v, (n,))
         _check_array(self.name, "z", self.z, (n,), 0, (1 << self.index_bits) - 1)
         _check_array(self.name, "ptr", self.ptr, (self.n_pe, self.in_features + 1), 0, n)
         flat = self.ptr.reshape(-1)
@@ -486,13 +485,12 @@ class SparseDense(_ComputeLayer):
             raise IRError(self.name, "ptr", f"last pointer {flat[-1]} != {n} entries")
         if np.any(self.ptr[1:, 0] != self.ptr[:-1, -1]):
             raise IRError(self.name, "ptr", "each PE's entries must follow the previous PE's")
-        rows_per_pe = -(-self.out_features // self.n_pe)
         for k in range(self.n_pe):
             local_rows = (self.out_features - k + self.n_pe - 1) // self.n_pe
             for j in range(self.in_features):
                 s, e = int(self.ptr[k, j]), int(self.ptr[k, j + 1])
                 last = int(np.sum(self.z[s:e].astype(np.int64) + 1)) - 1
-                if e > s and last >= min(local_rows, rows_per_pe):
+                if e > s and last >= local_rows:
                     raise IRError(
                         self.name,
                         "z",
@@ -500,23 +498,11 @@ class SparseDense(_ComputeLayer):
                     )
 
     @classmethod
-    def from_dense(cls, stored: np.ndarray, *, n_pe: int, index_bits: int, **kw: Any):
-        v, z, ptr = encode_csc(np.asarray(stored), n_pe, index_bits)
+    def encode(cls, stored: np.ndarray, n_pe: int, index_bits: int, name: str = "<matrix>"):
+        stored = np.asarray(stored)
+        v, z, ptr = encode_csc(stored, n_pe, index_bits)
         out_f, in_f = stored.shape
-        return cls(
-            in_features=in_f,
-            out_features=out_f,
-            n_pe=n_pe,
-            index_bits=index_bits,
-            v=v,
-            z=z,
-            ptr=ptr,
-            **kw,
-        )
-
-    @property
-    def fan_in(self) -> int:
-        return self.in_features
+        return cls(name, out_f, in_f, n_pe, index_bits, v, z, ptr)
 
     @property
     def entries(self) -> int:
@@ -524,8 +510,63 @@ class SparseDense(_ComputeLayer):
         return int(self.v.shape[0])
 
     @property
+    def pe_entries(self) -> np.ndarray:
+        """Entries of each PE (padding included)."""
+        return np.diff(self.ptr[:, [0, -1]].astype(np.int64), axis=1).ravel()
+
+    @property
     def nonzeros(self) -> int:
         return int(np.count_nonzero(self.v))
+
+    def stored_dense(self) -> np.ndarray:
+        return decode_csc(self.v, self.z, self.ptr, self.out_features)
+
+
+@dataclass(frozen=True, eq=False)
+class SparseDense(_ComputeLayer):
+    """A pruned fully connected layer, weight (out_features, in_features) with its zeros.
+
+    It runs on the sparse FC unit, which stores it in EIE's CSC form (:class:`CscMatrix`); that
+    layout depends on the unit's PE count and index width, so the compiler makes it from the
+    Target (:meth:`csc`) and the net keeps only the matrix.
+    """
+
+    name: str
+    in_features: int
+    out_features: int
+    input_format: FixedFormat
+    weight_format: WeightFormat
+    output_format: FixedFormat
+    relu: bool
+    weight: np.ndarray
+    bias: np.ndarray
+    kind: ClassVar[str] = "sparse_dense"
+    arrays: ClassVar[tuple[str, ...]] = ("weight", "bias")
+
+    def __post_init__(self) -> None:
+        for fname in ("in_features", "out_features"):
+            if int(getattr(self, fname)) < 1:
+                raise IRError(self.name, fname, f"must be >= 1, got {getattr(self, fname)}")
+        self._check_common()
+        self._check_stored("weight", self.weight, (self.out_features, self.in_features))
+        self._check_bias(self.out_features)
+
+    @classmethod
+    def from_dense(cls, stored: np.ndarray, **kw: Any) -> SparseDense:
+        out_f, in_f = np.shape(stored)
+        return cls(in_features=in_f, out_features=out_f, weight=np.asarray(stored), **kw)
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_features
+
+    @property
+    def nonzeros(self) -> int:
+        return int(np.count_nonzero(self.weight))
+
+    def csc(self, n_pe: int, index_bits: int) -> CscMatrix:
+        """The weight matrix in CSC form over ``n_pe`` PEs with ``index_bits`` relative indices."""
+        return CscMatrix.encode(self.weight, n_pe, index_bits, name=self.name)
 
     def output_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
         if tuple(in_shape) != (self.in_features,):
@@ -536,10 +577,11 @@ class SparseDense(_ComputeLayer):
         return self.in_features * self.out_features
 
     def stored_dense(self) -> np.ndarray:
-        return decode_csc(self.v, self.z, self.ptr, self.out_features)
+        """A copy of the stored matrix (callers may edit it)."""
+        return np.array(self.weight, dtype=np.int64)
 
     def weight_values(self) -> np.ndarray:
-        return self.weight_format.decode(self.stored_dense())
+        return self.weight_format.decode(self.weight)
 
     def to_manifest(self) -> dict:
         return {
@@ -547,8 +589,6 @@ class SparseDense(_ComputeLayer):
             "name": self.name,
             "in_features": self.in_features,
             "out_features": self.out_features,
-            "n_pe": self.n_pe,
-            "index_bits": self.index_bits,
             **self._format_dict(),
         }
 
@@ -564,15 +604,10 @@ def busiest_pe_entries(layer: Dense | SparseDense, n_pe: int, index_bits: int) -
     """Entries (padding included) of the PE that holds the most of ``layer`` in EIE's layout.
 
     Each PE stores its own part of the layer, so this is what the layer takes of every PE's entry
-    memory, and what a pointer into a PE's part must span. A layer already encoded with ``n_pe``
-    and ``index_bits`` is counted from its pointers, any other without encoding it
-    (:func:`csc_entry_counts`).
+    memory, and what a pointer into a PE's part must span. Counted from the stored matrix
+    (:func:`csc_entry_counts`) without encoding it.
     """
-    if isinstance(layer, SparseDense) and (layer.n_pe, layer.index_bits) == (n_pe, index_bits):
-        per_pe = layer.ptr[:, -1].astype(np.int64) - layer.ptr[:, 0]
-    else:
-        stored = layer.stored_dense() if isinstance(layer, SparseDense) else layer.weight
-        per_pe = csc_entry_counts(stored, n_pe, index_bits).sum(axis=1)
+    per_pe = csc_entry_counts(np.asarray(layer.weight), n_pe, index_bits).sum(axis=1)
     return int(per_pe.max()) if per_pe.size else 0
 
 
@@ -678,7 +713,7 @@ def _zip_entry(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
 def _array_dtype(layer: Any, name: str) -> np.dtype:
     if name == "bias":
         return layer.bias_dtype()
-    if name in ("weight", "v"):
+    if name == "weight":
         return layer.stored_dtype()
     if name == "z":
         return np.dtype(np.uint8)
@@ -858,13 +893,17 @@ def _read_array(zf: zipfile.ZipFile, layer: str, name: str, spec: Any) -> np.nda
     return arr.astype(np.int64)
 
 
-def _layer_from_manifest(zf: zipfile.ZipFile, entry: Any, index: int) -> Layer:
+def _layer_from_manifest(
+    zf: zipfile.ZipFile, entry: Any, index: int, version: int = FORMAT_VERSION
+) -> Layer:
     if not isinstance(entry, dict):
         raise IRError(f"#{index}", "layer", "each layer must be an object")
     name = entry.get("name", f"#{index}")
     if not isinstance(name, str) or not name:
         raise IRError(f"#{index}", "name", f"must be a non-empty string, got {name!r}")
     kind = entry.get("kind")
+    if kind == "sparse_dense" and version == 1:
+        entry = _v1_sparse_dense(zf, entry, name)
     cls = LAYER_KINDS.get(kind)
     if cls is None:
         raise IRError(name, "kind", f"unknown layer kind {kind!r} ({', '.join(LAYER_KINDS)})")
@@ -877,7 +916,11 @@ def _layer_from_manifest(zf: zipfile.ZipFile, entry: Any, index: int) -> Layer:
             if f.name in cls.arrays:
                 if f.name not in arrays:
                     raise IRError(name, f.name, "array is missing from the manifest")
-                kw[f.name] = _read_array(zf, name, f.name, arrays[f.name])
+                spec = arrays[f.name]
+                # A version-1 reader hands over arrays it already decoded.
+                kw[f.name] = (
+                    spec if isinstance(spec, np.ndarray) else _read_array(zf, name, f.name, spec)
+                )
             elif f.name in ("input_format", "output_format"):
                 kw[f.name] = FixedFormat.from_dict(_require(entry, name, f.name))
             elif f.name == "weight_format":
@@ -905,8 +948,6 @@ def _layer_from_manifest(zf: zipfile.ZipFile, entry: Any, index: int) -> Layer:
         "padding",
         "in_features",
         "out_features",
-        "n_pe",
-        "index_bits",
     ):
         if key in kw and not _is_int(kw[key]):
             raise IRError(name, key, f"must be an integer, got {kw[key]!r}")
@@ -919,6 +960,28 @@ def _layer_from_manifest(zf: zipfile.ZipFile, entry: Any, index: int) -> Layer:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _v1_sparse_dense(zf: zipfile.ZipFile, entry: dict, name: str) -> dict:
+    """A version-1 sparse_dense entry (CSC arrays v, z, ptr for n_pe PEs) as a version-2 one.
+
+    The decoded matrix goes into the entry as an in-memory array under ``"weight"``.
+    """
+    arrays = entry.get("arrays", {})
+    csc = {}
+    for key in ("n_pe", "index_bits", "in_features", "out_features"):
+        value = _require(entry, name, key)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise IRError(name, key, f"must be an integer, got {value!r}")
+        csc[key] = value
+    for key in ("v", "z", "ptr"):
+        if key not in arrays:
+            raise IRError(name, key, "array is missing from the manifest")
+        csc[key] = _read_array(zf, name, key, arrays[key])
+    matrix = CscMatrix(name, **csc)
+    rest = {k: v for k, v in entry.items() if k not in ("n_pe", "index_bits", "arrays")}
+    rest["arrays"] = {"weight": matrix.stored_dense(), "bias": arrays.get("bias")}
+    return rest
 
 
 def _require(entry: dict, layer: str, key: str) -> Any:
@@ -954,12 +1017,13 @@ def load_net(path: str | os.PathLike) -> Net:
             raise IRError("<file>", "manifest.json", f"is corrupt: {exc}") from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
             raise IRError("<file>", "format", f"is not {FORMAT_NAME!r}")
-        if manifest.get("version") != FORMAT_VERSION:
+        version = manifest.get("version")
+        if version not in READ_VERSIONS:
             raise IRError(
                 "<file>",
                 "version",
-                f"file has version {manifest.get('version')!r}, this squeezeforge reads"
-                f" {FORMAT_VERSION}",
+                f"file has version {version!r}, this squeezeforge reads"
+                f" {', '.join(map(str, READ_VERSIONS))}",
             )
         inp = _require(manifest, "<net>", "input")
         try:
@@ -975,7 +1039,7 @@ def load_net(path: str | os.PathLike) -> Net:
         entries = _require(manifest, "<net>", "layers")
         if not isinstance(entries, list):
             raise IRError("<net>", "layers", "must be a list")
-        layers = tuple(_layer_from_manifest(zf, e, i) for i, e in enumerate(entries))
+        layers = tuple(_layer_from_manifest(zf, e, i, version) for i, e in enumerate(entries))
         tv = _require(manifest, "<net>", "test_vectors")
         if not isinstance(tv, dict):
             raise IRError("<net>", "test_vectors", f"must be an object, got {tv!r}")

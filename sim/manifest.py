@@ -75,6 +75,9 @@ class StepEntry:
     cfg: dict[str, int]
     cycles_estimated: int
     cycles_ideal: float
+    #: What the step's layer occupies in the engine's memories, by part
+    #: (:func:`squeezeforge.sim.storage.layer_storage`).
+    storage_bytes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class Manifest:
 
     net: str
     top: str
+    #: The Target the build was made for (:meth:`squeezeforge.sim.target.Target.to_dict`).
+    target: dict[str, Any] | None
     act_bits: int
     buffer_depth: int
     input_shape: tuple[int, ...]
@@ -140,6 +145,7 @@ class Manifest:
             return cls(
                 net=str(d["net"]),
                 top=str(d["top"]),
+                target=dict(d["target"]) if d.get("target") is not None else None,
                 act_bits=int(d["act_bits"]),
                 buffer_depth=int(d["buffer_depth"]),
                 input_shape=tuple(int(n) for n in d["input_shape"]),

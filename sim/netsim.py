@@ -105,6 +105,8 @@ def simulate(build_dir: str | os.PathLike, images: int = 10, *, waves: bool = Fa
     report = {
         "build": str(build),
         "net": manifest.net,
+        # Builds made before the Target existed name none.
+        "target": manifest.target,
         "images": images,
         "bit_exact": int(sum(exact)),
         "golden_consistent": golden_consistent,

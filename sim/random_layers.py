@@ -195,8 +195,6 @@ def random_dense(
 def random_sparse_dense(
     rng: np.random.Generator,
     *,
-    n_pe: int = 4,
-    index_bits: int = 4,
     density: float = 0.2,
     **kw,
 ) -> SparseDense:
@@ -204,8 +202,6 @@ def random_sparse_dense(
     d = random_dense(rng, density=density, **kw)
     return SparseDense.from_dense(
         d.weight,
-        n_pe=n_pe,
-        index_bits=index_bits,
         name=d.name,
         input_format=d.input_format,
         weight_format=d.weight_format,
@@ -244,7 +240,6 @@ def random_net(rng: np.random.Generator, n_tests: int = 4, kind: WeightKind = "f
         act_bits=8,
         name="fc2",
         density=0.4,
-        n_pe=2,
     )
     sp = SparseDense(**{**sp.__dict__, "input_format": a, "output_format": FixedFormat(8, 0)})
     layers = (conv, MaxPool2d("pool1"), Flatten("flatten"), fc, sp)

@@ -11,6 +11,7 @@ import numpy as np
 
 from ...sim.ir import Conv2d
 from ...sim.numerics import Pow2Weights
+from ...sim.target import Target
 from ..engine import EngineBinding, EngineStep, Images, memory_depth
 from ..interface import LayerFitError
 from .cycles import conv_cycles
@@ -18,6 +19,8 @@ from .driver import check_conv_fits, conv_layer_config, conv_memory_images, filt
 from .engine import ConvEngine, ConvEngineParams
 
 __all__ = ["ConvBinding"]
+
+_DEFAULT = Target()
 
 # Each flavour's instance name in a build.
 _NAMES = {"fixed": "conv_mac", "pow2": "conv_pow2"}
@@ -33,8 +36,13 @@ class ConvBinding(EngineBinding):
     WHY_NOT: ClassVar[str] = "conv layers run fixed-point or power-of-two weights"
 
     weight_kind: str
-    rows: int = 4
-    cols: int = 4
+    # Defaults are the default Target's; the compiler passes the build's (for_layer).
+    rows: int = _DEFAULT.conv_rows
+    cols: int = _DEFAULT.conv_cols
+
+    @classmethod
+    def target_sizes(cls, target: Target) -> dict[str, int]:
+        return {"rows": target.conv_rows, "cols": target.conv_cols}
 
     @property
     def name(self) -> str:

@@ -6,11 +6,10 @@ binding to the compiler (:mod:`.binding`, the engine contract of :mod:`squeezefo
 """
 
 from .binding import SparseFCBinding
-from .cycles import SparseFCCycles, sparse_fc_cycles, sparse_fc_cycles_from_counts
+from .cycles import SparseFCCycles, as_csc, sparse_fc_cycles, sparse_fc_cycles_from_counts
 from .driver import (
     MemoryImage,
     SparseFCPlacement,
-    as_sparse_dense,
     load_writes,
     place_layers,
     sparse_fc_config,
@@ -36,12 +35,12 @@ __all__ = [
     "SparseFC",
     "SparseFCBinding",
     "SparseFCCycles",
+    "as_csc",
     "SparseFCInit",
     "SparseFCMemory",
     "SparseFCParams",
     "SparseFCPlacement",
     "SparsePE",
-    "as_sparse_dense",
     "load_signature",
     "load_writes",
     "place_layers",

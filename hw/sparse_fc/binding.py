@@ -11,6 +11,7 @@ import numpy as np
 
 from ...sim.ir import Dense, SparseDense, busiest_pe_entries
 from ...sim.numerics import CodebookWeights
+from ...sim.target import Target
 from ..engine import EngineBinding, EngineStep, Images, memory_depth
 from .cycles import sparse_fc_cycles
 from .driver import (
@@ -23,6 +24,8 @@ from .driver import (
 from .engine import WEIGHT_KINDS, SparseFC, SparseFCInit, SparseFCParams
 
 __all__ = ["SparseFCBinding"]
+
+_DEFAULT = Target()
 
 
 def _weight_bits(weight_kind: str, fmt: Any) -> int:
@@ -44,9 +47,18 @@ class SparseFCBinding(EngineBinding):
     WHY_NOT: ClassVar[str] = "fully connected layers run codebook, power-of-two or fixed weights"
 
     weight_kind: str
-    n_pe: int = 8
-    index_bits: int = 4
-    fifo_depth: int = 8
+    # Defaults are the default Target's; the compiler passes the build's (for_layer).
+    n_pe: int = _DEFAULT.fc_pes
+    index_bits: int = _DEFAULT.index_bits
+    fifo_depth: int = _DEFAULT.fifo_depth
+
+    @classmethod
+    def target_sizes(cls, target: Target) -> dict[str, int]:
+        return {
+            "n_pe": target.fc_pes,
+            "index_bits": target.index_bits,
+            "fifo_depth": target.fifo_depth,
+        }
 
     @property
     def name(self) -> str:

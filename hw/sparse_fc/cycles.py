@@ -34,11 +34,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...sim.ir import Dense, SparseDense, csc_entry_counts
+from ...sim.ir import CscMatrix, Dense, SparseDense, csc_entry_counts
 from .engine import SparseFC
 
 __all__ = [
     "SparseFCCycles",
+    "as_csc",
     "sparse_fc_cycles",
     "sparse_fc_cycles_from_counts",
 ]
@@ -93,6 +94,17 @@ class SparseFCCycles:
     def over_ideal(self) -> float:
         """Compute cycles over the ideal bound (EIE's actual over theoretical)."""
         return self.compute_cycles / self.ideal_cycles if self.ideal_cycles else float("inf")
+
+
+def as_csc(layer: Dense | SparseDense, n_pe: int, index_bits: int) -> CscMatrix:
+    """The layer's matrix in CSC form for ``n_pe`` PEs and ``index_bits`` relative indices.
+
+    A :class:`Dense` layer is encoded at full density, a :class:`SparseDense` one with its zeros
+    skipped: the layout is the unit's, so the caller's PE count and index width choose it.
+    """
+    if not isinstance(layer, Dense | SparseDense):
+        raise TypeError(f"the sparse FC unit runs dense and sparse_dense layers, not {layer!r}")
+    return CscMatrix.encode(layer.weight, n_pe, index_bits, name=layer.name)
 
 
 def sparse_fc_cycles_from_counts(
@@ -192,35 +204,23 @@ def sparse_fc_cycles(
     x : ndarray, shape (in_features,)
         One input vector (integers; only its zero pattern matters).
     n_pe, index_bits
-        The unit's PE count and relative-index width; the layer's own when None.
+        The unit's PE count and relative-index width (a Target's ``fc_pes`` and
+        ``index_bits``); required.
     fifo_depth
         Activation FIFO depth per PE.
     """
     x = np.asarray(x)
     if x.ndim != 1:
         raise ValueError(f"x must be one input vector, got shape {x.shape}")
-    if isinstance(layer, SparseDense):
-        n_pe = layer.n_pe if n_pe is None else n_pe
-        index_bits = layer.index_bits if index_bits is None else index_bits
-        if n_pe == layer.n_pe and index_bits == layer.index_bits:
-            counts = np.diff(layer.ptr.astype(np.int64), axis=1)
-            stored = None
-        else:
-            stored = layer.stored_dense()
-    elif isinstance(layer, Dense):
-        if n_pe is None or index_bits is None:
-            raise ValueError("a dense layer needs n_pe and index_bits")
-        stored = layer.weight
-    else:
+    if not isinstance(layer, Dense | SparseDense):
         raise TypeError(f"the sparse FC unit runs dense and sparse_dense layers, not {layer!r}")
-    if stored is not None:
-        counts = csc_entry_counts(stored, n_pe, index_bits)
-        nz_per_col = np.count_nonzero(stored, axis=0)
-    else:
-        # Entries are stored PE by PE, column by column: tag each with its column.
-        in_f = layer.in_features
-        column_of_entry = np.repeat(np.tile(np.arange(in_f), layer.n_pe), counts.ravel())
-        nz_per_col = np.bincount(column_of_entry[layer.v != 0], minlength=in_f)
+    if n_pe is None or index_bits is None:
+        raise ValueError(
+            "the cycle model needs n_pe and index_bits (the Target's fc_pes and index_bits)"
+        )
+    stored = np.asarray(layer.weight)
+    counts = csc_entry_counts(stored, n_pe, index_bits)
+    nz_per_col = np.count_nonzero(stored, axis=0)
     work = int(nz_per_col[x != 0].sum())
     return sparse_fc_cycles_from_counts(
         counts,

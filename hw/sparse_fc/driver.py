@@ -12,15 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...sim.ir import Dense, SparseDense, busiest_pe_entries
+from ...sim.ir import CscMatrix, Dense, SparseDense, busiest_pe_entries
 from ...sim.numerics import CodebookWeights, FixedWeights, Pow2Weights, pow2_encode
 from ..interface import SHIFT_BITS
+from .cycles import as_csc
 from .engine import SparseFCInit, SparseFCMemory, SparseFCParams
 
 __all__ = [
     "MemoryImage",
     "SparseFCPlacement",
-    "as_sparse_dense",
     "load_writes",
     "place_layers",
     "sparse_fc_config",
@@ -60,36 +60,9 @@ class MemoryImage:
     words: tuple[np.ndarray, ...]
 
 
-def as_sparse_dense(layer: Dense | SparseDense, n_pe: int, index_bits: int) -> SparseDense:
-    """The layer in CSC form for ``n_pe`` PEs and ``index_bits`` relative indices.
-
-    A :class:`Dense` layer is encoded at full density; a :class:`SparseDense` layer encoded for
-    another PE count or index width is re-encoded; otherwise the layer is returned as is.
-    """
-    if isinstance(layer, SparseDense):
-        if layer.n_pe == n_pe and layer.index_bits == index_bits:
-            return layer
-        stored = layer.stored_dense()
-    elif isinstance(layer, Dense):
-        stored = layer.weight
-    else:
-        raise TypeError(f"the sparse FC unit runs dense and sparse_dense layers, not {layer!r}")
-    return SparseDense.from_dense(
-        stored,
-        n_pe=n_pe,
-        index_bits=index_bits,
-        name=layer.name,
-        input_format=layer.input_format,
-        weight_format=layer.weight_format,
-        output_format=layer.output_format,
-        relu=layer.relu,
-        bias=layer.bias,
-    )
-
-
-def _weight_codes(layer: SparseDense, params: SparseFCParams) -> np.ndarray:
+def _weight_codes(enc: CscMatrix, params: SparseFCParams) -> np.ndarray:
     """Hardware weight codes of the entries' stored values."""
-    v = layer.v.astype(np.int64)
+    v = enc.v.astype(np.int64)
     wb = params.weight_bits
     if params.weight_kind == "codebook":
         return v
@@ -98,7 +71,7 @@ def _weight_codes(layer: SparseDense, params: SparseFCParams) -> np.ndarray:
     return v & ((1 << wb) - 1)
 
 
-def _check_weights(layer: SparseDense, params: SparseFCParams) -> None:
+def _check_weights(layer: Dense | SparseDense, params: SparseFCParams) -> None:
     wf = layer.weight_format
     kind = params.weight_kind
     if wf.kind != kind:
@@ -133,8 +106,8 @@ def sparse_fc_layer(
     layer: Dense | SparseDense,
     params: SparseFCParams,
     placement: SparseFCPlacement | None = None,
-) -> SparseDense:
-    """The layer encoded for the unit, after checking that it fits.
+) -> CscMatrix:
+    """The layer's matrix in the unit's CSC layout, after checking that the layer fits.
 
     Raises
     ------
@@ -187,8 +160,8 @@ def sparse_fc_layer(
                 f"layer {name!r}: a {table}-entry codebook from address {at.codebook_base}"
                 f" exceeds the codebook memory of {p.codebook_memory_depth} words"
             )
-    encoded = as_sparse_dense(layer, p.n_pe, p.index_bits)
-    worst = busiest_pe_entries(encoded, p.n_pe, p.index_bits)
+    encoded = as_csc(layer, p.n_pe, p.index_bits)
+    worst = busiest_pe_entries(layer, p.n_pe, p.index_bits)
     if at.entry_base + worst > p.entry_depth:
         raise ValueError(
             f"layer {name!r}: a PE holds {worst} entries from address {at.entry_base}, the"
@@ -248,11 +221,11 @@ def sparse_fc_memory_images(
         "bias": MemoryImage(
             SparseFCMemory.BIAS,
             at.bias_base,
-            tuple(enc.bias.astype(np.int64)[k::n] for k in range(n)),
+            tuple(np.asarray(layer.bias, dtype=np.int64)[k::n] for k in range(n)),
         ),
     }
     if params.weight_kind == "codebook":
-        table = np.asarray(enc.weight_format.table, dtype=np.int64)
+        table = np.asarray(layer.weight_format.table, dtype=np.int64)
         images["codebook"] = MemoryImage(SparseFCMemory.CODEBOOK, at.codebook_base, (table,))
     return images
 
@@ -319,10 +292,10 @@ def place_layers(
     ptr = entry = bias = codebook = 0
     for layer in layers:
         at = SparseFCPlacement(ptr, entry, bias, codebook)
-        enc = sparse_fc_layer(layer, params, at)
+        sparse_fc_layer(layer, params, at)  # checks that the layer fits there
         placements.append(at)
         ptr += layer.in_features + 1
-        entry += busiest_pe_entries(enc, params.n_pe, params.index_bits)
+        entry += busiest_pe_entries(layer, params.n_pe, params.index_bits)
         bias += -(-layer.out_features // params.n_pe)
         if params.weight_kind == "codebook":
             codebook += len(layer.weight_format.table)

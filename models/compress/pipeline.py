@@ -22,10 +22,11 @@ from torch import nn
 from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import Conv2d, Dense, Net, check_writable, save_net
 from squeezeforge.sim.reference import predictions
+from squeezeforge.sim.target import Target, resolve_target
 
 from ..capture import capture, is_stack
 from ..data import Dataset, load_digits
-from ..export import SparseEncoding, check_supported, reference_accuracy, to_net
+from ..export import check_supported, reference_accuracy, to_net
 from ..quant import CompressedLayer, prepare
 from ..train import Checkpoint, deterministic, evaluate, load_checkpoint, predict
 from .base import Context, per_layer, select_layers
@@ -92,18 +93,17 @@ def _check_layer_names(recipe: Recipe, model: nn.Module) -> None:
                 )
 
 
-def _sparse_layers(recipe: Recipe, model: nn.Module) -> dict[str, SparseEncoding]:
+def _sparse_layers(recipe: Recipe, model: nn.Module) -> list[str]:
     opts = recipe.export
-    enc = SparseEncoding(n_pe=opts.n_pe, index_bits=opts.index_bits)
     if opts.sparse == "none":
-        return {}
+        return []
     if isinstance(opts.sparse, tuple):
-        return dict.fromkeys(opts.sparse, enc)
-    out = {}
+        return list(opts.sparse)
+    out = []
     for name, m in select_layers(model, "fc", "export"):
         stored = m.stored_weights()
         if np.count_nonzero(stored) <= opts.sparse_density * stored.size:
-            out[name] = enc
+            out.append(name)
     return out
 
 
@@ -116,13 +116,16 @@ def compress_model(
     model_name: str,
     quiet: bool = True,
     check_layer: LayerCheck | None = None,
+    target: Target | None = None,
 ) -> tuple[nn.Module, Net, dict[str, Any]]:
     """Run ``recipe`` on a float ``model``; return the compressed torch model, its IR net and the
-    report (without the output path).
+    report (without the output path), whose storage and Cr are those of ``target`` (the default
+    Target when None).
 
     ``check_layer`` refuses, before any training, a recipe that gives a layer a weight format
     no engine runs (e.g. a codebook conv).
     """
+    target = target or Target()
     check_supported(model)
     with deterministic(seed):
         teacher = copy.deepcopy(model).eval()
@@ -173,7 +176,7 @@ def compress_model(
         )
     ref_acc = reference_accuracy(net)
     agreement = float(np.mean(predictions(net.test_outputs) == fake_pred))
-    layers, totals = net_costs(net)
+    layers, totals = net_costs(net, target)
     report = {
         "recipe": recipe.name,
         "model": model_name,
@@ -186,6 +189,7 @@ def compress_model(
             "agreement": agreement,
         },
         "compression_ratio": totals["compression_ratio"],
+        "target": target.to_dict(),
         "totals": totals,
         "layers": layers,
         "steps": step_log,
@@ -203,14 +207,18 @@ def compress(
     seed: int | None = None,
     quiet: bool = True,
     check_layer: LayerCheck | None = None,
+    target: Target | str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Compress a checkpoint (path or loaded) or a float model with ``recipe`` (a shipped name,
     a TOML path or a parsed :class:`Recipe`), write the IR net to ``out_path`` atomically and
     return the report dict (see ``docs/compression.md``).
 
-    ``seed`` overrides the recipe's; the same seed gives a byte-identical net file.
+    ``seed`` overrides the recipe's; the same seed gives a byte-identical net file. ``target``
+    (a Target, a preset name or a TOML path; the default Target when None) is the hardware the
+    report's storage and Cr are computed for; the net file does not depend on it.
     ``check_layer`` is passed to :func:`compress_model`.
     """
+    target = resolve_target(target)
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     # Fine-tuning takes minutes: an output that cannot be written is reported before it.
     check_writable(out_path)
@@ -239,6 +247,7 @@ def compress(
         model_name=name,
         quiet=quiet,
         check_layer=check_layer,
+        target=target,
     )
     save_net(net, out_path)
     return {"net": str(Path(out_path)), **report}

@@ -57,8 +57,6 @@ class ExportOptions:
 
     sparse: str | tuple[str, ...] = "none"
     sparse_density: float = 0.5
-    n_pe: int = 4
-    index_bits: int = 4
 
 
 @dataclass(frozen=True)
@@ -258,17 +256,17 @@ def _export(c: _Checker) -> ExportOptions:
             return tuple(v)
         raise c.fail(f'sparse must be "auto", "none" or a list of layer names, got {v!r}')
 
-    def n_pe(v: Any) -> int:
-        n = c._number("n_pe", v, 1, 64, integer=True)
-        if n & (n - 1):
-            raise c.fail(f"n_pe = {n} is not a power of two")
-        return n
-
+    for old, flag in (("n_pe", "fc_pes"), ("index_bits", "index_bits")):
+        if old in c.table:
+            # The layout over PEs belongs to the hardware, not to the net: refusing the key
+            # beats accepting a value that no longer changes anything.
+            raise c.fail(
+                f"{old} moved to the Target (key {flag!r}; `--target`, `--fc-pes`,"
+                " `--index-bits` on compress and generate); remove it from the recipe"
+            )
     opts = ExportOptions(
         sparse=c.get("sparse", "none", sparse),
         sparse_density=c.number("sparse_density", 0.5, 0.0, 1.0),
-        n_pe=c.get("n_pe", 4, n_pe),
-        index_bits=c.integer("index_bits", 4, 1, 8),
     )
     c.done()
     return opts

@@ -1,14 +1,13 @@
-"""The compression report: what each layer of an IR net costs, against float32 dense storage.
+"""The compression report: what each layer of an IR net costs on a Target, against float32.
 
-Bytes count everything the hardware must store for a layer:
-
-* weights: ``params * stored_bits`` for dense layers; ``entries * stored_bits`` for sparse ones
-  (entries include EIE's padding zeros);
-* index: for sparse layers, one ``index_bits``-wide relative row index per entry plus the column
-  pointers (``n_pe * (in + 1)`` of them; each PE holds its own entries, so a pointer is as wide
-  as the largest PE's entry count needs);
-* codebook: ``2**index_bits`` table values of ``value_bits`` each;
-* bias: one :func:`~squeezeforge.sim.numerics.bias_bits`-wide integer per output.
+Bytes are those of the generated memories on the Target the net will run on
+(:func:`squeezeforge.sim.storage.layer_storage`, the one definition the compiler's engines use
+too): fully connected layers, sparse or dense, are held by the sparse FC unit in EIE's CSC form
+over the Target's ``fc_pes`` PEs (weight codes and ``index_bits``-wide relative indices per
+entry, padding included, each PE's bank as deep as the busiest PE's; column pointers; a codebook
+copy per PE; biases); conv layers by the conv engine (weights in lanes of ``conv_cols`` filters,
+biases at the accumulator's width). The same net costs a different number of bytes on another
+Target.
 
 The compression ratio Cr is float32 dense bytes (weights and biases at 4 bytes each) over those
 bytes. Effective MACs skip zero weights (not zero activations).
@@ -16,48 +15,33 @@ bytes. Effective MACs skip zero weights (not zero activations).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from squeezeforge.sim.ir import Net, SparseDense, busiest_pe_entries
-from squeezeforge.sim.numerics import CodebookWeights
+from squeezeforge.sim.ir import Net, SparseDense
+from squeezeforge.sim.storage import layer_storage, net_act_bits
+from squeezeforge.sim.target import Target
 
 __all__ = ["layer_costs", "net_costs", "report_markdown"]
 
 
-def _bytes(bits: int) -> int:
-    return math.ceil(bits / 8)
-
-
-def layer_costs(layer: Any, in_shape: tuple[int, ...]) -> dict[str, Any]:
-    """Parameters, density, storage and MACs of one compute layer of an IR net."""
+def layer_costs(
+    layer: Any,
+    in_shape: tuple[int, ...],
+    target: Target | None = None,
+    act_bits: int | None = None,
+) -> dict[str, Any]:
+    """Parameters, density, storage on ``target`` (the default Target when None) and MACs of
+    one compute layer of an IR net."""
+    target = target or Target()
     wf = layer.weight_format
     values = layer.weight_values()
     params = int(values.size)
     nonzeros = int(np.count_nonzero(values))
     outputs = int(layer.bias.shape[0])
-    if isinstance(layer, SparseDense):
-        entries = layer.entries
-        weight_bits = entries * wf.stored_bits
-        # Each PE keeps its own entries and pointers (EIE), so a pointer only spans its PE's part.
-        per_pe = busiest_pe_entries(layer, layer.n_pe, layer.index_bits)
-        pointer_bits = max(1, math.ceil(math.log2(per_pe + 1)))
-        index_bits = entries * layer.index_bits + int(layer.ptr.size) * pointer_bits
-        storage = "sparse"
-    else:
-        weight_bits = params * wf.stored_bits
-        index_bits = 0
-        storage = "dense"
-    codebook_bits = len(wf.table) * wf.value_bits if isinstance(wf, CodebookWeights) else 0
-    parts = {
-        "weights": _bytes(weight_bits),
-        "index": _bytes(index_bits),
-        "codebook": _bytes(codebook_bits),
-        "bias": _bytes(outputs * layer.bias_bits),
-    }
-    total = sum(parts.values())
+    held = layer_storage(layer, target, act_bits)
+    parts = held.bytes()
     float_bytes = 4 * (params + outputs)
     macs_dense = int(layer.macs(in_shape))
     # Every weight of a conv is used once per output position, so zeros save the same share.
@@ -65,25 +49,30 @@ def layer_costs(layer: Any, in_shape: tuple[int, ...]) -> dict[str, Any]:
     return {
         "name": layer.name,
         "kind": layer.kind,
-        "storage": storage,
+        "engine": held.engine,
+        "storage": "sparse" if isinstance(layer, SparseDense) else "dense",
         "weight_format": wf.kind,
         "weight_bits": int(wf.stored_bits),
         "params": params,
         "nonzeros": nonzeros,
         "density": nonzeros / params if params else 0.0,
-        "bits_per_nonzero": (weight_bits + index_bits + codebook_bits) / nonzeros
-        if nonzeros
-        else 0.0,
-        "bytes": {**parts, "total": total},
+        "entries": held.entries,
+        "bits_per_nonzero": (held.total - held.bias) / nonzeros if nonzeros else 0.0,
+        "bytes": parts,
         "float_bytes": float_bytes,
-        "compression_ratio": float_bytes / total if total else 0.0,
+        "compression_ratio": float_bytes / parts["total"] if parts["total"] else 0.0,
         "macs": {"dense": macs_dense, "effective": int(macs_effective)},
     }
 
 
-def net_costs(net: Net) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Per-layer costs and their totals (with the net's compression ratio)."""
-    layers = [layer_costs(layer, shape) for layer, shape in net.compute_layers()]
+def net_costs(
+    net: Net, target: Target | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per-layer costs on ``target`` (the default Target when None) and their totals (with the
+    net's compression ratio)."""
+    target = target or Target()
+    act_bits = net_act_bits(net.layers, target)
+    layers = [layer_costs(layer, shape, target, act_bits) for layer, shape in net.compute_layers()]
     params = sum(e["params"] for e in layers)
     nonzeros = sum(e["nonzeros"] for e in layers)
     total_bytes = sum(e["bytes"]["total"] for e in layers)
@@ -103,6 +92,14 @@ def net_costs(net: Net) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return layers, totals
 
 
+def _target_label(report: dict[str, Any]) -> str:
+    t = report.get("target") or Target().to_dict()
+    return (
+        f"`{t['name']}`: conv {t['conv_rows']}x{t['conv_cols']}, {t['fc_pes']} FC PEs,"
+        f" {t['index_bits']}-bit index"
+    )
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
@@ -120,7 +117,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"- fake-quantized and reference predictions agree on {_pct(acc['agreement'])}"
         f" of {report['test_images']} test images",
         f"- compression ratio Cr = {report['compression_ratio']:.1f}x"
-        f" ({report['totals']['float_bytes']} B float32 -> {report['totals']['bytes']} B)",
+        f" ({report['totals']['float_bytes']} B float32 -> {report['totals']['bytes']} B"
+        f" on target {_target_label(report)})",
         "",
         "| layer | storage | format | params | non-zeros | density | bits/weight"
         " | bits/non-zero | weights B | index B | codebook B | bias B | total B | Cr"

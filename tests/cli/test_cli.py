@@ -82,3 +82,35 @@ def test_info_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert rc == (0 if report["ok"] else 1)
     assert report["versions"]["python"].startswith("3.")
     assert report["versions"]["verilator"] is not None
+
+
+def test_info_lists_the_target_presets(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--targets", "--json"]) == 0
+    presets = {t["name"]: t for t in json.loads(capsys.readouterr().out)}
+    assert presets["ecp5-85f"]["budget"] == {
+        "lut": 83640,
+        "ff": 83640,
+        "dsp": 156,
+        "bram_kbit": 3744,
+    }
+    assert main(["info", "--targets"]) == 0
+    table = capsys.readouterr().out
+    assert "| ice40-up5k | ice40  | iCE40UP5K-SG48" in table and "BRAM kbit" in table
+
+
+def test_simulate_report_names_the_target(capsys: pytest.CaptureFixture[str]) -> None:
+    from squeezeforge.cli.simulate import print_report
+    from squeezeforge.sim.target import resolve_target
+
+    report = {
+        "target": resolve_target("ice40-up5k").to_dict(),
+        "steps": [{"layers": ["fc1"], "engine": "fc_fixed", "cycles_measured": 7.0,
+                   "cycles_estimated": 7}],
+        "bit_exact": 1, "images": 1, "cycles_per_inference": 7.0, "cycles_estimated": 7,
+        "accuracy": 1.0, "golden_consistent": True, "first_mismatch": None,
+    }  # fmt: skip
+    print_report(report)
+    out = capsys.readouterr().out
+    assert out.startswith("target ice40-up5k: conv 2x4, 4 FC PEs, FIFO 8, 4-bit index\n")
+    print_report({**report, "target": None})
+    assert not capsys.readouterr().out.startswith("target")

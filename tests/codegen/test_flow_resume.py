@@ -41,11 +41,9 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> dict:
         # A report carries timings: they differ on every run even for identical output.
         return {"seconds": next(clock) * 1.5, "recipe": recipe}
 
-    def fake_generate(net, out_dir):
+    def fake_generate(net, out_dir, target=None, **_kw):
         calls["generate"].append(str(out_dir))
-        return SimpleNamespace(
-            cycles_estimated=10, checksum="c", to_dict=lambda: {"steps": []}
-        )
+        return SimpleNamespace(cycles_estimated=10, checksum="c", to_dict=lambda: {"steps": []})
 
     monkeypatch.setattr(models_compress, "compress", fake_compress)
     monkeypatch.setattr(train, "train", lambda *a, **k: (object(), []))

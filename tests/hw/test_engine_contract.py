@@ -17,7 +17,7 @@ from squeezeforge.hw.sparse_fc import (
     SparseFC,
     SparseFCBinding,
     SparseFCParams,
-    as_sparse_dense,
+    as_csc,
     sparse_fc_cycles,
 )
 from squeezeforge.sim.ir import busiest_pe_entries, encode_csc
@@ -43,7 +43,7 @@ def _conv_step(rng, kind: str) -> _Step:
 
 
 def _fc_step(rng, kind: str) -> _Step:
-    layer = random_sparse_dense(rng, kind=kind, n_pe=8, index_bits=4)
+    layer = random_sparse_dense(rng, kind=kind)
     return _Step(layer, (layer.in_features,))
 
 
@@ -128,24 +128,22 @@ def test_cycle_models_read_the_components_latencies(monkeypatch) -> None:
     before = conv_cycles(step.layer, step.in_shape, params, pool=True).cycles
     monkeypatch.setattr(OutputEmitter, "READ_LATENCY", OutputEmitter.READ_LATENCY + 5)
     assert conv_cycles(step.layer, step.in_shape, params, pool=True).cycles == before + 5
-    layer = random_sparse_dense(rng, n_pe=4)
+    layer = random_sparse_dense(rng)
     x = np.ones(layer.in_features, dtype=np.int64)
-    before = sparse_fc_cycles(layer, x).cycles
+    before = sparse_fc_cycles(layer, x, n_pe=4, index_bits=4).cycles
     monkeypatch.setattr(SparseFC, "OUTPUT_TAIL", SparseFC.OUTPUT_TAIL + 2)
-    assert sparse_fc_cycles(layer, x).cycles == before + 2
+    assert sparse_fc_cycles(layer, x, n_pe=4, index_bits=4).cycles == before + 2
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_one_busiest_pe_count_for_dense_and_encoded_layers(seed) -> None:
     rng = np.random.default_rng(seed)
-    layer = random_sparse_dense(rng, n_pe=4, index_bits=2, density=0.1)
+    layer = random_sparse_dense(rng, density=0.1)
     for n_pe, index_bits in ((4, 2), (8, 1), (2, 4)):
-        _, _, ptr = encode_csc(layer.stored_dense(), n_pe, index_bits)
+        _, _, ptr = encode_csc(layer.weight, n_pe, index_bits)
         want = int(np.diff(ptr[:, [0, -1]], axis=1).max())
         assert busiest_pe_entries(layer, n_pe, index_bits) == want
-        assert (
-            busiest_pe_entries(as_sparse_dense(layer, n_pe, index_bits), n_pe, index_bits) == want
-        )
+        assert int(as_csc(layer, n_pe, index_bits).pe_entries.max()) == want
     # A count that ignored the padding rule would be short on a long gap.
     stored = np.zeros((4 * 40, 1), dtype=np.int64)
     stored[[0, 4 * 39], 0] = 1

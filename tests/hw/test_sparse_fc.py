@@ -60,8 +60,6 @@ def small_params(kind: str = "codebook", n_pe: int = 4, **kw) -> SparseFCParams:
 def random_layer(rng, params: SparseFCParams, **kw) -> SparseDense:
     kind = params.weight_kind
     args = dict(
-        n_pe=params.n_pe,
-        index_bits=params.index_bits,
         kind=kind,
         in_features=int(rng.integers(1, 40)),
         out_features=int(rng.integers(1, 40)),
@@ -242,8 +240,6 @@ def test_broadcast_stalls_on_a_full_fifo_but_skips_zeros():
     fmt = FixedFormat(8, 0)
     layer = SparseDense.from_dense(
         stored,
-        n_pe=2,
-        index_bits=params.index_bits,
         name="stall",
         input_format=fmt,
         weight_format=FixedWeights(8, 0),
@@ -309,7 +305,9 @@ def test_small_layers_match_reference_and_cycle_model(kind, n_pe, depth):
     for (layer, x), (got, cycles) in zip(cases, simulate(params, cases), strict=True):
         expected = run_layer(layer, x[None])[0]
         np.testing.assert_array_equal(got, expected, err_msg=f"layer {layer.name}")
-        model = sparse_fc_cycles(layer, x, fifo_depth=depth)
+        model = sparse_fc_cycles(
+            layer, x, n_pe=params.n_pe, index_bits=params.index_bits, fifo_depth=depth
+        )
         assert cycles == model.cycles
 
 

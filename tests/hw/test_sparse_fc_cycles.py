@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from squeezeforge.hw.sparse_fc import (
-    as_sparse_dense,
+    as_csc,
     sparse_fc_cycles,
     sparse_fc_cycles_from_counts,
 )
-from squeezeforge.sim.ir import csc_entry_counts, encode_csc
+from squeezeforge.sim.ir import SparseDense, csc_entry_counts, encode_csc
 from squeezeforge.sim.random_layers import (
     random_activations,
     random_conv2d,
@@ -25,6 +25,7 @@ from squeezeforge.sim.random_layers import (
     random_sparse_dense,
 )
 
+_SHAPE_KEYS = ("weight", "in_features", "out_features")
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_eie.py"
 
 
@@ -39,17 +40,17 @@ def test_entry_counts_equal_the_encoding(seed):
     np.testing.assert_array_equal(csc_entry_counts(stored, n_pe, index_bits), np.diff(ptr, axis=1))
 
 
-def test_reencoding_keeps_the_matrix():
+def test_any_layout_keeps_the_matrix():
     rng = np.random.default_rng(1)
-    layer = random_sparse_dense(rng, n_pe=2, index_bits=2, in_features=9, out_features=13)
-    assert as_sparse_dense(layer, 2, 2) is layer
-    other = as_sparse_dense(layer, 8, 1)
-    assert (other.n_pe, other.index_bits) == (8, 1)
-    np.testing.assert_array_equal(other.stored_dense(), layer.stored_dense())
+    layer = random_sparse_dense(rng, in_features=9, out_features=13)
+    for n_pe, index_bits in ((2, 2), (8, 1)):
+        csc = as_csc(layer, n_pe, index_bits)
+        assert (csc.n_pe, csc.index_bits) == (n_pe, index_bits)
+        np.testing.assert_array_equal(csc.stored_dense(), layer.weight)
     dense = random_dense(rng, in_features=5, out_features=3)
-    np.testing.assert_array_equal(as_sparse_dense(dense, 4, 3).stored_dense(), dense.weight)
+    np.testing.assert_array_equal(as_csc(dense, 4, 3).stored_dense(), dense.weight)
     with pytest.raises(TypeError, match="dense and sparse_dense layers"):
-        as_sparse_dense(random_conv2d(rng), 4, 3)
+        as_csc(random_conv2d(rng), 4, 3)
 
 
 def test_all_zero_input_streams_then_reads_out():
@@ -86,11 +87,11 @@ def test_fifo_full_stalls_the_broadcast():
 @pytest.mark.parametrize("seed", range(4))
 def test_deeper_fifos_never_cost_cycles(seed):
     rng = np.random.default_rng(seed)
-    layer = random_sparse_dense(
-        rng, n_pe=8, index_bits=3, in_features=120, out_features=100, density=0.1
-    )
+    layer = random_sparse_dense(rng, in_features=120, out_features=100, density=0.1)
     x = random_activations(rng, layer.input_format, (120,), density=0.4)
-    runs = [sparse_fc_cycles(layer, x, fifo_depth=d) for d in (1, 2, 4, 8, 16)]
+    runs = [
+        sparse_fc_cycles(layer, x, n_pe=8, index_bits=3, fifo_depth=d) for d in (1, 2, 4, 8, 16)
+    ]
     cycles = [r.cycles for r in runs]
     assert cycles == sorted(cycles, reverse=True)
     for r in runs:
@@ -103,13 +104,17 @@ def test_deeper_fifos_never_cost_cycles(seed):
 def test_dense_and_sparse_forms_agree():
     rng = np.random.default_rng(3)
     dense = random_dense(rng, in_features=30, out_features=17, density=0.3)
-    sparse = as_sparse_dense(dense, 4, 2)
+    sparse = SparseDense.from_dense(
+        dense.weight, **{k: v for k, v in dense.__dict__.items() if k not in _SHAPE_KEYS}
+    )
     x = random_activations(rng, dense.input_format, (30,), density=0.5)
     a = sparse_fc_cycles(dense, x, n_pe=4, index_bits=2, fifo_depth=3)
-    b = sparse_fc_cycles(sparse, x, fifo_depth=3)
-    c = sparse_fc_cycles(as_sparse_dense(dense, 2, 4), x, n_pe=4, index_bits=2, fifo_depth=3)
+    b = sparse_fc_cycles(sparse, x, n_pe=4, index_bits=2, fifo_depth=3)
+    # The counts the model takes are those of the unit's encoding.
+    counts = np.diff(as_csc(dense, 4, 2).ptr, axis=1)
+    c = sparse_fc_cycles_from_counts(counts, x != 0, out_features=17, fifo_depth=3, work=a.work)
     assert a.cycles == b.cycles == c.cycles
-    assert a.work == b.work == c.work
+    assert a.work == b.work
     assert a.dense_cycles == 5 * 30
 
 
@@ -122,6 +127,9 @@ def test_inputs_are_checked():
     dense = random_dense(np.random.default_rng(0), in_features=4)
     with pytest.raises(ValueError, match="needs n_pe and index_bits"):
         sparse_fc_cycles(dense, np.ones(4))
+    sparse = random_sparse_dense(np.random.default_rng(0), in_features=4)
+    with pytest.raises(ValueError, match="needs n_pe and index_bits"):
+        sparse_fc_cycles(sparse, np.ones(4), n_pe=4)
     with pytest.raises(ValueError, match="one input vector"):
         sparse_fc_cycles(dense, np.ones((1, 4)), n_pe=2, index_bits=2)
 

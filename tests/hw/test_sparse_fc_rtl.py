@@ -107,8 +107,6 @@ def case_entry(
 def _layer(rng, params: SparseFCParams, name: str, **kw) -> SparseDense:
     kind = params.weight_kind
     args = dict(
-        n_pe=params.n_pe,
-        index_bits=params.index_bits,
         kind=kind,
         act_bits=int(rng.integers(2, ACT_BITS + 1)),
         weight_bits=int(rng.integers(1, 5)) if kind == "codebook" else int(rng.integers(2, 7)),
@@ -121,8 +119,6 @@ def _layer(rng, params: SparseFCParams, name: str, **kw) -> SparseDense:
 def _with_weights(layer: SparseDense, stored: np.ndarray, params: SparseFCParams) -> SparseDense:
     return SparseDense.from_dense(
         stored,
-        n_pe=params.n_pe,
-        index_bits=params.index_bits,
         name=layer.name,
         input_format=layer.input_format,
         weight_format=layer.weight_format,
@@ -158,7 +154,8 @@ def corner_cases(rng, params: SparseFCParams) -> list[dict]:
     stored[:n] = full[:n]
     stored[-n:] = full[-n:]
     layer = _with_weights(base, stored, params)
-    assert np.any((layer.v == 0) & (layer.z == params.max_gap)), "no padding entry drawn"
+    csc = layer.csc(params.n_pe, params.index_bits)
+    assert np.any((csc.v == 0) & (csc.z == params.max_gap)), "no padding entry drawn"
     cases.append(case_entry(params, layer, acts(layer)))
 
     layer = _layer(

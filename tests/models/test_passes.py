@@ -21,7 +21,7 @@ from squeezeforge.models.compress import (
     kmeans_1d,
 )
 from squeezeforge.models.compress.inq import freeze_portion
-from squeezeforge.models.export import SparseEncoding, to_net
+from squeezeforge.models.export import to_net
 from squeezeforge.models.quant import CodebookQuantizer, CompressedLayer, Pow2Quantizer, prepare
 from squeezeforge.models.train import Distillation, fit, predict
 from squeezeforge.sim.errors import UserError
@@ -170,7 +170,7 @@ def test_sharing_reserves_code_zero_for_pruned_weights(digits, mlp_short):
     assert fmt.table[0] == 0 and len(fmt.table) == 16
     assert len(set(fmt.table[1:])) > 8  # the 15 shared values are spread out, not collapsed
     FixedPoint().apply(model, ctx)
-    net = to_net(model, digits, sparse={"fc2": SparseEncoding()})
+    net = to_net(model, digits, sparse=["fc2"])
     fc2 = next(layer for layer in net.layers if layer.name == "fc2")
     assert isinstance(fc2, SparseDense) and fc2.weight_format.kind == "codebook"
     np.testing.assert_array_equal(fc2.stored_dense(), q.index.numpy())
@@ -291,7 +291,7 @@ def test_exported_pow2_and_codebook_match_reference(digits, cnn_short):
     INQ(layers="conv", portions=(1.0,)).apply(model, ctx)
     WeightShare(layers=["fc1", "fc2"]).apply(model, ctx)
     FixedPoint(weight_bits=6, activation_bits=6).apply(model, ctx)
-    net = to_net(model, digits, sparse={"fc1": SparseEncoding(), "fc2": SparseEncoding(2, 3)})
+    net = to_net(model, digits, sparse=["fc1", "fc2"])
     kinds = {
         layer.name: (layer.kind, layer.weight_format.kind)
         for layer in net.layers

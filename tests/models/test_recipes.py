@@ -15,6 +15,7 @@ from squeezeforge.models.compress import (
     WeightShare,
     compress,
     load_recipe,
+    net_costs,
     parse_recipe,
     pipeline,
     shipped_recipes,
@@ -23,6 +24,7 @@ from squeezeforge.models.quant import prepare
 from squeezeforge.models.train import save_checkpoint
 from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import load_net, net_to_bytes
+from squeezeforge.sim.target import Target
 
 # Small and fast: one epoch per fine-tuning step.
 FAST = {
@@ -32,7 +34,7 @@ FAST = {
         {"pass": "share", "layers": "fc", "bits": 4, "epochs": 1},
         {"pass": "fixed-point", "epochs": 1, "distill": True},
     ],
-    "export": {"sparse": "auto", "n_pe": 4, "index_bits": 4},
+    "export": {"sparse": "auto"},
 }
 
 
@@ -65,8 +67,8 @@ def test_shipped_recipes_parse():
         ({"steps": [{"pass": "finetune", "lr": 0}]}, r"lr = 0 is out of range"),
         ({"steps": [{"pass": "share", "layers": "dense"}]}, r"layers = 'dense'; use one of"),
         ({"steps": []}, r"steps must be a non-empty array"),
-        ({"export": {"n_pe": 3}}, r"export: n_pe = 3 is not a power of two"),
-        ({"export": {"index_bits": 12}}, r"export: index_bits = 12 is out of range 1..8"),
+        ({"export": {"n_pe": 4}}, r"export: n_pe moved to the Target \(key 'fc_pes'"),
+        ({"export": {"index_bits": 4}}, r"export: index_bits moved to the Target"),
     ],
 )
 def test_recipe_errors_name_the_key(change, message):
@@ -127,13 +129,25 @@ def test_report_counts_bytes_and_agrees_with_reference(tmp_path, digits, mlp_sho
     assert fc1["storage"] == "sparse" and fc1["weight_format"] == "codebook"
     assert fc1["density"] == pytest.approx(0.2, abs=0.01) and fc1["params"] == 64 * 300
     layer = next(layer for layer in net.layers if layer.name == "fc1")
-    assert fc1["bytes"]["weights"] == -(-layer.entries * 4 // 8)
-    assert fc1["bytes"]["codebook"] == 16 * 8 // 8 and fc1["bytes"]["index"] > 0
-    assert fc1["bytes"]["bias"] == -(-300 * layer.bias_bits // 8)
+    # The default Target: 8 FC PEs, each holding as many entry words as the busiest one.
+    csc = layer.csc(8, 4)
+    words = 8 * int(csc.pe_entries.max())
+    assert fc1["entries"] == csc.entries >= fc1["nonzeros"]
+    assert fc1["bytes"]["weights"] == -(-words * 4 // 8)
+    pointer_bits = int(csc.pe_entries.max()).bit_length()
+    assert fc1["bytes"]["index"] == -(-(words * 4 + 8 * 65 * pointer_bits) // 8)
+    assert fc1["bytes"]["codebook"] == 8 * 16 * 8 // 8  # a copy per PE
+    assert fc1["bytes"]["bias"] == -(-8 * 38 * layer.bias_bits // 8)  # ceil(300 / 8) per PE
     assert fc1["macs"] == {"dense": 19200, "effective": fc1["nonzeros"]}
-    # fc3 is not pruned: dense storage with a 4-bit code per weight and no index.
-    assert fc3["storage"] == "dense" and fc3["bytes"]["index"] == 0
-    assert fc3["bytes"]["weights"] == 1000 * 4 // 8
+    # fc3 is not pruned: the FC unit holds it at full density, an index per entry all the same.
+    assert fc3["storage"] == "dense" and fc3["engine"] == "fc"
+    # 10 outputs over 8 PEs: two PEs own two rows, and every bank is as deep as theirs.
+    assert fc3["entries"] == 1000 and fc3["bytes"]["weights"] == 8 * 2 * 100 * 4 // 8
+    assert fc3["bytes"]["index"] > fc3["bytes"]["weights"]
+    # Fewer PEs, less padding in the banks: the same net costs less on a 1-PE Target.
+    one_pe = {e["name"]: e for e in net_costs(net, Target(fc_pes=1))[0]}
+    assert one_pe["fc1"]["bytes"]["total"] < fc1["bytes"]["total"]
+    assert report["target"] == Target().to_dict()
     totals = report["totals"]
     assert totals["float_bytes"] == 4 * (50200 + 410)
     assert report["compression_ratio"] == pytest.approx(totals["float_bytes"] / totals["bytes"])
@@ -157,11 +171,13 @@ def test_cli_compress(tmp_path, capsys, digits, cnn_short, monkeypatch):
     out = tmp_path / "cnn.sfnet"
     md = tmp_path / "report.md"
     argv = ["compress", str(ckpt), "--recipe", str(recipe), "-o", str(out), "--json", "--report"]
-    args = parser.parse_args([*argv, str(md)])
+    args = parser.parse_args([*argv, str(md), "--target", "ice40-up5k", "--fc-pes", "2"])
     assert args.func(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["recipe"] == "tiny" and report["model"] == "cnn"
-    assert {"float", "reference"} <= set(report["accuracy"]) and report["compression_ratio"] > 5
+    assert {"float", "reference"} <= set(report["accuracy"]) and report["compression_ratio"] > 2
+    assert report["target"]["name"] == "ice40-up5k+custom" and report["target"]["fc_pes"] == 2
+    assert "on target `ice40-up5k+custom`: conv 2x4, 2 FC PEs" in md.read_text()
     assert [e["weight_format"] for e in report["layers"]] == ["pow2"] * 5
     assert "| conv1 | dense | pow2 |" in md.read_text()
     assert np.array_equal(load_net(out).test_labels, digits.y_test)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from squeezeforge.sim.ir import (
+    CscMatrix,
     Dense,
     IRError,
     SparseDense,
@@ -173,25 +174,94 @@ def test_csc_decodes_exactly(n_pe: int, index_bits: int) -> None:
     assert np.all(z < (1 << index_bits))
 
 
-def test_sparse_pointer_validation() -> None:
+def test_csc_pointer_validation() -> None:
     rng = np.random.default_rng(0)
     d = random_dense(rng, kind="fixed", in_features=4, out_features=6, act_bits=8, weight_bits=8)
-    good = SparseDense.from_dense(
-        d.weight,
-        n_pe=2,
-        index_bits=2,
-        name="s",
-        input_format=d.input_format,
-        weight_format=d.weight_format,
-        output_format=d.output_format,
-        relu=d.relu,
-        bias=d.bias,
-    )
+    good = CscMatrix.encode(d.weight, 2, 2, name="s")
+    np.testing.assert_array_equal(good.stored_dense(), d.weight)
     ptr = good.ptr.copy()
     ptr[0, 1], ptr[0, 2] = ptr[0, 2], ptr[0, 1] - 1
-    with pytest.raises(IRError, match="field 'ptr'"):
-        SparseDense(**{**good.__dict__, "ptr": ptr})
+    with pytest.raises(IRError, match="layer 's', field 'ptr'"):
+        CscMatrix(**{**good.__dict__, "ptr": ptr})
     z = good.z.copy()
     z[:] = 3
-    with pytest.raises(IRError, match="field 'z'"):
-        SparseDense(**{**good.__dict__, "z": z})
+    with pytest.raises(IRError, match="layer 's', field 'z'"):
+        CscMatrix(**{**good.__dict__, "z": z})
+
+
+def test_sparse_dense_holds_no_layout() -> None:
+    net = random_net(np.random.default_rng(2))
+    sparse = net.layers[-1]
+    assert isinstance(sparse, SparseDense) and sparse.arrays == ("weight", "bias")
+    assert "n_pe" not in sparse.to_manifest() and "index_bits" not in sparse.to_manifest()
+    # The same matrix in any layout the compiler may choose.
+    for n_pe, index_bits in ((1, 1), (4, 2), (16, 4)):
+        np.testing.assert_array_equal(sparse.csc(n_pe, index_bits).stored_dense(), sparse.weight)
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _as_version_1(net, n_pe: int = 2, index_bits: int = 2) -> bytes:
+    """The net written as a version-1 file: sparse_dense layers as CSC arrays for ``n_pe`` PEs."""
+    src = zipfile.ZipFile(io.BytesIO(net_to_bytes(net)))
+    manifest = json.loads(src.read("manifest.json"))
+    files = {n: src.read(n) for n in src.namelist() if n != "manifest.json"}
+    manifest["version"] = 1
+    for entry, layer in zip(manifest["layers"], net.layers, strict=True):
+        if entry["kind"] != "sparse_dense":
+            continue
+        csc = layer.csc(n_pe, index_bits)
+        entry.update(n_pe=n_pe, index_bits=index_bits)
+        del files[entry["arrays"].pop("weight")["file"]]
+        for key, arr in (
+            ("v", csc.v.astype(np.int8)),
+            ("z", csc.z.astype(np.uint8)),
+            ("ptr", csc.ptr.astype(np.int32)),
+        ):
+            name = f"arrays/{layer.name}.{key}.npy"
+            files[name] = _npy(arr)
+            entry["arrays"][key] = {"file": name, "shape": list(arr.shape), "dtype": arr.dtype.name}
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        zf.writestr("manifest.json", json.dumps(manifest))
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return out.getvalue()
+
+
+def test_version_1_files_are_read(tmp_path: Path) -> None:
+    net = random_net(np.random.default_rng(3), kind="codebook")
+    path = tmp_path / "v1.sfnet"
+    path.write_bytes(_as_version_1(net))
+    back = load_net(path)
+    for a, b in zip(net.layers, back.layers, strict=True):
+        assert type(a) is type(b) and a.to_manifest() == b.to_manifest()
+        for name in a.arrays:
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    # Read back, it is written as the current version: byte-identical to the original.
+    assert net_to_bytes(back) == net_to_bytes(net)
+
+
+def test_version_1_reader_sees_corrupted_arrays(tmp_path: Path) -> None:
+    net = random_net(np.random.default_rng(3), kind="codebook")
+    path = tmp_path / "v1.sfnet"
+    path.write_bytes(_as_version_1(net))
+
+    def flip_a_code(manifest, arrays):
+        name = "arrays/fc2.v.npy"
+        v = np.load(io.BytesIO(arrays[name]))
+        v[np.flatnonzero(v)[0]] ^= 1  # another codebook index: another matrix
+        arrays[name] = _npy(v)
+
+    changed = load_net(_rewrite(path, flip_a_code))
+    assert not np.array_equal(changed.layers[-1].weight, net.layers[-1].weight)
+
+    def wrong_pe_count(manifest, arrays):
+        manifest["layers"][-1]["n_pe"] = 4  # the pointers were written for 2 PEs
+
+    with pytest.raises(IRError, match="layer 'fc2', field 'ptr'"):
+        load_net(_rewrite(path, wrong_pe_count))

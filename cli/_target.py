@@ -1,0 +1,39 @@
+"""The Target flags shared by ``compress`` and ``generate``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..sim.target import Target, resolve_target, shipped_targets
+
+__all__ = ["add_target_arguments", "target_from_args"]
+
+
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group(
+        "target (the hardware the net runs on; flags override the file or preset)"
+    )
+    g.add_argument(
+        "--target",
+        metavar="NAME|FILE",
+        help=f"a preset ({', '.join(shipped_targets())}) or a TOML file (docs/target.md);"
+        " default: conv 4x4, 8 FC PEs, FIFO 8, 4-bit index",
+    )
+    g.add_argument(
+        "--conv-array", metavar="RxC", help="conv engine PE array, rows x cols (e.g. 8x8)"
+    )
+    g.add_argument("--fc-pes", type=int, metavar="N", help="FC unit PEs (a power of two, 1..64)")
+    g.add_argument("--fifo-depth", type=int, metavar="N", help="activation FIFO depth per FC PE")
+    g.add_argument(
+        "--index-bits", type=int, metavar="N", help="relative row index width of a CSC entry"
+    )
+
+
+def target_from_args(args: argparse.Namespace) -> Target:
+    return resolve_target(
+        args.target,
+        conv_array=args.conv_array,
+        fc_pes=args.fc_pes,
+        fifo_depth=args.fifo_depth,
+        index_bits=args.index_bits,
+    )

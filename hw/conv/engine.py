@@ -53,11 +53,13 @@ __all__ = [
     "SystolicArray",
     "array_result_layout",
     "array_step_layout",
+    "col_field",
     "conv_cfg_layout",
     "conv_load_signature",
     "drain_output_layout",
     "drain_tag_layout",
     "fold_layout",
+    "row_field",
 ]
 
 #: Entries of the output queue in front of ``o_act``.
@@ -596,22 +598,43 @@ class FoldSequencer(wiring.Component):
         return m
 
 
+def row_field(r: int) -> str:
+    """Field name of row ``r`` in the array's layouts."""
+    return f"row{r}"
+
+
+def col_field(c: int) -> str:
+    """Field name of column ``c`` in the array's layouts."""
+    return f"col{c}"
+
+
+def _lanes(shape, count: int, field) -> data.StructLayout:
+    """``count`` values of ``shape`` as named fields (``row0``, ``row1``, ...).
+
+    Not an ``ArrayLayout``: Amaranth names the wires of array elements ``x[0]``, ``x[1]``, and
+    Yosys's ABC9 pass names the bits of a wire ``x`` the same way when it maps the logic that
+    drives them, which aborts synthesis on the duplicate name.
+    """
+    return data.StructLayout({field(i): shape for i in range(count)})
+
+
 def array_step_layout(params: ConvEngineParams) -> data.StructLayout:
     """One GEMM step as the array takes it: an activation per row, a weight lane per column."""
     lane = signed(params.lane_bits) if params.weight_kind == "fixed" else unsigned(params.lane_bits)
     return data.StructLayout(
         {
-            "a": data.ArrayLayout(signed(params.act_bits), params.rows),
-            "w": data.ArrayLayout(lane, params.cols),
+            "a": _lanes(signed(params.act_bits), params.rows, row_field),
+            "w": _lanes(lane, params.cols, col_field),
             "first": unsigned(1),
             "last": unsigned(1),
         }
     )
 
 
-def array_result_layout(params: ConvEngineParams) -> data.ArrayLayout:
-    """Finished sums of the array, indexed ``[row][column]``."""
-    return data.ArrayLayout(data.ArrayLayout(signed(params.acc_bits), params.cols), params.rows)
+def array_result_layout(params: ConvEngineParams) -> data.StructLayout:
+    """Finished sums of the array, ``[row_field(r)][col_field(c)]``."""
+    sums = _lanes(signed(params.acc_bits), params.cols, col_field)
+    return _lanes(sums, params.rows, row_field)
 
 
 def fold_layout(params: ConvEngineParams) -> data.StructLayout:
@@ -701,7 +724,7 @@ class SystolicArray(wiring.Component):
             ctl.append(now)
         a_skew = []
         for r in range(rows):
-            x = step.a[r]
+            x = step.a[row_field(r)]
             for d in range(r):
                 y = Signal(signed(p.act_bits), name=f"a_skew_{r}_{d}")
                 m.d.sync += y.eq(x)
@@ -709,7 +732,7 @@ class SystolicArray(wiring.Component):
             a_skew.append(x)
         w_skew = []
         for c in range(cols):
-            x = step.w[c]
+            x = step.w[col_field(c)]
             for d in range(c):
                 y = Signal(x.shape(), name=f"w_skew_{c}_{d}")
                 m.d.sync += y.eq(x)
@@ -742,7 +765,7 @@ class SystolicArray(wiring.Component):
                     m.d.comb += pe.w_in.eq(w_skew[c])
                 else:
                     m.d.comb += pe.w_in.eq(pes[r - 1][c].w_out)
-                m.d.comb += self.result[r][c].eq(pe.result)
+                m.d.comb += self.result[row_field(r)][col_field(c)].eq(pe.result)
                 row.append(pe)
             pes.append(row)
         return m
@@ -779,7 +802,7 @@ class FoldDrain(wiring.Component):
         A fold's last step has issued (from the sequencer, in that cycle).
     result : ``In(array_result_layout(params))``
         The array's sums.
-    bias_addr : ``Out(ArrayLayout(unsigned(bias_addr_bits), cols))``
+    bias_addr : ``Out``, a field ``col_field(c)`` of ``unsigned(bias_addr_bits)`` per column
         Bias word each column reads (data one cycle later).
     col : ``Out(stream.Signature(drain_output_layout(params), always_ready=True)).array(cols)``
         The sums of column ``c``, one per cycle, with their tags.
@@ -795,7 +818,7 @@ class FoldDrain(wiring.Component):
                 "bias_base": In(unsigned(p.bias_addr_bits)),
                 "fold": In(stream.Signature(fold_layout(p), always_ready=True)),
                 "result": In(array_result_layout(p)),
-                "bias_addr": Out(data.ArrayLayout(unsigned(p.bias_addr_bits), p.cols)),
+                "bias_addr": Out(_lanes(unsigned(p.bias_addr_bits), p.cols, col_field)),
                 "col": Out(stream.Signature(drain_output_layout(p), always_ready=True)).array(
                     p.cols
                 ),
@@ -853,7 +876,7 @@ class FoldDrain(wiring.Component):
             m.d.sync += ctrl[c].eq(ctrl[c - 1])
 
         for c in range(cols):
-            column = Array(self.result[r][c] for r in range(rows))
+            column = Array(self.result[row_field(r)][col_field(c)] for r in range(rows))
             out = self.col[c]
             valid = Signal(name=f"valid_{c}")
             m.d.sync += [
@@ -861,7 +884,7 @@ class FoldDrain(wiring.Component):
                 out.payload.acc.eq(column[ctrl[c].row]),
                 out.payload.tag.eq(ctrl[c].tag),
             ]
-            m.d.comb += [out.valid.eq(valid), self.bias_addr[c].eq(ctrl[c].bias_addr)]
+            m.d.comb += [out.valid.eq(valid), self.bias_addr[col_field(c)].eq(ctrl[c].bias_addr)]
         return m
 
 
@@ -902,7 +925,7 @@ class OutputEmitter(wiring.Component):
         Filter blocks in the transpose buffer so far.
     emitted : ``Out(range(bias_depth + 2))``
         Filter blocks whose reads have all issued.
-    rd_addr : ``Out``, rd_data : ``In(ArrayLayout(signed(act_bits), cols))``
+    rd_addr : ``Out``, rd_data : ``In``, a field ``col_field(c)`` of ``signed(act_bits)`` per bank
         Transpose buffer read (every bank at ``rd_addr``, data one cycle later).
     queue_level : ``In(range(queue_depth + 1))``
         Payloads in the queue behind ``o``.
@@ -933,7 +956,7 @@ class OutputEmitter(wiring.Component):
                 "drained": In(range(p.bias_depth + 2)),
                 "emitted": Out(range(p.bias_depth + 2)),
                 "rd_addr": Out(_bits(2 * p.out_depth) + 1),
-                "rd_data": In(data.ArrayLayout(signed(p.act_bits), p.cols)),
+                "rd_data": In(_lanes(signed(p.act_bits), p.cols, col_field)),
                 "queue_level": In(range(queue_depth + 1)),
                 "o": Out(stream.Signature(signed(p.act_bits))),
                 "idle": Out(1),
@@ -1019,7 +1042,7 @@ class OutputEmitter(wiring.Component):
         with m.If(self.restart):
             m.d.sync += [self.emitted.eq(0), block_channel.eq(0)]
 
-        r_data = Array(self.rd_data[c] for c in range(cols))[r_lane]
+        r_data = Array(self.rd_data[col_field(c)] for c in range(cols))[r_lane]
         running_max = Signal(signed(p.act_bits))
         value = Signal(signed(p.act_bits))
         m.d.comb += value.eq(Mux(r_first, r_data, Mux(r_data > running_max, r_data, running_max)))
@@ -1239,11 +1262,11 @@ class ConvEngine(wiring.Component):
         for r in range(rows):
             m.d.comb += [
                 act_rps[r].addr.eq(seq.step_addr[r]),
-                array.step.payload.a[r].eq(Mux(fetched.inb[r], act_rps[r].data, 0)),
+                array.step.payload.a[row_field(r)].eq(Mux(fetched.inb[r], act_rps[r].data, 0)),
             ]
         for c in range(cols):
             lane = w_rp.data[c * p.lane_bits : (c + 1) * p.lane_bits]
-            m.d.comb += array.step.payload.w[c].eq(lane)
+            m.d.comb += array.step.payload.w[col_field(c)].eq(lane)
         m.d.comb += [
             array.step.valid.eq(fetched.valid),
             array.step.payload.first.eq(fetched.first),
@@ -1265,7 +1288,7 @@ class ConvEngine(wiring.Component):
         # transpose buffer; the last column's block end counts the block as drained.
         for c, rq in enumerate(requants):
             m.d.comb += [
-                bias_rps[c].addr.eq(drain.bias_addr[c]),
+                bias_rps[c].addr.eq(drain.bias_addr[col_field(c)]),
                 rq.cfg.shift.eq(cfg.shift),
                 rq.cfg.out_bits.eq(cfg.out_bits),
                 rq.cfg.relu.eq(cfg.relu),
@@ -1296,7 +1319,7 @@ class ConvEngine(wiring.Component):
         for c in range(cols):
             m.d.comb += [
                 out_rps[c].addr.eq(emitter.rd_addr),
-                emitter.rd_data[c].eq(out_rps[c].data),
+                emitter.rd_data[col_field(c)].eq(out_rps[c].data),
             ]
         wiring.connect(m, emitter.o, out_queue.w)
         wiring.connect(m, out_queue.r, wiring.flipped(self.o_act))

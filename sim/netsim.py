@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import SqueezeforgeError
 from .ir import load_net
+from .progress import activity
 from .manifest import Manifest, read_manifest
 from .reference import predictions, run_net
 from .rtl import build_verilog, run_cocotb
@@ -72,19 +73,20 @@ def simulate(build_dir: str | os.PathLike, images: int = 10, *, waves: bool = Fa
             expected=expected,
             n_steps=len(manifest.steps),
         )
-        result = run_cocotb(
-            sim_dir,
-            manifest.top,
-            "top_bench",
-            BENCH_DIR,
-            extra_env={
-                "SQUEEZEFORGE_CASE": str(case),
-                "SQUEEZEFORGE_RESULT": str(result_path),
-                # The bench drives the ports the top's signature gave, not names of its own.
-                "SQUEEZEFORGE_PORTS": json.dumps({p.path: p.name for p in manifest.ports}),
-            },
-            waves=waves,
-        )
+        with activity(f"simulate: {images} images on Verilator"):
+            result = run_cocotb(
+                sim_dir,
+                manifest.top,
+                "top_bench",
+                BENCH_DIR,
+                extra_env={
+                    "SQUEEZEFORGE_CASE": str(case),
+                    "SQUEEZEFORGE_RESULT": str(result_path),
+                    # The bench drives the ports the top's signature gave, not names of its own.
+                    "SQUEEZEFORGE_PORTS": json.dumps({p.path: p.name for p in manifest.ports}),
+                },
+                waves=waves,
+            )
         if not result_path.is_file():
             result.check()  # says why the bench wrote nothing
             raise SimulationError(f"the bench wrote no results ({result.results_xml})")

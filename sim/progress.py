@@ -15,13 +15,14 @@ command line). Nothing is drawn at import.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
 from tqdm.auto import tqdm
 
-__all__ = ["Progress", "progress"]
+__all__ = ["Progress", "activity", "progress"]
 
 
 class Progress:
@@ -64,4 +65,39 @@ def progress(
     try:
         yield bar
     finally:
+        bar.close()
+
+
+# How often an activity's elapsed time is redrawn while the tool behind it runs.
+_ACTIVITY_REFRESH_S = 0.5
+
+
+@contextmanager
+def activity(label: str, *, quiet: bool = False, stream: TextIO | None = None) -> Iterator[None]:
+    """A bar with a running clock for one long call that reports no steps of its own (a
+    Verilator build, a Yosys or nextpnr run, a simulation): it shows what runs and for how
+    long, redrawn from a background thread until the call returns."""
+    bar = tqdm(
+        total=None,
+        desc=label,
+        file=stream if stream is not None else sys.stderr,
+        disable=quiet,
+        bar_format="{desc}: {elapsed}",
+        leave=False,
+    )
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(_ACTIVITY_REFRESH_S):
+            bar.refresh()
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    if not quiet:
+        ticker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if ticker.is_alive():
+            ticker.join()
         bar.close()

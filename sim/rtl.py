@@ -32,6 +32,7 @@ from cocotb_tools.check_results import get_results
 from cocotb_tools.runner import Verilator
 
 from .errors import ToolError
+from .progress import activity
 from .toolchain import _package_version, setup_verilator_env
 
 __all__ = [
@@ -279,14 +280,15 @@ def build_verilog(
         log = build_dir / "build.log" if quiet else None
         runner = Verilator()
         try:
-            runner.build(
-                sources=[source],
-                hdl_toplevel=toplevel,
-                build_dir=build_dir,
-                build_args=build_args,
-                waves=waves,
-                log_file=log,
-            )
+            with activity(f"verilator: building {toplevel}", quiet=not quiet):
+                runner.build(
+                    sources=[source],
+                    hdl_toplevel=toplevel,
+                    build_dir=build_dir,
+                    build_args=build_args,
+                    waves=waves,
+                    log_file=log,
+                )
         except (RuntimeError, subprocess.CalledProcessError, SystemExit) as error:
             tail = _read_tail(log) if log is not None else "(output went to the terminal)"
             raise RtlBuildError(

@@ -21,6 +21,7 @@ from torch import nn
 
 from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import Conv2d, Dense, Net, check_writable, save_net
+from squeezeforge.sim.progress import progress
 from squeezeforge.sim.reference import predictions
 from squeezeforge.sim.target import Target, resolve_target
 
@@ -140,16 +141,19 @@ def compress_model(
             steps.append(FixedPoint())
         ctx = Context(data=data, teacher=teacher, seed=seed, quiet=quiet)
         step_log = []
-        for step in steps:
-            start = time.monotonic()
-            step.apply(prepared, ctx)
-            step_log.append(
-                {
-                    "pass": step.kind,
-                    "seconds": round(time.monotonic() - start, 2),
-                    "accuracy": evaluate(prepared, data.x_test, data.y_test),
-                }
-            )
+        with progress(len(steps), f"{recipe.name} passes", quiet=quiet) as bar:
+            for step in steps:
+                start = time.monotonic()
+                bar.update(0, info=step.kind)
+                step.apply(prepared, ctx)
+                step_log.append(
+                    {
+                        "pass": step.kind,
+                        "seconds": round(time.monotonic() - start, 2),
+                        "accuracy": evaluate(prepared, data.x_test, data.y_test),
+                    }
+                )
+                bar.update(1)
         for name, m in prepared.named_children():
             if isinstance(m, CompressedLayer) and m.output_format is None:
                 raise UserError(

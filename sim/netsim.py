@@ -17,8 +17,8 @@ import numpy as np
 
 from .errors import SqueezeforgeError
 from .ir import load_net
-from .progress import activity
 from .manifest import Manifest, read_manifest
+from .progress import activity
 from .reference import predictions, run_net
 from .rtl import build_verilog, run_cocotb
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from squeezeforge.models.data import load_digits
+from squeezeforge.models.data import load_dataset
 from squeezeforge.models.export import post_training_export, reference_accuracy
-from squeezeforge.models.train import evaluate, load_checkpoint
+from squeezeforge.models.qonnx_import import is_qonnx, load_qonnx
+from squeezeforge.models.train import evaluate
 from squeezeforge.sim.ir import COMPUTE_KINDS, check_writable, save_net
 
+from ._model import MODEL_HELP, add_model_arguments, load_model_and_data
 from .errors import UserError
 
 __all__ = ["register", "run"]
@@ -18,6 +20,8 @@ EPILOG = """\
 examples:
   squeezeforge export cnn.pt -o cnn.sfnet
   squeezeforge export mlp.pt --bits 6 -o mlp6.sfnet --json
+  squeezeforge export model.onnx --data mydata.npz -o mine.sfnet
+  squeezeforge export brevitas-qonnx.onnx --data digits -o finn.sfnet   # no requantization
 
 Weights, biases and activations get per-layer fraction lengths by Ristretto's rules, calibrated
 on the training data; there is no fine-tuning (see `squeezeforge compress` for that). The net
@@ -35,10 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint from `squeezeforge train`")
+    p.add_argument(
+        "checkpoint", metavar="MODEL", help=MODEL_HELP + "; or a QONNX model (no quantization)"
+    )
     p.add_argument("--bits", type=int, default=8, help="bit width 2..16 (default 8)")
     p.add_argument("-o", "--output", required=True, metavar="NET", help="net file (.sfnet)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_model_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -46,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
     if not 2 <= args.bits <= 16:
         raise UserError(f"--bits must be in 2..16, got {args.bits}")
     check_writable(args.output)
-    ckpt = load_checkpoint(args.checkpoint)
-    data = load_digits()
+    if str(args.checkpoint).lower().endswith(".onnx") and is_qonnx(args.checkpoint):
+        return _export_qonnx(args)
+    ckpt, data = load_model_and_data(args)
     net = post_training_export(
         ckpt.model,
         bits=args.bits,
@@ -84,5 +92,21 @@ def run(args: argparse.Namespace) -> int:
             f"exported {ckpt.model_name} at {args.bits} bits -> {args.output}:"
             f" reference accuracy {100 * ref_acc:.2f}% (float {100 * float_acc:.2f}%)"
             f" on {net.test_inputs.shape[0]} test images"
+        )
+    return 0
+
+
+def _export_qonnx(args: argparse.Namespace) -> int:
+    """A QONNX model maps onto the numeric contract as it is: no calibration, no rounding."""
+    data = load_dataset(args.data or "digits")
+    net = load_qonnx(args.checkpoint, test_inputs=data.x_test, test_labels=data.y_test)
+    save_net(net, args.output)
+    ref_acc = reference_accuracy(net)
+    if args.json:
+        print(json.dumps({"net": str(args.output), "source": "qonnx", "reference": ref_acc}))
+    else:
+        print(
+            f"imported QONNX {args.checkpoint} -> {args.output}: reference accuracy"
+            f" {100 * ref_acc:.2f}% on {net.test_inputs.shape[0]} test images"
         )
     return 0

@@ -26,7 +26,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from squeezeforge.sim.errors import UserError
 
-__all__ = ["capture", "is_stack"]
+__all__ = ["capture", "check_input_shape", "is_stack"]
 
 _RELU_FUNCTIONS = {F.relu, torch.relu, torch.relu_}
 _DROPOUT_FUNCTIONS = {F.dropout, torch.dropout}
@@ -248,3 +248,21 @@ def _check_same(
             f"the captured layers of {type(model).__name__} do not reproduce its outputs; its"
             " forward does something the IR cannot express"
         )
+
+
+def check_input_shape(model: nn.Module, input_shape: Sequence[int], data_name: str) -> None:
+    """Refuse, in one line, a model that does not run on ``data_name``'s samples: a wrong data
+    set must not end in a torch error after minutes of work, nor fall back silently."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    except Exception as exc:  # noqa: BLE001 - whatever torch says, it is the same mismatch
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"{type(model).__name__} does not take {data_name}'s inputs of shape"
+            f" {list(input_shape)} ({first}); give its own data set (--data)"
+        ) from None
+    finally:
+        model.train(was_training)

@@ -23,7 +23,7 @@ from squeezeforge.sim.ir import Conv2d, Dense, Flatten, Layer, MaxPool2d, Net, S
 from squeezeforge.sim.numerics import quantize
 from squeezeforge.sim.reference import predictions, run_net
 
-from .capture import capture, is_stack
+from .capture import capture, check_input_shape, is_stack
 from .data import Dataset, load_digits
 from .quant import CompressedLayer, compute_stages, leaf_modules, prepare
 from .train import check_finite_state
@@ -152,8 +152,9 @@ def post_training_export(
     if is_stack(model):
         check_supported(model)  # before the data loads: a plain stack needs no input shape
     data = data if data is not None else load_digits()
+    check_input_shape(model, data.input_shape, data.name)
     if not is_stack(model):
-        model = capture(model, data.x_train.shape[1:])
+        model = capture(model, data.input_shape)
         check_supported(model)
     prepared = prepare(model)
     FixedPoint(weight_bits=bits, activation_bits=bits).apply(prepared, Context(data=data))

@@ -35,7 +35,7 @@ from squeezeforge.sim.ir import Conv2d, Dense, Flatten, MaxPool2d, Net
 from squeezeforge.sim.numerics import FixedFormat, FixedWeights, accumulator_bits
 from squeezeforge.sim.reference import run_net
 
-__all__ = ["load_qonnx"]
+__all__ = ["is_qonnx", "load_qonnx"]
 
 _QUANT_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas")
 _MAX_ACT_BITS = 16
@@ -133,6 +133,18 @@ def _weights(reader: _Reader, node: Any, consumer: Any) -> tuple[np.ndarray, Fix
     if not 2 <= bits <= 16:
         raise UserError(f"{reader.where(node)}: {q.bits}-bit weights; 2..16 supported")
     return ints, FixedWeights(bits=bits, frac=q.scale_frac)
+
+
+def is_qonnx(path: str | os.PathLike) -> bool:
+    """Whether the ONNX file at ``path`` holds QONNX ``Quant`` nodes (an already quantized
+    model, which maps to the IR without compression)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not ONNX at all: the float importer says why
+        return False
+    return any(n.op_type == "Quant" for n in model.graph.node)
 
 
 def load_qonnx(

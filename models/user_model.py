@@ -137,6 +137,13 @@ def load_model(
         raise UserError(f"model file {path} does not exist")
     if path.suffix.lower() == ".onnx":
         from .onnx_import import load_onnx
+        from .qonnx_import import is_qonnx
+
+        if is_qonnx(path):
+            raise UserError(
+                f"{path} is a quantized QONNX model: it needs no compression; turn it into a"
+                " net with `squeezeforge export`"
+            )
 
         net = load_onnx(path)
         return Checkpoint(model_name=path.stem, model=net.eval())

@@ -25,7 +25,7 @@ from squeezeforge.sim.progress import progress
 from squeezeforge.sim.reference import predictions
 from squeezeforge.sim.target import Target, resolve_target
 
-from ..capture import capture, is_stack
+from ..capture import capture, check_input_shape, is_stack
 from ..data import Dataset, load_digits
 from ..export import check_supported, reference_accuracy, to_net
 from ..quant import CompressedLayer, prepare
@@ -239,9 +239,10 @@ def compress(
     if is_stack(model):
         check_supported(model)  # before the data loads: a plain stack needs no input shape
     data = data if data is not None else load_digits()
+    check_input_shape(model, data.input_shape, data.name)
     if not is_stack(model):
         # A custom forward() is traced into a stack of layers, checked before any training.
-        model = capture(model, data.x_train.shape[1:])
+        model = capture(model, data.input_shape)
         check_supported(model)
     _, net, report = compress_model(
         model,

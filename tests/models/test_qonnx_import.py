@@ -122,3 +122,18 @@ def test_unsupported_quant_nodes_are_named(tmp_path: Path, kwargs: dict, message
     with pytest.raises(UserError, match=message) as err:
         load_qonnx(_model(tmp_path, **kwargs))
     assert "\n" not in str(err.value)
+
+
+def test_export_turns_a_qonnx_file_into_a_net(tmp_path: Path, capsys) -> None:
+    from squeezeforge.cli.main import main
+    from squeezeforge.sim.ir import load_net
+
+    path = _model(tmp_path)
+    assert main(["export", str(path), "--data", "digits", "-o", str(tmp_path / "q.sfnet")]) == 0
+    assert "imported QONNX" in capsys.readouterr().out
+    net = load_net(tmp_path / "q.sfnet")
+    assert net.test_inputs.shape == (360, 1, 8, 8)
+    assert np.array_equal(run_net(net, net.test_inputs), net.test_outputs)
+    # The same file is refused by compress, which would quantize it a second time.
+    assert main(["compress", str(path), "--recipe", "fixed8", "-o", str(tmp_path / "c")]) == 2
+    assert "needs no compression" in capsys.readouterr().err

@@ -29,6 +29,7 @@ the seed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import tempfile
@@ -53,11 +54,15 @@ from ..hw.conv_driver import (
 from ..hw.conv_driver import pack_cfg as conv_pack_cfg
 from ..hw.conv_engine import ConvEngine, ConvEngineParams
 from ..hw.sparse_fc import SparseFC, SparseFCParams
-from ..hw.sparse_fc_driver import load_writes, place_layers, sparse_fc_config
+from ..hw.sparse_fc_driver import (
+    load_writes,
+    place_layers,
+    sparse_fc_config,
+    sparse_fc_memory_images,
+)
 from ..hw.sparse_fc_driver import pack_cfg as fc_pack_cfg
-from ..hw.sparse_fc_driver import sparse_fc_memory_images
 from .conv_cycles import conv_cycles
-from .ir import Conv2d, Dense, Flatten, MaxPool2d, Net, SparseDense, save_net
+from .ir import Conv2d, Dense, Flatten, MaxPool2d, Net, SparseDense, net_to_bytes, save_net
 from .numerics import (
     CodebookWeights,
     FixedFormat,
@@ -80,6 +85,7 @@ __all__ = [
     "engine_nets",
     "fuzz_engine",
     "mixed_nets",
+    "net_digest",
     "replay_net",
     "save_regression",
 ]
@@ -174,6 +180,9 @@ MAX_OUT_FEATURES = 24
 
 WEIGHT_PATTERNS = ("random", "sparse", "zero", "one", "full", "min", "max")
 BIAS_PATTERNS = ("random", "zero", "min", "max")
+# What the strategies draw from: random values more often than each corner.
+_WEIGHT_DRAWS = ("random", "random", "random", "full", "sparse", "zero", "one", "min", "max")
+_BIAS_DRAWS = ("random", "random", "random", "zero", "min", "max")
 
 
 def engine_family(name: str) -> str:
@@ -238,8 +247,10 @@ def fill_inputs(
     """``images`` inputs: mostly random, some sparse, zero, all-extreme or extreme-mixed."""
     out = np.empty((images, *shape), dtype=np.int64)
     for n in range(images):
-        kind = rng.choice(["random", "sparse", "zero", "min", "max", "extremes"],
-                          p=[0.55, 0.15, 0.05, 0.08, 0.07, 0.10])
+        kind = rng.choice(
+            ["random", "sparse", "zero", "min", "max", "extremes"],
+            p=[0.55, 0.15, 0.05, 0.08, 0.07, 0.10],
+        )
         if kind == "random":
             x = rng.integers(fmt.min, fmt.max + 1, size=shape)
         elif kind == "sparse":
@@ -298,12 +309,10 @@ def output_formats(
     assume(lo <= hi)
     typical = (inp.bits - 1) + (wf.value_bits - 1) + math.ceil(math.log2(fan_in)) // 2
     centre = typical - (bits - 1)
-    shift = draw(
-        st.one_of(
-            st.integers(centre - 4, centre + 4).map(lambda s: min(max(s, lo), hi)),
-            st.integers(lo, hi),
-        )
-    )
+    if draw(st.integers(0, 4)):
+        shift = min(max(draw(st.integers(centre - 3, centre + 3)), lo), hi)
+    else:
+        shift = draw(st.integers(lo, hi))
     return FixedFormat(bits=bits, frac=acc_frac - shift)
 
 
@@ -323,17 +332,31 @@ def conv_layers(
     rng = np.random.default_rng(seed)
     m = draw(st.integers(1, 7))
     padding = draw(st.integers(0, 2))
-    kernel = (draw(st.integers(1, min(4, h + 2 * padding))),
-              draw(st.integers(1, min(4, w + 2 * padding))))
+    kernel = (
+        draw(st.integers(1, min(4, h + 2 * padding))),
+        draw(st.integers(1, min(4, w + 2 * padding))),
+    )
     stride = draw(st.integers(1, 3))
     wf = draw(weight_formats(kind, max_weight_bits))
     fan_in = c * kernel[0] * kernel[1]
     out = draw(output_formats(inp, wf, fan_in, max_bits))
     relu = draw(st.booleans())
-    probe = Conv2d(name, c, m, kernel, stride, padding, inp, wf, out, relu,
-                   np.zeros((m, c, *kernel), dtype=np.int64), np.zeros(m, dtype=np.int64))
-    weight = fill_weights(rng, wf, (m, c, *kernel), draw(st.sampled_from(WEIGHT_PATTERNS)))
-    bias = fill_bias(rng, probe.bias_bits, m, draw(st.sampled_from(BIAS_PATTERNS)))
+    probe = Conv2d(
+        name,
+        c,
+        m,
+        kernel,
+        stride,
+        padding,
+        inp,
+        wf,
+        out,
+        relu,
+        np.zeros((m, c, *kernel), dtype=np.int64),
+        np.zeros(m, dtype=np.int64),
+    )
+    weight = fill_weights(rng, wf, (m, c, *kernel), draw(st.sampled_from(_WEIGHT_DRAWS)))
+    bias = fill_bias(rng, probe.bias_bits, m, draw(st.sampled_from(_BIAS_DRAWS)))
     layer = replace(probe, weight=weight, bias=bias)
     _, oh, ow = layer.output_shape(in_shape)
     pool = oh >= 2 and ow >= 2 and draw(st.booleans())
@@ -360,14 +383,30 @@ def fc_layer(
     wf = draw(weight_formats(kind, max_weight_bits))
     out = draw(output_formats(inp, wf, in_features, max_bits))
     relu = draw(st.booleans())
-    probe = Dense(name, in_features, fo, inp, wf, out, relu,
-                  np.zeros((fo, in_features), dtype=np.int64), np.zeros(fo, dtype=np.int64))
-    weight = fill_weights(rng, wf, (fo, in_features), draw(st.sampled_from(WEIGHT_PATTERNS)))
-    bias = fill_bias(rng, probe.bias_bits, fo, draw(st.sampled_from(BIAS_PATTERNS)))
+    probe = Dense(
+        name,
+        in_features,
+        fo,
+        inp,
+        wf,
+        out,
+        relu,
+        np.zeros((fo, in_features), dtype=np.int64),
+        np.zeros(fo, dtype=np.int64),
+    )
+    weight = fill_weights(rng, wf, (fo, in_features), draw(st.sampled_from(_WEIGHT_DRAWS)))
+    bias = fill_bias(rng, probe.bias_bits, fo, draw(st.sampled_from(_BIAS_DRAWS)))
     if draw(st.booleans()):
         return SparseDense.from_dense(
-            weight, n_pe=n_pe, index_bits=index_bits, name=name, input_format=inp,
-            weight_format=wf, output_format=out, relu=relu, bias=bias,
+            weight,
+            n_pe=n_pe,
+            index_bits=index_bits,
+            name=name,
+            input_format=inp,
+            weight_format=wf,
+            output_format=out,
+            relu=relu,
+            bias=bias,
         )
     return replace(probe, weight=weight, bias=bias)
 
@@ -382,8 +421,15 @@ def _empty_net(name: str, shape: tuple[int, ...], fmt: FixedFormat, layers: Sequ
     out_shape: tuple[int, ...] = tuple(shape)
     for layer in layers:
         out_shape = layer.output_shape(out_shape)
-    return Net(name, tuple(shape), fmt, tuple(layers), np.zeros((0, *shape), np.int64),
-               np.zeros(0, np.int64), np.zeros((0, *out_shape), np.int64))
+    return Net(
+        name,
+        tuple(shape),
+        fmt,
+        tuple(layers),
+        np.zeros((0, *shape), np.int64),
+        np.zeros(0, np.int64),
+        np.zeros((0, *out_shape), np.int64),
+    )
 
 
 @st.composite
@@ -401,13 +447,21 @@ def engine_nets(draw, engine: str, images: int = FUZZ_IMAGES) -> Net:
         cur = shape
         weight_base = bias_base = 0
         for i in range(chain):
-            layer, pool = draw(conv_layers(
-                f"conv{i}", fmt, cur, params.weight_kind, params.act_bits,
-                params.weight_bits, seed=seed + i + 1,
-            ))
+            layer, pool = draw(
+                conv_layers(
+                    f"conv{i}",
+                    fmt,
+                    cur,
+                    params.weight_kind,
+                    params.act_bits,
+                    params.weight_bits,
+                    seed=seed + i + 1,
+                )
+            )
             try:
-                check_conv_fits(layer, cur, params, pool=pool, weight_base=weight_base,
-                                bias_base=bias_base)
+                check_conv_fits(
+                    layer, cur, params, pool=pool, weight_base=weight_base, bias_base=bias_base
+                )
             except ValueError:
                 break  # a later layer that does not fit ends the chain
             layers.append(layer)
@@ -423,11 +477,20 @@ def engine_nets(draw, engine: str, images: int = FUZZ_IMAGES) -> Net:
         cur_f = shape[0]
         candidates: list = []
         for i in range(chain):
-            layer = draw(fc_layer(
-                f"fc{i}", fmt, cur_f, params.weight_kind, params.n_pe, params.index_bits,
-                params.act_bits, params.weight_bits,
-                max_out=min(MAX_OUT_FEATURES, params.max_out_features), seed=seed + i + 1,
-            ))
+            layer = draw(
+                fc_layer(
+                    f"fc{i}",
+                    fmt,
+                    cur_f,
+                    params.weight_kind,
+                    params.n_pe,
+                    params.index_bits,
+                    params.act_bits,
+                    params.weight_bits,
+                    max_out=min(MAX_OUT_FEATURES, params.max_out_features),
+                    seed=seed + i + 1,
+                )
+            )
             try:
                 place_layers([*candidates, layer], params)
             except ValueError:
@@ -472,8 +535,11 @@ def mixed_nets(draw, images: int = FUZZ_IMAGES) -> Net:
     fmt = inp
     layers: list = []
     if n_conv:
-        shape: tuple[int, ...] = (draw(st.integers(1, 2)), draw(st.integers(2, 7)),
-                                  draw(st.integers(2, 7)))
+        shape: tuple[int, ...] = (
+            draw(st.integers(1, 2)),
+            draw(st.integers(2, 7)),
+            draw(st.integers(2, 7)),
+        )
     else:
         shape = (draw(st.integers(1, 32)),)
     cur = shape
@@ -492,10 +558,18 @@ def mixed_nets(draw, images: int = FUZZ_IMAGES) -> Net:
         assume(cur[0] <= 64)
     for i in range(n_fc):
         kind = draw(st.sampled_from(["fixed", "pow2", "codebook"]))
-        layer = draw(fc_layer(
-            f"fc{i}", fmt, cur[0], kind, shapes["fc"]["n_pe"], shapes["fc"]["index_bits"],
-            max_out=12, seed=seed + 10 + i,
-        ))
+        layer = draw(
+            fc_layer(
+                f"fc{i}",
+                fmt,
+                cur[0],
+                kind,
+                shapes["fc"]["n_pe"],
+                shapes["fc"]["index_bits"],
+                max_out=12,
+                seed=seed + 10 + i,
+            )
+        )
         layers.append(layer)
         cur = (layer.out_features,)
         fmt = layer.output_format
@@ -543,8 +617,16 @@ class FuzzStats:
     sim_runs: int = 0
     seconds: float = 0.0
     failing: list[str] = field(default_factory=list)
+    digests: set[str] = field(default_factory=set)
 
-    def add(self, outcome: NetOutcome) -> None:
+    @property
+    def distinct(self) -> int:
+        """Nets that differ in content (Hypothesis repeats a few)."""
+        return len(self.digests)
+
+    def add(self, outcome: NetOutcome, net: Net | None = None) -> None:
+        if net is not None:
+            self.digests.add(net_digest(net))
         self.nets += 1
         self.images += outcome.images
         self.layer_runs += outcome.layers * outcome.images
@@ -554,10 +636,21 @@ class FuzzStats:
         self.cycle_misses += outcome.cycle_misses
 
     def merge(self, other: FuzzStats) -> None:
-        for f in ("nets", "images", "layer_runs", "mismatches", "cycle_checks", "cycle_exact",
-                  "cycle_misses", "builds", "sim_runs", "seconds"):
+        for f in (
+            "nets",
+            "images",
+            "layer_runs",
+            "mismatches",
+            "cycle_checks",
+            "cycle_exact",
+            "cycle_misses",
+            "builds",
+            "sim_runs",
+            "seconds",
+        ):
             setattr(self, f, getattr(self, f) + getattr(other, f))
         self.failing += other.failing
+        self.digests |= other.digests
 
 
 def cycle_miss(measured: float, estimated: float, slack: float = 0.0) -> bool:
@@ -610,21 +703,30 @@ def engine_case(net: Net, engine: str, *, stalls: bool = False) -> dict:
                 model = conv_cycles(layer, shape, params, pool).cycles
             else:
                 model = sparse_fc_cycles(
-                    layer, x_in.reshape(-1), n_pe=params.n_pe,
-                    index_bits=params.index_bits, fifo_depth=params.fifo_depth,
+                    layer,
+                    x_in.reshape(-1),
+                    n_pe=params.n_pe,
+                    index_bits=params.index_bits,
+                    fifo_depth=params.fifo_depth,
                 ).cycles
-            runs.append({
-                "layer": layer.name,
-                "image": n,
-                "cfg": int(cfg),
-                "x": [int(v) for v in x_in.reshape(-1)],
-                "expected": [int(v) for v in taps[last][n].reshape(-1)],
-                "model_cycles": int(model),
-                "valid_probability": 0.7 if stalls else 1.0,
-                "ready_probability": 0.6 if stalls else 1.0,
-            })
-    return {"name": net.name, "seed": int(net.metadata.get("fuzz", {}).get("seed", 0)),
-            "writes": writes, "runs": runs}
+            runs.append(
+                {
+                    "layer": layer.name,
+                    "image": n,
+                    "cfg": int(cfg),
+                    "x": [int(v) for v in x_in.reshape(-1)],
+                    "expected": [int(v) for v in taps[last][n].reshape(-1)],
+                    "model_cycles": int(model),
+                    "valid_probability": 0.7 if stalls else 1.0,
+                    "ready_probability": 0.6 if stalls else 1.0,
+                }
+            )
+    return {
+        "name": net.name,
+        "seed": int(net.metadata.get("fuzz", {}).get("seed", 0)),
+        "writes": writes,
+        "runs": runs,
+    }
 
 
 def score(net: Net, case: dict, measured: list[dict]) -> NetOutcome:
@@ -650,7 +752,7 @@ def score(net: Net, case: dict, measured: list[dict]) -> NetOutcome:
                     f"{where}: {len(got['outputs'])} outputs, expected {len(want)}"
                 )
             else:
-                k = next(j for j, (a, b) in enumerate(zip(want, got["outputs"])) if a != b)
+                k = int(np.flatnonzero(np.asarray(want) != np.asarray(got["outputs"]))[0])
                 outcome.problems.append(
                     f"{where}: output {k}: expected {want[k]}, got {got['outputs'][k]}"
                 )
@@ -690,19 +792,25 @@ class EngineRunner:
     ) -> list[NetOutcome]:
         """Run ``nets`` in one simulation; ``corrupt`` may alter the cases first (tests)."""
         stalls = list(stalls) if stalls is not None else [False] * len(nets)
-        cases = [engine_case(net, self.engine, stalls=s) for net, s in zip(nets, stalls,
-                                                                              strict=True)]
+        cases = [
+            engine_case(net, self.engine, stalls=s) for net, s in zip(nets, stalls, strict=True)
+        ]
         if corrupt is not None:
             corrupt(cases)
         with tempfile.TemporaryDirectory(prefix="fuzz-", dir=self.build) as tmp:
             case_file, result_file = Path(tmp) / "cases.json", Path(tmp) / "result.json"
-            case_file.write_text(json.dumps(
-                {"engine": self.family, "act_bits": self.params.act_bits, "nets": cases}
-            ))
+            case_file.write_text(
+                json.dumps({"engine": self.family, "act_bits": self.params.act_bits, "nets": cases})
+            )
             result = run_cocotb(
-                self.build, self.top, BENCH, BENCH_DIR,
-                extra_env={"SQUEEZEFORGE_ENGINE_CASES": str(case_file),
-                           "SQUEEZEFORGE_ENGINE_RESULT": str(result_file)},
+                self.build,
+                self.top,
+                BENCH,
+                BENCH_DIR,
+                extra_env={
+                    "SQUEEZEFORGE_ENGINE_CASES": str(case_file),
+                    "SQUEEZEFORGE_ENGINE_RESULT": str(result_file),
+                },
             )
             if not result_file.is_file():
                 result.check()  # says why the bench wrote nothing
@@ -710,8 +818,9 @@ class EngineRunner:
             measured = json.loads(result_file.read_text())
             # Keep the run folders from piling up over a long campaign.
             _remove_tree(result.run_dir)
-        return [score(net, case, runs) for net, case, runs in zip(nets, cases, measured,
-                                                                   strict=True)]
+        return [
+            score(net, case, runs) for net, case, runs in zip(nets, cases, measured, strict=True)
+        ]
 
 
 def _remove_tree(path: Path) -> None:
@@ -724,9 +833,16 @@ def _remove_tree(path: Path) -> None:
 # Hypothesis driver and regressions
 
 
+def net_digest(net: Net) -> str:
+    """A short content hash of a net (its file's bytes)."""
+    return hashlib.sha256(net_to_bytes(net)).hexdigest()[:12]
+
+
 def save_regression(net: Net, folder: str | Path) -> Path:
-    """Write a failing net as ``<folder>/<name>.sfnet`` (its metadata says where it runs)."""
-    return save_net(net, Path(folder) / f"{net.name}.sfnet")
+    """Write a failing net as ``<folder>/<engine>-<hash>.sfnet``; its metadata names the engine
+    (or ``whole-net`` and the engine shapes) that it runs on."""
+    engine = net.metadata.get("fuzz", {}).get("engine", "net")
+    return save_net(net, Path(folder) / f"{engine}-{net_digest(net)}.sfnet")
 
 
 def replay_net(net: Net, runner: EngineRunner) -> NetOutcome:
@@ -778,8 +894,8 @@ def fuzz_engine(
         start = time.perf_counter()
         outcomes = runner.run(nets, stalls=[s for _, s in drawn])
         if not state["shrinking"]:
-            for o in outcomes:
-                stats.add(o)
+            for net, o in zip(nets, outcomes, strict=True):
+                stats.add(o, net)
             stats.sim_runs += 1
             stats.seconds += time.perf_counter() - start
             if on_batch is not None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -817,16 +818,10 @@ class EngineRunner:
                 raise AssertionError(f"the engine bench wrote no results ({result.results_xml})")
             measured = json.loads(result_file.read_text())
             # Keep the run folders from piling up over a long campaign.
-            _remove_tree(result.run_dir)
+            shutil.rmtree(result.run_dir, ignore_errors=True)
         return [
             score(net, case, runs) for net, case, runs in zip(nets, cases, measured, strict=True)
         ]
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------

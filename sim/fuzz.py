@@ -862,8 +862,9 @@ def fuzz_engine(
 ) -> FuzzStats:
     """Let Hypothesis draw ``examples`` batches of engine nets; one simulation per batch.
 
-    A failing batch is shrunk by Hypothesis (to a single net, and a small one) and re-raised
-    after the net is saved to ``save_dir``. ``stats`` counts the generated nets only.
+    A net already in ``stats`` (Hypothesis repeats some) is not run again, so ``stats.nets``
+    counts distinct nets. A failing batch is shrunk by Hypothesis (to a single net, and a small
+    one) and re-raised after the net is saved to ``save_dir``; shrinking runs are not counted.
     """
     stats = stats if stats is not None else FuzzStats()
     state = {"failing": None, "shrinking": False}
@@ -871,6 +872,7 @@ def fuzz_engine(
         st.tuples(engine_nets(runner.engine, images), st.integers(0, 5).map(lambda k: k == 0)),
         min_size=1,
         max_size=batch,
+        unique_by=lambda drawn: net_digest(drawn[0]),
     )
 
     @settings(
@@ -885,6 +887,11 @@ def fuzz_engine(
     @hypothesis_seed(seed)
     @given(strategy)
     def check(drawn: list[tuple[Net, bool]]) -> None:
+        if not state["shrinking"]:
+            # Hypothesis repeats some examples: run (and count) each net once.
+            drawn = [(n, s) for n, s in drawn if net_digest(n) not in stats.digests]
+            if not drawn:
+                return
         nets = [n for n, _ in drawn]
         start = time.perf_counter()
         outcomes = runner.run(nets, stalls=[s for _, s in drawn])

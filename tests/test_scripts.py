@@ -48,6 +48,7 @@ def test_every_script_is_covered() -> None:
         "resources_eie.py",  # tests/hw/test_sparse_fc.py
         "compression_results.py",  # tests/models/test_results_script.py
         "lint_imports.py",  # tests/test_layers.py
+        "fuzz_rtl.py",  # tests/sim/test_fuzz.py
     }
     assert {p.name for p in SCRIPTS.glob("*.py")} == covered
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, given, settings
@@ -30,9 +29,9 @@ from ..sim.fuzz import (
 )
 from ..sim.ir import Net
 from ..sim.netsim import simulate
+from ..sim.target import Target
 from .build import write_build
-from .engines import ConvBinding, FCBinding
-from .plan import PASSES, Plan, assign_engines
+from .plan import Plan, compile_net
 
 __all__ = [
     "build_whole_net",
@@ -44,22 +43,21 @@ __all__ = [
 
 
 def compile_with_shapes(net: Net) -> Plan:
-    """The compiler's passes, with the engine shapes in ``net.metadata["fuzz"]["engines"]``."""
+    """The compiler's passes for a Target with the engine shapes in
+    ``net.metadata["fuzz"]["engines"]`` (the default Target when there are none)."""
     shapes = net.metadata.get("fuzz", {}).get("engines", {})
-    plan = Plan.start(net)
-    for p in PASSES:
-        plan = p(plan)
-        if p is assign_engines and shapes:
-            engines = {}
-            for name, binding in plan.engines.items():
-                if isinstance(binding, ConvBinding):
-                    engines[name] = replace(binding, **shapes["conv"])
-                elif isinstance(binding, FCBinding):
-                    engines[name] = replace(binding, **shapes["fc"])
-                else:  # pragma: no cover - every binding is one of the two
-                    engines[name] = binding
-            plan = replace(plan, engines=engines)
-    return plan
+    if not shapes:
+        return compile_net(net)
+    conv, fc = shapes["conv"], shapes["fc"]
+    target = Target(
+        name="fuzz",
+        conv_rows=conv["rows"],
+        conv_cols=conv["cols"],
+        fc_pes=fc["n_pe"],
+        fifo_depth=fc["fifo_depth"],
+        index_bits=fc["index_bits"],
+    )
+    return compile_net(net, target)
 
 
 def build_whole_net(net: Net, out_dir: str | Path) -> Path:

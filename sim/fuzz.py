@@ -45,24 +45,27 @@ from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from ..hw.conv_driver import (
+from ..hw.conv import (
+    ConvEngine,
+    ConvEngineParams,
     check_conv_fits,
+    conv_cfg_layout,
+    conv_cycles,
     conv_layer_config,
     conv_load_writes,
     conv_memory_images,
     filter_blocks,
 )
-from ..hw.conv_driver import pack_cfg as conv_pack_cfg
-from ..hw.conv_engine import ConvEngine, ConvEngineParams
-from ..hw.sparse_fc import SparseFC, SparseFCParams
-from ..hw.sparse_fc_driver import (
+from ..hw.interface import pack_cfg
+from ..hw.sparse_fc import (
+    SparseFC,
+    SparseFCParams,
     load_writes,
     place_layers,
     sparse_fc_config,
+    sparse_fc_cycles,
     sparse_fc_memory_images,
 )
-from ..hw.sparse_fc_driver import pack_cfg as fc_pack_cfg
-from .conv_cycles import conv_cycles
 from .ir import Conv2d, Dense, Flatten, MaxPool2d, Net, SparseDense, net_to_bytes, save_net
 from .numerics import (
     CodebookWeights,
@@ -74,7 +77,6 @@ from .numerics import (
 )
 from .reference import run_net
 from .rtl import amaranth_to_verilog, build_verilog, run_cocotb
-from .sparse_fc_cycles import sparse_fc_cycles
 
 __all__ = [
     "CYCLE_TOLERANCE",
@@ -371,14 +373,12 @@ def fc_layer(
     inp: FixedFormat,
     in_features: int,
     kind: str,
-    n_pe: int,
-    index_bits: int,
     max_bits: int = 16,
     max_weight_bits: int = 16,
     max_out: int = MAX_OUT_FEATURES,
     seed: int = 0,
 ) -> Dense | SparseDense:
-    """A dense or sparse-dense layer (EIE's form for ``n_pe`` PEs and ``index_bits``)."""
+    """A dense or sparse-dense layer (the engine lays either out for its own PEs)."""
     rng = np.random.default_rng(seed)
     fo = draw(st.integers(1, max_out))
     wf = draw(weight_formats(kind, max_weight_bits))
@@ -400,8 +400,6 @@ def fc_layer(
     if draw(st.booleans()):
         return SparseDense.from_dense(
             weight,
-            n_pe=n_pe,
-            index_bits=index_bits,
             name=name,
             input_format=inp,
             weight_format=wf,
@@ -484,8 +482,6 @@ def engine_nets(draw, engine: str, images: int = FUZZ_IMAGES) -> Net:
                     fmt,
                     cur_f,
                     params.weight_kind,
-                    params.n_pe,
-                    params.index_bits,
                     params.act_bits,
                     params.weight_bits,
                     max_out=min(MAX_OUT_FEATURES, params.max_out_features),
@@ -565,8 +561,6 @@ def mixed_nets(draw, images: int = FUZZ_IMAGES) -> Net:
                 fmt,
                 cur[0],
                 kind,
-                shapes["fc"]["n_pe"],
-                shapes["fc"]["index_bits"],
                 max_out=12,
                 seed=seed + 10 + i,
             )
@@ -685,7 +679,7 @@ def engine_case(net: Net, engine: str, *, stalls: bool = False) -> dict:
             images = conv_memory_images(layer, params)
             cfg = conv_layer_config(layer, shape, pool, params, wb, bb)
             writes += [list(w) for w in conv_load_writes(images, wb, bb)]
-            configs.append(conv_pack_cfg(cfg, params))
+            configs.append(pack_cfg(conv_cfg_layout(params), cfg))
             wb += len(images["weight"])
             bb += len(images["bias"])
     else:
@@ -693,7 +687,7 @@ def engine_case(net: Net, engine: str, *, stalls: bool = False) -> dict:
         for (layer, _, _, _), at in zip(steps, placements, strict=True):
             images = sparse_fc_memory_images(layer, params, at)
             writes += load_writes(images, params).tolist()
-            configs.append(fc_pack_cfg(params, sparse_fc_config(layer, params, at)))
+            configs.append(pack_cfg(params.cfg_layout(), sparse_fc_config(layer, params, at)))
     names = [layer.name for layer in net.layers]
     runs = []
     for n in range(len(x)):

@@ -7,9 +7,10 @@ Usage::
             ...
             bar.update(1, info=f"loss {loss:.3f}")
 
-``tqdm.auto`` draws a widget in Jupyter and a text bar on a terminal or in a log, so notebooks,
-terminals and CI logs all see it; ``quiet`` silences it (``--quiet`` and ``--json`` on the
-command line). Nothing is drawn at import.
+``tqdm.auto`` draws a widget in Jupyter and a text bar on a terminal. Where stderr is a file or
+a pipe (a CI log, ``2> log``) the bars stay silent: redrawn lines would only fill the log.
+``quiet`` silences them everywhere (``--quiet`` and ``--json`` on the command line). Nothing is
+drawn at import.
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ from typing import TextIO
 
 from tqdm.auto import tqdm
 
-__all__ = ["Progress", "activity", "progress"]
+__all__ = ["Progress", "activity", "interactive", "progress"]
+
+
+def interactive(stream: TextIO | None = None) -> bool:
+    """Whether bars are worth drawing on ``stream`` (stderr by default): a terminal, or a
+    notebook, where tqdm.auto draws widgets whatever the stream says of itself."""
+    if tqdm.__module__.startswith("tqdm.notebook"):
+        return True
+    out = stream if stream is not None else sys.stderr
+    return bool(getattr(out, "isatty", lambda: False)())
 
 
 class Progress:
@@ -61,7 +71,7 @@ def progress(
     total: int, label: str, *, quiet: bool = False, stream: TextIO | None = None
 ) -> Iterator[Progress]:
     """A :class:`Progress` bar on stderr (or ``stream``), silent when ``quiet``."""
-    bar = Progress(total, label, stream=stream, enabled=not quiet)
+    bar = Progress(total, label, stream=stream, enabled=not quiet and interactive(stream))
     try:
         yield bar
     finally:
@@ -77,6 +87,7 @@ def activity(label: str, *, quiet: bool = False, stream: TextIO | None = None) -
     """A bar with a running clock for one long call that reports no steps of its own (a
     Verilator build, a Yosys or nextpnr run, a simulation): it shows what runs and for how
     long, redrawn from a background thread until the call returns."""
+    quiet = quiet or not interactive(stream)
     bar = tqdm(
         total=None,
         desc=label,

@@ -66,17 +66,22 @@ def test_checkpoint_errors(tmp_path, mlp_short):
         load_checkpoint(wrong)
 
 
-def test_progress_draws_a_bar_unless_quiet():
-    shown, quiet = io.StringIO(), io.StringIO()
+def test_progress_draws_a_bar_on_a_terminal_unless_quiet():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    shown = Terminal()
     with progress(3, "step", stream=shown) as p:
         for i in range(3):
             p.update(1, info=f"loss {i}")
     assert p.done == 3 and p.info == "loss 2"
     assert "step" in shown.getvalue() and "3/3" in shown.getvalue()
     assert "loss 2" in shown.getvalue()
-    with progress(3, "step", stream=quiet, quiet=True) as p:
-        p.update(3)
-    assert quiet.getvalue() == ""
+    for stream, quiet in ((Terminal(), True), (io.StringIO(), False)):
+        with progress(3, "step", stream=stream, quiet=quiet) as p:
+            p.update(3)
+        assert stream.getvalue() == ""
 
 
 @pytest.mark.slow

@@ -267,6 +267,17 @@ def _is_zip_archive(path: Path) -> bool:
         return f.read(4) == b"PK\x03\x04"
 
 
+def torch_load_problem(path: Path, exc: BaseException) -> str:
+    """What is wrong with a file :func:`torch.load` failed on, in words a user can act on."""
+    # torch reports a cut-off archive as EINVAL from a seek or a zip reader message: neither
+    # tells the user what is wrong with the file.
+    if _is_zip_archive(path) and not zipfile.is_zipfile(path):
+        return "the file is truncated"
+    if str(exc).strip():
+        return str(exc).strip().splitlines()[0]
+    return type(exc).__name__
+
+
 def check_finite_state(state: Any, where: str) -> None:
     """Raise a one-line :class:`UserError` naming the first tensor holding NaN or infinity.
 
@@ -294,15 +305,9 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        # torch reports a cut-off archive as EINVAL from a seek or a zip reader message:
-        # neither tells the user what is wrong with the file.
-        if _is_zip_archive(path) and not zipfile.is_zipfile(path):
-            reason = "the file is truncated"
-        elif str(exc).strip():
-            reason = str(exc).strip().splitlines()[0]
-        else:
-            reason = type(exc).__name__
-        raise UserError(f"{path} is not a squeezeforge checkpoint ({reason})") from None
+        raise UserError(
+            f"{path} is not a squeezeforge checkpoint ({torch_load_problem(path, exc)})"
+        ) from None
     except Exception as exc:  # an unpickling error of a foreign or corrupt file
         raise UserError(f"{path} is not a squeezeforge checkpoint ({type(exc).__name__})") from None
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:

@@ -29,9 +29,17 @@ from torch import nn
 
 from squeezeforge.sim.errors import UserError
 
-from .train import CHECKPOINT_FORMAT, Checkpoint, load_checkpoint
+from .train import (
+    CHECKPOINT_FORMAT,
+    Checkpoint,
+    check_finite_state,
+    load_checkpoint,
+    torch_load_problem,
+)
 
 __all__ = ["import_class", "load_model"]
+
+_NOT_A_MODEL = "is not a squeezeforge checkpoint nor a PyTorch model file"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -117,12 +125,6 @@ def _load_state_dict(path: Path, model: nn.Module, state: Mapping[str, Any], spe
     model.load_state_dict(state)
 
 
-def _check_finite(path: Path, model: nn.Module) -> None:
-    for name, tensor in model.state_dict().items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise UserError(f"{path}: {name} holds NaN or infinite values")
-
-
 def load_model(
     path: str | os.PathLike,
     *,
@@ -135,6 +137,8 @@ def load_model(
         raise UserError(f"{path} is a folder; give a model file (.pt, .pth or .onnx)")
     if not path.is_file():
         raise UserError(f"model file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise UserError(f"model file {path} is empty")
     if path.suffix.lower() == ".onnx":
         from .onnx_import import load_onnx
         from .qonnx_import import is_qonnx
@@ -152,12 +156,12 @@ def load_model(
     except pickle.UnpicklingError as exc:
         # weights_only refuses a pickled class: the file is a whole module, not just tensors.
         if "Weights only load failed" not in str(exc):
-            raise UserError(f"{path} is not a PyTorch file ({_first_line(exc)})") from None
+            raise UserError(f"{path} {_NOT_A_MODEL} ({_first_line(exc)})") from None
         blob = _load_pickled_module(path, model)
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        raise UserError(f"{path} is not a PyTorch file ({_first_line(exc)})") from None
+        raise UserError(f"{path} {_NOT_A_MODEL} ({torch_load_problem(path, exc)})") from None
     except Exception as exc:  # noqa: BLE001 - an unpickling error of a foreign or corrupt file
-        raise UserError(f"{path} is not a PyTorch file ({type(exc).__name__})") from None
+        raise UserError(f"{path} {_NOT_A_MODEL} ({type(exc).__name__})") from None
     if isinstance(blob, dict) and blob.get("format") == CHECKPOINT_FORMAT:
         return load_checkpoint(path)
     if isinstance(blob, nn.Module):
@@ -174,10 +178,10 @@ def load_model(
         name = type(loaded).__name__.lower()
     else:
         raise UserError(
-            f"{path} holds a {type(blob).__name__}, not a model: save the model, its"
-            " state_dict or a squeezeforge checkpoint"
+            f"{path} is not a squeezeforge checkpoint, a state_dict or a pickled model (it holds"
+            f" a {type(blob).__name__})"
         )
-    _check_finite(path, loaded)
+    check_finite_state(loaded.state_dict(), str(path))
     return Checkpoint(model_name=name, model=loaded.eval())
 
 
@@ -210,4 +214,4 @@ def _load_pickled_module(path: Path, model: str | None) -> Any:
             " pass --model path/to/file.py:ClassName, or save its state_dict instead"
         ) from None
     except Exception as exc:  # noqa: BLE001
-        raise UserError(f"{path} is not a PyTorch file ({_first_line(exc)})") from None
+        raise UserError(f"{path} {_NOT_A_MODEL} ({_first_line(exc)})") from None

@@ -118,13 +118,13 @@ def test_bad_model_files_are_one_line_each(lenet_file: Path, tmp_path: Path) -> 
     torch.save({"weight": torch.full((2, 4), float("nan")), "bias": torch.zeros(2)}, nan)
     cases.append(
         (dict(path=nan, model="torch.nn:Linear", model_args={"in_features": 4,
-              "out_features": 2}), r"weight holds NaN or infinite values")
+              "out_features": 2}), r"weight holds nan \(weights must be finite")
     )  # fmt: skip
     text = tmp_path / "notes.pt"
     text.write_text("not a tensor file")
-    cases.append((dict(path=text), r"is not a PyTorch file"))
+    cases.append((dict(path=text), r"is not a squeezeforge checkpoint nor a PyTorch model file"))
     torch.save([1, 2, 3], tmp_path / "list.pt")
-    cases.append((dict(path=tmp_path / "list.pt"), r"holds a list, not a model"))
+    cases.append((dict(path=tmp_path / "list.pt"), r"or a pickled model \(it holds a list\)"))
     for kwargs, pattern in cases:
         path = kwargs.pop("path")
         with pytest.raises(UserError, match=pattern) as err:

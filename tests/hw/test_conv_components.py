@@ -335,7 +335,7 @@ def test_engine_synthesizes_with_its_hierarchy_kept():
     """Each component is its own Verilog module; Yosys maps them without flattening (the
     per-engine resource breakdown does this). Array-typed ports once aborted ABC9 there."""
     from squeezeforge.codegen.resources import synthesize_hierarchy
-    from squeezeforge.hw.conv_engine import ConvEngine
+    from squeezeforge.hw.conv.engine import ConvEngine
     from squeezeforge.sim.rtl import amaranth_to_verilog
 
     params = params_for("pow2", rows=2, cols=2, weight_bits=4, acc_bits=20, out_depth=16)

@@ -611,6 +611,11 @@ def busiest_pe_entries(layer: Dense | SparseDense, n_pe: int, index_bits: int) -
     return int(per_pe.max()) if per_pe.size else 0
 
 
+def format_summary(fmt: FixedFormat) -> str:
+    """A fixed-point format in a few characters: ``8b frac 7``."""
+    return f"{fmt.bits}b frac {fmt.frac}"
+
+
 @dataclass(frozen=True, eq=False)
 class Net:
     """A compressed net: input shape and format, layers, test vectors, metadata."""
@@ -690,6 +695,23 @@ class Net:
 
     def replace(self, **changes: Any) -> Net:
         return replace(self, **changes)
+
+    # The dataclass repr prints every weight array: thousands of characters for a small net.
+    _REPR_LAYERS = 8
+
+    def __repr__(self) -> str:
+        names = [f"{layer.name}:{layer.kind}" for layer in self.layers]
+        if len(names) > self._REPR_LAYERS:
+            names = [
+                *names[: self._REPR_LAYERS - 1],
+                f"... {len(names) - self._REPR_LAYERS + 1} more",
+            ]
+        shape = "x".join(map(str, self.input_shape))
+        return (
+            f"Net({self.name!r}, input {shape} {format_summary(self.input_format)},"
+            f" output {format_summary(self.output_format)}, layers [{', '.join(names)}],"
+            f" {self.test_inputs.shape[0]} test vectors)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------

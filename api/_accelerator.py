@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import tempfile
+import shutil
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,12 +76,21 @@ class Accelerator:
         net: CompressedNet,
         build_dir: Path,
         manifest: Manifest,
-        owned: tempfile.TemporaryDirectory | None = None,
+        owned: Path | None = None,
     ) -> None:
         self.net = net
         self.build_dir = build_dir
         self.manifest = manifest
-        self._owned = owned
+        # A finalizer rather than a TemporaryDirectory: that one warns (ResourceWarning) when
+        # left to the garbage collector, which is exactly how a notebook lets go of it.
+        self._cleanup = (
+            weakref.finalize(self, shutil.rmtree, owned, ignore_errors=True) if owned else None
+        )
+
+    def close(self) -> None:
+        """Remove the temporary build folder now (nothing when the build went to ``out``)."""
+        if self._cleanup is not None:
+            self._cleanup()
 
     def simulate(self, x: Any, *, waves: bool = False) -> SimulationResult:
         """Push the inputs ``x`` (N, *input_shape), or one input, through the Verilog.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,12 @@ def generate(
         target = wrapped.target
     owned = None
     if out is None:
-        owned = tempfile.TemporaryDirectory(prefix="squeezeforge-")
-        out = Path(owned.name) / "build"
-    manifest = write_generated(wrapped.ir, out, resolve_target(target), force=force)
+        owned = Path(tempfile.mkdtemp(prefix="squeezeforge-"))
+        out = owned / "build"
+    try:
+        manifest = write_generated(wrapped.ir, out, resolve_target(target), force=force)
+    except BaseException:
+        if owned is not None:
+            shutil.rmtree(owned, ignore_errors=True)
+        raise
     return Accelerator(wrapped, Path(out).resolve(), manifest, owned)

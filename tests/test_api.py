@@ -251,3 +251,11 @@ def test_temporary_build_goes_with_the_object(net: sf.CompressedNet) -> None:
     kept = sf.generate(net)
     kept.close()
     assert not kept.build_dir.exists()
+
+
+@pytest.mark.slow
+def test_resources_of_the_accelerator(accelerator: sf.Accelerator) -> None:
+    report = accelerator.resources()
+    assert report["target"] == "ice40"
+    assert set(report["engines"]) == {e.name for e in accelerator.manifest.engines}
+    assert report["total"]["lut"] >= sum(e["lut"] for e in report["engines"].values()) > 0

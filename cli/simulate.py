@@ -19,10 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "simulate",
         help="simulate a build on Verilator and compare with the reference, bit for bit",
         description="Build the generated top.v with Verilator (cached in BUILD/sim_build) and"
-        " push the net's first N test images through it with a cocotb bench. Every output is"
-        " compared with the bit-accurate reference model; any difference exits with status 1"
-        " and names the first mismatching image, output and layer. Reports measured cycles per"
-        " inference and per layer beside the estimates, and the RTL accuracy.",
+        " push the net's first N test images, or your own --inputs, through it with a cocotb"
+        " bench. Every output is compared with the bit-accurate reference model; any difference"
+        " exits with status 1 and names the first mismatching image, output and layer. Reports"
+        " measured cycles per inference and per layer beside the estimates, and the RTL"
+        " accuracy (test images only: your own inputs carry no labels).",
     )
     p.add_argument("build", help="a build folder made by `squeezeforge generate`")
     p.add_argument("--images", type=int, default=10, help="test images to run (default 10)")

@@ -118,6 +118,15 @@ class _ComputeLayer:
     relu: bool
     bias: np.ndarray
 
+    def __repr__(self) -> str:
+        # The dataclass repr would print the weight and bias arrays.
+        w = self.weight_format
+        return (
+            f"{type(self).__name__}({self.name!r}, fan-in {self.fan_in},"
+            f" {w.kind} weights {w.stored_bits} bits, in {format_summary(self.input_format)},"
+            f" out {format_summary(self.output_format)}{', relu' if self.relu else ''})"
+        )
+
     @property
     def fan_in(self) -> int:
         raise NotImplementedError
@@ -203,7 +212,7 @@ class _ComputeLayer:
         return _storage_dtype(*self._stored_range())
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Conv2d(_ComputeLayer):
     """2-D convolution, square stride and symmetric zero padding; weight (M, C, kh, kw)."""
 
@@ -312,7 +321,7 @@ class Flatten:
         return {"kind": self.kind, "name": self.name}
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Dense(_ComputeLayer):
     """Fully connected layer, weight (out_features, in_features)."""
 
@@ -522,7 +531,7 @@ class CscMatrix:
         return decode_csc(self.v, self.z, self.ptr, self.out_features)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class SparseDense(_ComputeLayer):
     """A pruned fully connected layer, weight (out_features, in_features) with its zeros.
 

@@ -273,6 +273,8 @@ def test_repr_is_short() -> None:
     text = repr(net)
     assert len(text) < 250 and "\n" not in text, text
     assert net.name in text and "conv1:conv2d" in text and "50 test vectors" in text
+    for layer in net.layers:
+        assert len(repr(layer)) < 120 and layer.name in repr(layer), repr(layer)
     # A deep net lists its first layers and counts the rest.
     many = net.replace(layers=net.layers + tuple(Flatten(f"extra{i}") for i in range(20)))
     assert len(repr(many)) < 250 and "more" in repr(many)

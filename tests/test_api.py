@@ -157,6 +157,34 @@ def test_data_as_dict_or_torch_loaders_gives_the_same_net(
         assert net_to_bytes(again.ir) == net_to_bytes(net.ir)
 
 
+def test_compress_a_state_dict_file(digits: Dataset, tmp_path: Path) -> None:
+    (tmp_path / "mlp.py").write_text(
+        "from torch import nn\n"
+        "class Mlp(nn.Module):\n"
+        "    def __init__(self, hidden):\n"
+        "        super().__init__()\n"
+        "        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(),"
+        " nn.Linear(hidden, 10))\n"
+        "    def forward(self, x):\n"
+        "        return self.body(x)\n"
+    )
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.ReLU(), nn.Linear(12, 10))
+    torch.save({f"body.{k}": v for k, v in model.state_dict().items()}, tmp_path / "w.pt")
+    net = sf.compress(
+        tmp_path / "w.pt",
+        RECIPE,
+        data=digits,
+        model_class=f"{tmp_path / 'mlp.py'}:Mlp",
+        model_args={"hidden": 12},
+        quiet=True,
+    )
+    assert net.report["model"] == "mlp"
+    assert [layer.kind for layer in net.ir.layers][-2:] == ["dense", "dense"]
+    with pytest.raises(sf.UserError, match="state_dict"):
+        sf.compress(tmp_path / "w.pt", RECIPE, data=digits, quiet=True)
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -239,6 +267,23 @@ def test_cli_simulate_own_inputs(
     args = ["simulate", str(accelerator.build_dir), "--inputs", str(tmp_path / "q.npy")]
     assert main([*args, "--outputs", str(tmp_path / "z.npy")]) == 0
     assert np.array_equal(np.load(tmp_path / "z.npy"), np.load(tmp_path / "y.npy"))
+
+
+@pytest.mark.rtl
+def test_cli_simulate_own_inputs_mismatch_exits_1(
+    accelerator: sf.Accelerator, digits: Dataset, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    real = netsim._golden
+
+    def corrupted(*args, **kwargs):
+        out, taps = real(*args, **kwargs)
+        return out - (np.arange(out.size).reshape(out.shape) == 3), taps
+
+    monkeypatch.setattr(netsim, "_golden", corrupted)
+    np.save(tmp_path / "x.npy", digits.x_train[:1])
+    assert main(["simulate", str(accelerator.build_dir), "--inputs", str(tmp_path / "x.npy")]) == 1
+    out = capsys.readouterr().out
+    assert "bit-exact inputs: 0/1" in out and "'output': 3" in out
 
 
 def test_temporary_build_goes_with_the_object(net: sf.CompressedNet) -> None:

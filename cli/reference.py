@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sim.ir import IRError, Net, load_net
+from ..sim.ir import IRError, Net, check_writable, load_net
 from ..sim.reference import predictions, run_net
+from ._inputs import INPUTS_HELP, load_inputs, save_outputs
 from ._output import emit_json, markdown_table
 from .errors import UserError
 
@@ -61,9 +62,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         " (exit status 1 on any difference).",
     )
     p.add_argument("net", help="a .sfnet file")
+    p.add_argument("--inputs", metavar="FILE.npy", help=INPUTS_HELP)
     p.add_argument(
-        "--inputs",
-        help="a .npy file of integer inputs (N, *input_shape) already in the net's input format",
+        "--outputs",
+        metavar="OUT.npy",
+        help="write the integer outputs (N, *output_shape) to OUT.npy; each is the value times"
+        " 2**frac of the net's output format",
     )
     p.add_argument("--limit", type=int, help="only the first N inputs")
     p.add_argument("--json", action="store_true", help="print a JSON object with every output")
@@ -74,17 +78,12 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1, got {args.limit}")
     net = load_net_or_fail(args.net)
-    inputs = None
-    if args.inputs:
-        try:
-            inputs = np.load(args.inputs, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"{args.inputs}: cannot read a .npy array: {exc}") from None
-        if inputs.dtype.kind not in "iu":
-            raise UserError(f"{args.inputs}: inputs must be integers, got {inputs.dtype}")
-        if inputs.ndim < 1 or inputs.shape[0] < 1:
-            raise UserError(f"{args.inputs}: holds no inputs (shape {inputs.shape})")
+    if args.outputs:
+        check_writable(args.outputs)
+    inputs = load_inputs(args.inputs, net) if args.inputs else None
     report = reference_report(net, inputs, args.limit)
+    if args.outputs:
+        save_outputs(args.outputs, np.asarray(report["outputs"], dtype=np.int64))
     if args.json:
         emit_json(report)
     else:

@@ -4,26 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: the flow runs without a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 __all__ = ["write_plots"]
 
 
-def _save(fig, path: Path) -> str:
+def _figure(ncols: int = 1, *, figsize: tuple[float, float]) -> tuple[Figure, np.ndarray]:
+    """A figure drawn by the Agg canvas alone: files only, and neither pyplot's global state
+    nor the backend of a notebook that imports the flow is touched."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, ncols, squeeze=False)
+
+
+def _save(fig: Figure, path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
     tmp.replace(path)
     return str(path)
 
 
 def plot_cycles(sims: dict[str, dict], path: Path) -> str:
-    fig, axes = plt.subplots(1, len(sims), figsize=(5 * len(sims), 3.6), squeeze=False)
+    fig, axes = _figure(len(sims), figsize=(5 * len(sims), 3.6))
     for ax, (recipe, sim) in zip(axes[0], sims.items(), strict=True):
         names = ["+".join(s["layers"]) for s in sim["steps"]]
         est = [s["cycles_estimated"] for s in sim["steps"]]
@@ -40,7 +45,8 @@ def plot_cycles(sims: dict[str, dict], path: Path) -> str:
 
 def plot_accuracy_vs_cr(points: list[dict], path: Path) -> str:
     """``points``: dicts with ``label``, ``cr``, ``accuracy`` (and optional ``rtl``)."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, axes = _figure(figsize=(5.5, 3.8))
+    ax = axes[0, 0]
     for p in points:
         ax.scatter(p["cr"], 100 * p["accuracy"], s=40)
         ax.annotate(
@@ -64,7 +70,8 @@ def plot_resources(resources: dict[str, dict], path: Path) -> str:
     """LUTs of each engine, per build and target."""
     labels = list(resources)
     engines = sorted({e for r in resources.values() for e in r["engines"]})
-    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(labels)), 3.8))
+    fig, axes = _figure(figsize=(max(5, 1.3 * len(labels)), 3.8))
+    ax = axes[0, 0]
     bottom = np.zeros(len(labels))
     for e in engines:
         vals = np.array([resources[k]["engines"].get(e, {}).get("lut", 0) for k in labels])

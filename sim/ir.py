@@ -118,6 +118,15 @@ class _ComputeLayer:
     relu: bool
     bias: np.ndarray
 
+    def __repr__(self) -> str:
+        # The dataclass repr would print the weight and bias arrays.
+        w = self.weight_format
+        return (
+            f"{type(self).__name__}({self.name!r}, fan-in {self.fan_in},"
+            f" {w.kind} weights {w.stored_bits} bits, in {format_summary(self.input_format)},"
+            f" out {format_summary(self.output_format)}{', relu' if self.relu else ''})"
+        )
+
     @property
     def fan_in(self) -> int:
         raise NotImplementedError
@@ -203,7 +212,7 @@ class _ComputeLayer:
         return _storage_dtype(*self._stored_range())
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Conv2d(_ComputeLayer):
     """2-D convolution, square stride and symmetric zero padding; weight (M, C, kh, kw)."""
 
@@ -312,7 +321,7 @@ class Flatten:
         return {"kind": self.kind, "name": self.name}
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Dense(_ComputeLayer):
     """Fully connected layer, weight (out_features, in_features)."""
 
@@ -522,7 +531,7 @@ class CscMatrix:
         return decode_csc(self.v, self.z, self.ptr, self.out_features)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class SparseDense(_ComputeLayer):
     """A pruned fully connected layer, weight (out_features, in_features) with its zeros.
 
@@ -611,6 +620,11 @@ def busiest_pe_entries(layer: Dense | SparseDense, n_pe: int, index_bits: int) -
     return int(per_pe.max()) if per_pe.size else 0
 
 
+def format_summary(fmt: FixedFormat) -> str:
+    """A fixed-point format in a few characters: ``8b frac 7``."""
+    return f"{fmt.bits}b frac {fmt.frac}"
+
+
 @dataclass(frozen=True, eq=False)
 class Net:
     """A compressed net: input shape and format, layers, test vectors, metadata."""
@@ -690,6 +704,23 @@ class Net:
 
     def replace(self, **changes: Any) -> Net:
         return replace(self, **changes)
+
+    # The dataclass repr prints every weight array: thousands of characters for a small net.
+    _REPR_LAYERS = 8
+
+    def __repr__(self) -> str:
+        names = [f"{layer.name}:{layer.kind}" for layer in self.layers]
+        if len(names) > self._REPR_LAYERS:
+            names = [
+                *names[: self._REPR_LAYERS - 1],
+                f"... {len(names) - self._REPR_LAYERS + 1} more",
+            ]
+        shape = "x".join(map(str, self.input_shape))
+        return (
+            f"Net({self.name!r}, input {shape} {format_summary(self.input_format)},"
+            f" output {format_summary(self.output_format)}, layers [{', '.join(names)}],"
+            f" {self.test_inputs.shape[0]} test vectors)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from .errors import SqueezeforgeError
 from .ir import load_net
 from .manifest import Manifest, read_manifest
 from .progress import activity
-from .reference import predictions, run_net
+from .reference import net_inputs, predictions, run_net
 from .rtl import build_verilog, run_cocotb
 
 __all__ = ["SimulationError", "simulate"]
@@ -38,24 +38,44 @@ def _golden(net, manifest: Manifest, x: np.ndarray) -> tuple[np.ndarray, list[np
     return taps[-1], [t.reshape(len(x), -1) for t in step_taps]
 
 
-def simulate(build_dir: str | os.PathLike, images: int = 10, *, waves: bool = False) -> dict:
-    """Push ``images`` test images through the build's Verilog; compare and measure.
+def simulate(
+    build_dir: str | os.PathLike,
+    images: int = 10,
+    *,
+    waves: bool = False,
+    inputs: np.ndarray | None = None,
+) -> dict:
+    """Push ``images`` test images, or a user's own ``inputs``, through the build's Verilog;
+    compare and measure.
 
-    The golden outputs are the expected outputs stored in the net; the reference model is run
-    again and must agree with them (``golden_consistent``). Returns the report;
+    Without ``inputs`` the golden outputs are the expected outputs stored in the net; the
+    reference model is run again and must agree with them (``golden_consistent``). With
+    ``inputs`` (integers (N, *input_shape) in the net's input format; ``images`` is ignored)
+    the golden outputs are the reference model's, and ``golden_consistent`` and the accuracies
+    are None: there are neither stored outputs nor labels. Either way the report holds the RTL
+    outputs (``outputs``, one list per input) and the golden ones (``expected_outputs``);
     ``report["bit_exact"] == report["images"]`` when every output matched.
     """
     # Absolute: the simulator runs in a folder of its own and reads the case file from there.
     build = Path(build_dir).resolve()
     manifest = read_manifest(build)
     net = load_net(build / "net.sfnet")
-    available = net.test_inputs.shape[0]
-    if images < 1 or images > available:
-        raise SimulationError(f"--images {images}: the net holds {available} test images")
-    x = net.test_inputs[:images].astype(np.int64)
+    own = inputs is not None
+    if own:
+        x = net_inputs(net, inputs, floats=False)
+        images = int(x.shape[0])
+    else:
+        available = net.test_inputs.shape[0]
+        if images < 1 or images > available:
+            raise SimulationError(f"--images {images}: the net holds {available} test images")
+        x = net.test_inputs[:images].astype(np.int64)
     reference, step_taps = _golden(net, manifest, x)
-    expected = net.test_outputs[:images].reshape(images, -1).astype(np.int64)
-    golden_consistent = bool(np.array_equal(reference.reshape(images, -1), expected))
+    if own:
+        expected = reference.reshape(images, -1).astype(np.int64)
+        golden_consistent = None
+    else:
+        expected = net.test_outputs[:images].reshape(images, -1).astype(np.int64)
+        golden_consistent = bool(np.array_equal(reference.reshape(images, -1), expected))
 
     sim_dir = build_verilog(
         (build / "top.v").read_text(),
@@ -101,7 +121,7 @@ def simulate(build_dir: str | os.PathLike, images: int = 10, *, waves: bool = Fa
     if first_bad is not None:
         mismatch = _locate(first_bad, measured[first_bad], expected[first_bad], step_taps, manifest)
     got_pred = np.array([np.argmax(s) if s.size else -1 for s in scores])
-    labels = net.test_labels[:images]
+    labels = None if own else net.test_labels[:images]
     cycles = [m["cycles"] for m in measured]
     per_step = np.mean([m["step_cycles"] for m in measured], axis=0)
     report = {
@@ -127,8 +147,13 @@ def simulate(build_dir: str | os.PathLike, images: int = 10, *, waves: bool = Fa
             }
             for i, s in enumerate(manifest.steps)
         ],
-        "accuracy": float(np.mean(got_pred == labels)),
-        "accuracy_reference": float(np.mean(predictions(reference) == labels)),
+        "accuracy": None if labels is None else float(np.mean(got_pred == labels)),
+        "accuracy_reference": (
+            None if labels is None else float(np.mean(predictions(reference) == labels))
+        ),
+        "inputs": "own" if own else "test vectors",
+        "outputs": [s.tolist() for s in scores],
+        "expected_outputs": expected.tolist(),
         "rtl_log": str(result.log) if result.log else None,
     }
     if waves:

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .errors import UserError
 from .ir import Conv2d, Dense, Flatten, Layer, MaxPool2d, Net, SparseDense
-from .numerics import requantize
+from .numerics import quantize, requantize
 
-__all__ = ["conv2d_acc", "dense_acc", "maxpool2x2", "run_layer", "run_net"]
+__all__ = ["conv2d_acc", "dense_acc", "maxpool2x2", "net_inputs", "run_layer", "run_net"]
 
 _EXACT_DOUBLE_BITS = 53
 
@@ -83,6 +84,45 @@ def run_net(net: Net, x: np.ndarray, *, taps: bool = False) -> np.ndarray | list
         x = run_layer(layer, x)
         outs.append(x)
     return outs if taps else x
+
+
+def net_inputs(net: Net, x: object, *, what: str = "inputs", floats: bool = True) -> np.ndarray:
+    """A user's inputs as the integers the net takes, shape (N, *input_shape), int64.
+
+    Floats are real values, quantized to the net's input format (round half up, saturate: what
+    the hardware's own input stage would do); integers are taken as already in that format and
+    must lie in its range. ``floats=False`` refuses floats (a caller that only takes integers).
+    A single input of ``input_shape`` is taken as a batch of one. Every problem is one
+    :class:`UserError` naming ``what``.
+    """
+    a = np.asarray(x)
+    fmt = net.input_format
+    if a.dtype.kind not in "iuf":
+        raise UserError(f"{what}: expected a numeric array (integers or floats), got {a.dtype}")
+    if a.ndim == len(net.input_shape):
+        a = a[np.newaxis]
+    if a.shape[1:] != net.input_shape:
+        takes = ", ".join(map(str, net.input_shape))
+        raise UserError(f"{what}: shape {tuple(a.shape)}; the net takes (N, {takes})")
+    if a.shape[0] == 0:
+        raise UserError(f"{what}: holds no inputs (shape {tuple(a.shape)})")
+    if a.dtype.kind == "f":
+        if not floats:
+            raise UserError(
+                f"{what}: expected integers in the net's input format ({fmt.bits}-bit, fraction"
+                f" length {fmt.frac}), got {a.dtype}"
+            )
+        if not np.isfinite(a).all():
+            raise UserError(f"{what}: holds NaN or infinite values")
+        return quantize(a, fmt)
+    lo, hi = int(a.min()), int(a.max())
+    if lo < fmt.min or hi > fmt.max:
+        bad = lo if lo < fmt.min else hi
+        raise UserError(
+            f"{what}: integer {bad} is outside the input format ({fmt.bits}-bit, fraction length"
+            f" {fmt.frac}: {fmt.min}..{fmt.max}); pass floats to have them quantized"
+        )
+    return a.astype(np.int64)
 
 
 def predictions(outputs: np.ndarray) -> np.ndarray:

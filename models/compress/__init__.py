@@ -10,7 +10,7 @@ from .filters import FilterPrune, remove_filters
 from .fixed import FixedPoint, calibrate
 from .inq import INQ, inq_round
 from .lowrank import LowRank
-from .pipeline import LayerCheck, compress, compress_model, planned_layer_kinds
+from .pipeline import LayerCheck, compress, compress_model, compress_net, planned_layer_kinds
 from .prune import MagnitudePrune, prune_below, prune_to_sparsity
 from .recipe import ExportOptions, FinetuneOnly, Recipe, load_recipe, parse_recipe, shipped_recipes
 from .report import layer_costs, net_costs, report_markdown
@@ -32,6 +32,7 @@ __all__ = [
     "calibrate",
     "compress",
     "compress_model",
+    "compress_net",
     "fold_batchnorm",
     "inq_round",
     "kmeans_1d",

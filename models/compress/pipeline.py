@@ -35,7 +35,7 @@ from .fixed import FixedPoint
 from .recipe import Recipe, load_recipe
 from .report import net_costs
 
-__all__ = ["LayerCheck", "compress", "compress_model", "planned_layer_kinds"]
+__all__ = ["LayerCheck", "compress", "compress_model", "compress_net", "planned_layer_kinds"]
 
 #: Why no engine runs a layer of an IR layer kind with a weight kind, or None (the compiler's
 #: ``squeezeforge.codegen.engines.check_supported``; models does not read the engines itself).
@@ -201,10 +201,9 @@ def compress_model(
     return prepared, net, report
 
 
-def compress(
+def compress_net(
     checkpoint_or_model: str | os.PathLike | Checkpoint | nn.Module,
     recipe: str | os.PathLike | Recipe,
-    out_path: str | os.PathLike,
     *,
     model_name: str | None = None,
     data: Dataset | None = None,
@@ -212,20 +211,10 @@ def compress(
     quiet: bool = True,
     check_layer: LayerCheck | None = None,
     target: Target | str | os.PathLike | None = None,
-) -> dict[str, Any]:
-    """Compress a checkpoint (path or loaded) or a float model with ``recipe`` (a shipped name,
-    a TOML path or a parsed :class:`Recipe`), write the IR net to ``out_path`` atomically and
-    return the report dict (see ``docs/compression.md``).
-
-    ``seed`` overrides the recipe's; the same seed gives a byte-identical net file. ``target``
-    (a Target, a preset name or a TOML path; the default Target when None) is the hardware the
-    report's storage and Cr are computed for; the net file does not depend on it.
-    ``check_layer`` is passed to :func:`compress_model`.
-    """
+) -> tuple[Net, dict[str, Any]]:
+    """:func:`compress` without the file: the IR net and the report (without ``"net"``)."""
     target = resolve_target(target)
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-    # Fine-tuning takes minutes: an output that cannot be written is reported before it.
-    check_writable(out_path)
     if isinstance(checkpoint_or_model, nn.Module):
         model = checkpoint_or_model
         name = model_name or type(model).__name__.lower()
@@ -250,6 +239,45 @@ def compress(
         data=data,
         seed=recipe.seed if seed is None else seed,
         model_name=name,
+        quiet=quiet,
+        check_layer=check_layer,
+        target=target,
+    )
+    return net, report
+
+
+def compress(
+    checkpoint_or_model: str | os.PathLike | Checkpoint | nn.Module,
+    recipe: str | os.PathLike | Recipe,
+    out_path: str | os.PathLike,
+    *,
+    model_name: str | None = None,
+    data: Dataset | None = None,
+    seed: int | None = None,
+    quiet: bool = True,
+    check_layer: LayerCheck | None = None,
+    target: Target | str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Compress a checkpoint (path or loaded) or a float model with ``recipe`` (a shipped name,
+    a TOML path or a parsed :class:`Recipe`), write the IR net to ``out_path`` atomically and
+    return the report dict (see ``docs/compression.md``).
+
+    ``seed`` overrides the recipe's; the same seed gives a byte-identical net file. ``target``
+    (a Target, a preset name or a TOML path; the default Target when None) is the hardware the
+    report's storage and Cr are computed for; the net file does not depend on it.
+    ``check_layer`` is passed to :func:`compress_model`.
+    """
+    # Resolved and parsed before the output is probed, as before: a bad name comes first.
+    target = resolve_target(target)
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    # Fine-tuning takes minutes: an output that cannot be written is reported before it.
+    check_writable(out_path)
+    net, report = compress_net(
+        checkpoint_or_model,
+        recipe,
+        model_name=model_name,
+        data=data,
+        seed=seed,
         quiet=quiet,
         check_layer=check_layer,
         target=target,

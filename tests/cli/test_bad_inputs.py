@@ -292,7 +292,18 @@ row("reference-dtype-mislabelled", "disagrees with manifest", lambda w, d: ["ref
 row("reference-test-vectors-list", "'test_vectors'", lambda w, d: ["reference", str(edited_net(w.net, d / "b.sfnet", lambda m: m.update(test_vectors=[1])))])
 
 # --- reference inputs
-row("reference-inputs-float", "must be integers", lambda w, d: ["reference", str(w.net), "--inputs", str(_npy_file(d, np.zeros((1, 1, 6, 6), np.float32)))])
+row("reference-inputs-nan", "NaN", lambda w, d: ["reference", str(w.net), "--inputs", str(_npy_file(d, np.full((1, 1, 6, 6), np.nan, np.float32)))])
+row("reference-inputs-inf", "infinite", lambda w, d: ["reference", str(w.net), "--inputs", str(_npy_file(d, np.full((2, 1, 6, 6), np.inf)))])
+row("reference-inputs-bool", "numeric array", lambda w, d: ["reference", str(w.net), "--inputs", str(_npy_file(d, np.zeros((1, 1, 6, 6), bool)))])
+row("reference-inputs-strings", "numeric array", lambda w, d: ["reference", str(w.net), "--inputs", str(_npy_file(d, np.full((1, 1, 6, 6), "a")))])
+row("reference-inputs-npz", "not an .npz", lambda w, d: ["reference", str(w.net), "--inputs", str(_npz_file(d))])
+row("reference-outputs-unwritable", "cannot write", lambda w, d: ["reference", str(w.net), "--outputs", str(under_a_file(d, "o.npy"))])
+row("simulate-inputs-shape", "the net takes", lambda w, d: ["simulate", str(w.build), "--inputs", str(_npy_file(d, np.zeros((3, 36), np.float32)))])
+row("simulate-inputs-nan", "NaN", lambda w, d: ["simulate", str(w.build), "--inputs", str(_npy_file(d, np.full((1, 1, 6, 6), np.nan)))])
+row("simulate-inputs-range", "outside the input format", lambda w, d: ["simulate", str(w.build), "--inputs", str(_npy_file(d, np.full((1, 1, 6, 6), -1000, np.int32)))])
+row("simulate-inputs-complex", "numeric array", lambda w, d: ["simulate", str(w.build), "--inputs", str(_npy_file(d, np.zeros((1, 1, 6, 6), np.complex64)))])
+row("simulate-inputs-missing", "cannot read", lambda w, d: ["simulate", str(w.build), "--inputs", str(d / "none.npy")])
+row("simulate-outputs-unwritable", "cannot write", lambda w, d: ["simulate", str(w.build), "--outputs", str(under_a_file(d, "o.npy"))])
 row("reference-inputs-shape", "the net takes", lambda w, d: ["reference", str(w.net), "--inputs", str(_npy_file(d, np.zeros((1, 1, 5, 5), np.int8)))])
 row("reference-inputs-range", "outside the input format", lambda w, d: ["reference", str(w.net), "--inputs", str(_npy_file(d, np.full((1, 1, 6, 6), 1000, np.int16)))])
 row("reference-inputs-empty", "holds no inputs", lambda w, d: ["reference", str(w.net), "--inputs", str(_npy_file(d, np.zeros((0, 1, 6, 6), np.int8)))])
@@ -353,6 +364,13 @@ def _bad_json_net(w: World, d: Path) -> Path:
 def _npy_file(d: Path, arr: np.ndarray) -> Path:
     path = d / "x.npy"
     np.save(path, arr)
+    return path
+
+
+def _npz_file(d: Path) -> Path:
+    path = d / "x.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=np.zeros((1, 1, 6, 6), np.int8))
     return path
 
 

@@ -13,6 +13,7 @@ import pytest
 from squeezeforge.cli.main import SUBCOMMANDS, build_parser, main
 from squeezeforge.sim.ir import save_net
 from squeezeforge.sim.random_layers import random_net
+from squeezeforge.sim.reference import run_net
 
 
 def _registered() -> list[str]:
@@ -61,6 +62,32 @@ def test_reference_given_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[st
     np.save(tmp_path / "x.npy", net.test_inputs[:1])
     assert main(["reference", str(path), "--inputs", str(tmp_path / "x.npy"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["outputs"] == net.test_outputs[:1].tolist()
+
+
+def test_reference_float_inputs_are_quantized(tmp_path: Path) -> None:
+    net = random_net(np.random.default_rng(10), n_tests=3, kind="pow2")
+    path = save_net(net, tmp_path / "n.sfnet")
+    step = 2.0**-net.input_format.frac
+    # The stored integer inputs as real values, nudged by less than half a step.
+    x = (net.test_inputs + 0.3) * step
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    out = tmp_path / "y.npy"
+    assert (
+        main(["reference", str(path), "--inputs", str(tmp_path / "x.npy"), "--outputs", str(out)])
+        == 0
+    )
+    assert np.array_equal(np.load(out), net.test_outputs)
+    # The same floats taken as integers give other outputs: the comparison above can fail.
+    assert not np.array_equal(run_net(net, x.astype(np.int64)), net.test_outputs)
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import squeezeforge
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"squeezeforge {squeezeforge.__version__}"
 
 
 def test_bad_file_is_one_clear_line(tmp_path: Path) -> None:

@@ -38,11 +38,14 @@ def build(net, tmp_path_factory) -> Path:
     return out
 
 
-def test_bit_exact_and_cycles_as_estimated(build: Path) -> None:
+def test_bit_exact_and_cycles_as_estimated(build: Path, net) -> None:
     report = simulate(build, IMAGES)
     assert report["golden_consistent"]
     assert report["bit_exact"] == IMAGES, report["first_mismatch"]
     assert report["first_mismatch"] is None
+    assert report["inputs"] == "test vectors"
+    assert report["outputs"] == report["expected_outputs"]
+    assert np.array_equal(np.asarray(report["outputs"]), net.test_outputs[:IMAGES])
     assert report["steps"][0]["engine"] == "conv_pow2"
     for step in report["steps"]:
         est, got = step["cycles_estimated"], step["cycles_measured"]

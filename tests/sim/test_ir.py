@@ -13,6 +13,7 @@ import pytest
 from squeezeforge.sim.ir import (
     CscMatrix,
     Dense,
+    Flatten,
     IRError,
     SparseDense,
     decode_csc,
@@ -265,3 +266,15 @@ def test_version_1_reader_sees_corrupted_arrays(tmp_path: Path) -> None:
 
     with pytest.raises(IRError, match="layer 'fc2', field 'ptr'"):
         load_net(_rewrite(path, wrong_pe_count))
+
+
+def test_repr_is_short() -> None:
+    net = random_net(np.random.default_rng(0), n_tests=50)
+    text = repr(net)
+    assert len(text) < 250 and "\n" not in text, text
+    assert net.name in text and "conv1:conv2d" in text and "50 test vectors" in text
+    for layer in net.layers:
+        assert len(repr(layer)) < 120 and layer.name in repr(layer), repr(layer)
+    # A deep net lists its first layers and counts the rest.
+    many = net.replace(layers=net.layers + tuple(Flatten(f"extra{i}") for i in range(20)))
+    assert len(repr(many)) < 250 and "more" in repr(many)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import Conv2d, Dense, Flatten, MaxPool2d, SparseDense
+from squeezeforge.sim.numerics import quantize
 from squeezeforge.sim.random_layers import (
     random_activations,
     random_conv2d,
@@ -13,7 +15,7 @@ from squeezeforge.sim.random_layers import (
     random_net,
     random_sparse_dense,
 )
-from squeezeforge.sim.reference import predictions, run_layer, run_net
+from squeezeforge.sim.reference import net_inputs, predictions, run_layer, run_net
 
 
 def _requant_loop(acc: int, layer) -> int:
@@ -155,3 +157,24 @@ def test_rejects_inputs_outside_format() -> None:
 
 def test_predictions_first_max_wins() -> None:
     assert predictions(np.array([[1, 5, 5], [7, 0, 7]])).tolist() == [1, 0]
+
+
+def test_net_inputs_quantizes_floats_and_checks_integers() -> None:
+    net = random_net(np.random.default_rng(3), n_tests=4)
+    fmt = net.input_format
+    x = np.random.default_rng(4).uniform(-3, 3, (5, *net.input_shape))
+    assert np.array_equal(net_inputs(net, x), quantize(x, fmt))
+    assert net_inputs(net, x[0]).shape == (1, *net.input_shape)
+    ints = net.test_inputs.astype(np.int16)
+    got = net_inputs(net, ints)
+    assert got.dtype == np.int64 and np.array_equal(got, ints)
+    edge = np.full((1, *net.input_shape), fmt.max)
+    assert np.array_equal(net_inputs(net, edge), edge)
+    with pytest.raises(UserError, match="outside the input format"):
+        net_inputs(net, edge + 1)
+    with pytest.raises(UserError, match="expected integers"):
+        net_inputs(net, x, floats=False)
+    with pytest.raises(UserError, match="mine: holds NaN"):
+        net_inputs(net, np.where(x > 2, np.nan, x), what="mine")
+    with pytest.raises(UserError, match="the net takes"):
+        net_inputs(net, x.reshape(5, -1))

@@ -70,7 +70,14 @@ class ConvBinding(EngineBinding):
             probe,
             # The engine's accumulators hold at least one of its widest products.
             acc_bits=max(probe.product_bits, *(lay.acc_bits for lay in layers)),
-            act_depth=memory_depth(max(math.prod(s.in_shape) for s in steps)),
+            # The cfg's size fields are as wide as an address into the activations; a kernel,
+            # stride or padding larger than a tiny input must still fit them.
+            act_depth=memory_depth(
+                max(
+                    max(math.prod(s.in_shape), *s.layer.kernel, s.layer.stride, s.layer.padding)
+                    for s in steps
+                )
+            ),
             weight_depth=memory_depth(
                 sum(filter_blocks(s.layer, probe) * s.layer.fan_in for s in steps)
             ),

@@ -16,12 +16,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import seed as hypothesis_seed
 
 from ..sim.fuzz import (
     FuzzStats,
     NetOutcome,
+    campaign_settings,
     cycle_miss,
     mixed_nets,
     net_digest,
@@ -115,15 +116,7 @@ def fuzz_whole_nets(
     stats = stats if stats is not None else FuzzStats()
     state: dict = {"failing": None, "shrinking": False}
 
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        phases=(Phase.generate, Phase.shrink),
-        report_multiple_bugs=False,
-        suppress_health_check=list(HealthCheck),
-        print_blob=False,
-    )
+    @campaign_settings(examples)
     @hypothesis_seed(seed)
     @given(mixed_nets())
     def check(net: Net) -> None:

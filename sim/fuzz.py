@@ -843,6 +843,21 @@ def replay_net(net: Net, runner: EngineRunner) -> NetOutcome:
     return outcome
 
 
+def campaign_settings(examples: int) -> settings:
+    """Hypothesis settings of a campaign: ``examples`` draws, no deadline (a draw may build
+    Verilog), no example database (the regression files are the memory), shrinking on, and
+    the first failure reported alone."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        phases=(Phase.generate, Phase.shrink),
+        report_multiple_bugs=False,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
+
+
 def fuzz_engine(
     runner: EngineRunner,
     *,
@@ -869,15 +884,7 @@ def fuzz_engine(
         unique_by=lambda drawn: net_digest(drawn[0]),
     )
 
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        phases=(Phase.generate, Phase.shrink),
-        report_multiple_bugs=False,
-        suppress_health_check=list(HealthCheck),
-        print_blob=False,
-    )
+    @campaign_settings(examples)
     @hypothesis_seed(seed)
     @given(strategy)
     def check(drawn: list[tuple[Net, bool]]) -> None:

@@ -102,9 +102,10 @@ class CompressedNet:
         parts.append(f"{ir.format_summary(self.ir.input_format)}")
         if self.report:
             parts.append(f"Cr {self.report['compression_ratio']:.1f}x")
-            acc = self.report["accuracy"].get("reference")
-            if acc is not None:
-                parts.append(f"accuracy {100 * acc:.1f}%")
+            if self.report.get("accuracy"):
+                parts.append(f"accuracy {100 * self.report['accuracy']['reference']:.1f}%")
+            elif self.report.get("error"):
+                parts.append(f"MSE {self.report['error']['reference']['mse']:.3g}")
         return f"CompressedNet({', '.join(parts)})"
 
 

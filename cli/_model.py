@@ -36,6 +36,13 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         help="the data set: digits (default), digits28 (upsampled to 28x28), an .npz with"
         " x_train, y_train, x_test, y_test, or a folder of MNIST IDX files",
     )
+    p.add_argument(
+        "--task",
+        choices=("classification", "regression"),
+        help="what the labels are (default: guessed; whole-number labels (N,) are classes,"
+        " float labels with fractions or (N, K) labels are regression targets). A regression"
+        " net is scored by MSE and max abs error instead of accuracy",
+    )
 
 
 def load_model_and_data(args: argparse.Namespace) -> tuple[Checkpoint, Dataset]:
@@ -50,5 +57,5 @@ def load_model_and_data(args: argparse.Namespace) -> tuple[Checkpoint, Dataset]:
         if not isinstance(model_args, dict):
             raise UserError("--model-args must be a JSON object of keyword arguments")
     ckpt = load_model(args.checkpoint, model=args.model, model_args=model_args)
-    data = load_dataset(args.data or "digits")
+    data = load_dataset(args.data or "digits", task=args.task)
     return ckpt, data

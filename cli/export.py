@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from squeezeforge.models.compress.report import quality_block
 from squeezeforge.models.data import load_dataset
-from squeezeforge.models.export import post_training_export, reference_accuracy
+from squeezeforge.models.export import post_training_export, reference_quality
 from squeezeforge.models.qonnx_import import is_qonnx, load_qonnx
-from squeezeforge.models.train import evaluate
+from squeezeforge.models.train import score
 from squeezeforge.sim.ir import COMPUTE_KINDS, check_writable, save_net
+from squeezeforge.sim.metrics import describe
 
 from ._model import MODEL_HELP, add_model_arguments, load_model_and_data
 from .errors import UserError
@@ -64,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
         metadata={"model": ckpt.model_name, "export": f"post-training fixed point {args.bits}"},
     )
     save_net(net, args.output)
-    float_acc = evaluate(ckpt.model, data.x_test, data.y_test)
-    ref_acc = reference_accuracy(net)
+    float_q = score(ckpt.model, data.x_test, data.y_test)
+    ref_q = reference_quality(net)
     layers = [
         {
             "name": layer.name,
@@ -82,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
             "net": str(args.output),
             "model": ckpt.model_name,
             "bits": args.bits,
-            "accuracy": {"float": float_acc, "reference": ref_acc},
+            "task": data.task,
+            **quality_block(data.task, float_q, float_q, reference=ref_q),
             "test_vectors": int(net.test_inputs.shape[0]),
             "layers": layers,
         }
@@ -90,23 +93,23 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(
             f"exported {ckpt.model_name} at {args.bits} bits -> {args.output}:"
-            f" reference accuracy {100 * ref_acc:.2f}% (float {100 * float_acc:.2f}%)"
-            f" on {net.test_inputs.shape[0]} test images"
+            f" reference {describe(ref_q)} (float {describe(float_q)})"
+            f" on {net.test_inputs.shape[0]} test samples"
         )
     return 0
 
 
 def _export_qonnx(args: argparse.Namespace) -> int:
     """A QONNX model maps onto the numeric contract as it is: no calibration, no rounding."""
-    data = load_dataset(args.data or "digits")
+    data = load_dataset(args.data or "digits", task=args.task)
     net = load_qonnx(args.checkpoint, test_inputs=data.x_test, test_labels=data.y_test)
     save_net(net, args.output)
-    ref_acc = reference_accuracy(net)
+    ref_q = reference_quality(net)
     if args.json:
-        print(json.dumps({"net": str(args.output), "source": "qonnx", "reference": ref_acc}))
+        print(json.dumps({"net": str(args.output), "source": "qonnx", "reference": ref_q}))
     else:
         print(
-            f"imported QONNX {args.checkpoint} -> {args.output}: reference accuracy"
-            f" {100 * ref_acc:.2f}% on {net.test_inputs.shape[0]} test images"
+            f"imported QONNX {args.checkpoint} -> {args.output}: reference {describe(ref_q)}"
+            f" on {net.test_inputs.shape[0]} test samples"
         )
     return 0

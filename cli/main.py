@@ -7,11 +7,14 @@ hw/ and codegen/, all callable from Python.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import importlib
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 # Nothing heavy is imported at module level: a Ctrl-C while NumPy, PyTorch or Amaranth load must
 # land inside main()'s handler, not in the console script's wrapper with a traceback.
@@ -87,6 +90,32 @@ def one_line(message: str) -> str:
     return " | ".join(line.strip() for line in str(message).splitlines() if line.strip())
 
 
+@contextmanager
+def _interrupts_not_lost() -> Iterator[None]:
+    """Python prints and drops a KeyboardInterrupt raised inside a finalizer (``__del__``, such
+    as Amaranth's unused-elaboratable check): the command would run on to the end and exit 0
+    after a Ctrl-C. Deliver the signal again, so it lands in the command's own code."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: object) -> None:
+        exc_type = getattr(unraisable, "exc_type", None)
+        if isinstance(exc_type, type) and issubclass(exc_type, KeyboardInterrupt):
+            # Raised here, it would land in this hook and be dropped again: raise it from
+            # another thread, so it arrives once the finalizer has returned.
+            threading.Timer(0.01, _thread.interrupt_main).start()
+            return
+        previous(unraisable)  # type: ignore[arg-type]
+
+    on_main = threading.current_thread() is threading.main_thread()
+    if on_main:
+        sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        if on_main:
+            sys.unraisablehook = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; exit status 0 done, 1 a result that failed its check (a mismatch),
     2 an error explained in one line, 130 interrupted."""
@@ -101,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         command = f"squeezeforge {args.command}"
         try:
-            return int(args.func(args) or 0)
+            with _interrupts_not_lost():
+                return int(args.func(args) or 0)
         except SqueezeforgeError as exc:
             # Every error the library raises on purpose carries a message meant for the user.
             print(f"{command}: error: {one_line(str(exc))}", file=sys.stderr)

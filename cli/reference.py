@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..sim.ir import IRError, Net, check_writable, load_net
+from ..sim.metrics import describe, quality, task_of
 from ..sim.reference import predictions, run_net
 from ._inputs import INPUTS_HELP, load_inputs, save_outputs
 from ._output import emit_json, markdown_table
@@ -40,15 +41,20 @@ def reference_report(net: Net, inputs: np.ndarray | None = None, limit: int | No
             for layer, t in zip(net.layers, taps, strict=True)
         ],
         "outputs": out.tolist(),
-        "predictions": predictions(out).tolist(),
     }
+    regression = task_of(net.test_labels) == "regression"
+    if not regression:
+        report["predictions"] = predictions(out).tolist()
     if own:
         expected = net.test_outputs[: x.shape[0]]
         report["matches_stored_outputs"] = int(
             np.sum(np.all(out.reshape(len(out), -1) == expected.reshape(len(out), -1), axis=1))
         )
         labels = net.test_labels[: x.shape[0]]
-        report["accuracy"] = float(np.mean(predictions(out) == labels)) if len(labels) else None
+        q = quality(out * 2.0**-net.output_format.frac, labels) if len(labels) else None
+        report["accuracy"] = q["accuracy"] if q and not regression else None
+        if regression:
+            report["error"] = q
     return report
 
 
@@ -91,14 +97,19 @@ def run(args: argparse.Namespace) -> int:
             [lay["name"], lay["kind"], "x".join(map(str, lay["shape"]))] for lay in report["layers"]
         ]
         print(markdown_table(["layer", "kind", "output shape"], rows))
-        print(
-            f"\n{report['images']} inputs; predictions: {report['predictions'][:20]}"
-            + (" ..." if report["images"] > 20 else "")
-        )
+        if "predictions" in report:
+            print(
+                f"\n{report['images']} inputs; predictions: {report['predictions'][:20]}"
+                + (" ..." if report["images"] > 20 else "")
+            )
+        else:
+            print(f"\n{report['images']} inputs")
         if "accuracy" in report:
             print(f"stored outputs matched: {report['matches_stored_outputs']}/{report['images']}")
             if report["accuracy"] is not None:
                 print(f"accuracy: {100 * report['accuracy']:.2f}%")
+            if report.get("error"):
+                print(describe(report["error"]))
     if inputs is None and report["matches_stored_outputs"] != report["images"]:
         return 1
     return 0

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..codegen.build import BuildError, read_manifest
 from ..sim.ir import check_writable, load_net
+from ..sim.metrics import describe
 from ..sim.netsim import SimulationError, simulate
 from ._inputs import INPUTS_HELP, load_inputs, save_outputs
 from ._output import emit_json, markdown_table
@@ -97,6 +98,8 @@ def print_report(report: dict) -> None:
     )
     if report["accuracy"] is not None:
         print(f"RTL accuracy: {100 * report['accuracy']:.2f}%")
+    if report.get("error"):
+        print(f"RTL {describe(report['error'])}")
     if report["golden_consistent"] is False:
         print("GOLDEN MISMATCH: the net's stored outputs differ from the reference model")
     if report["first_mismatch"]:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
@@ -26,7 +28,10 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from squeezeforge.sim.errors import UserError
 
-__all__ = ["capture", "check_input_shape", "is_stack"]
+if TYPE_CHECKING:
+    from .data import Dataset
+
+__all__ = ["capture", "check_input_shape", "check_targets", "is_stack"]
 
 _RELU_FUNCTIONS = {F.relu, torch.relu, torch.relu_}
 _DROPOUT_FUNCTIONS = {F.dropout, torch.dropout}
@@ -250,14 +255,20 @@ def _check_same(
         )
 
 
-def check_input_shape(model: nn.Module, input_shape: Sequence[int], data_name: str) -> None:
+def check_input_shape(
+    model: nn.Module, input_shape: Sequence[int], data_name: str
+) -> tuple[int, ...]:
     """Refuse, in one line, a model that does not run on ``data_name``'s samples: a wrong data
-    set must not end in a torch error after minutes of work, nor fall back silently."""
+    set must not end in a torch error after minutes of work, nor fall back silently. Returns
+    the shape of one sample's output."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            out = model(torch.zeros(1, *input_shape))
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"forward returned {type(out).__name__}, not one tensor")
+            return tuple(out.shape[1:])
     except Exception as exc:  # noqa: BLE001 - whatever torch says, it is the same mismatch
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
@@ -266,3 +277,22 @@ def check_input_shape(model: nn.Module, input_shape: Sequence[int], data_name: s
         ) from None
     finally:
         model.train(was_training)
+
+
+def check_targets(out_shape: Sequence[int], data: Dataset) -> None:
+    """Refuse, in one line, labels the model's outputs cannot score: more classes than
+    outputs, or a different number of regression targets than outputs."""
+    outputs = int(np.prod(out_shape))
+    if data.task == "classification":
+        if data.num_classes > outputs:
+            raise UserError(
+                f"data set {data.name!r} has labels 0..{data.num_classes - 1} but the model has"
+                f" {outputs} output(s); one output per class is needed"
+            )
+        return
+    per_sample = int(np.prod(data.y_train.shape[1:]))
+    if per_sample != outputs:
+        raise UserError(
+            f"data set {data.name!r} has {per_sample} regression target(s) per sample but the"
+            f" model has {outputs} output(s)"
+        )

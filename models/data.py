@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from squeezeforge.sim.errors import UserError
+from squeezeforge.sim.metrics import Task, task_of
 
 __all__ = [
     "DIGITS_SEED",
@@ -38,7 +39,8 @@ _IDX_LABELS_MAGIC = 0x00000801
 
 @dataclass(frozen=True)
 class Dataset:
-    """A train/test split of images (N, 1, H, W) float32 in [0, 1] and labels (N,) int64."""
+    """A train/test split: inputs (N, ...) float32 and targets, either class indices (N,)
+    int64 (classification) or real values (N,) or (N, K) float32 (regression)."""
 
     name: str
     x_train: np.ndarray
@@ -56,6 +58,10 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.x_train.shape[1:])
+
+    @property
+    def task(self) -> Task:
+        return task_of(self.y_train)
 
     @property
     def num_classes(self) -> int:
@@ -163,10 +169,27 @@ def as_dataset(
     y_test: np.ndarray,
     *,
     name: str = "data",
+    task: Task | None = None,
 ) -> Dataset:
     """A :class:`Dataset` from arrays, checked: shapes agree, values finite, labels are class
-    indices (integers from 0). Every problem is one :class:`UserError` naming the array."""
+    indices (integers from 0). Every problem is one :class:`UserError` naming the array.
+
+    ``task`` None guesses from the labels: integer-valued labels (N,) are class indices; float
+    labels with a fraction, or labels of shape (N, K), are regression targets. Pass
+    ``"regression"`` for real-valued targets that happen to be whole numbers.
+    """
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    if task not in (None, "classification", "regression"):
+        raise UserError(f"{name}: task must be 'classification' or 'regression', got {task!r}")
+    if task is None:
+        ys = [np.asarray(y) for y in (y_train, y_test)]
+        numeric = all(np.issubdtype(y.dtype, np.number) for y in ys)
+        real = numeric and any(
+            y.ndim != 1
+            or (np.issubdtype(y.dtype, np.floating) and not np.all(y[np.isfinite(y)] % 1 == 0))
+            for y in ys
+        )
+        task = "regression" if real else "classification"
     out: dict[str, np.ndarray] = {}
     for key, value in arrays.items():
         a = np.asarray(value)
@@ -175,6 +198,14 @@ def as_dataset(
         if key.startswith("x"):
             if a.ndim < 2:
                 raise UserError(f"{name}: {key} has shape {list(a.shape)}; expected (N, ...)")
+            if not np.all(np.isfinite(a)):
+                raise UserError(f"{name}: {key} holds NaN or infinite values")
+            out[key] = np.ascontiguousarray(a, dtype=np.float32)
+        elif task == "regression":
+            if a.ndim not in (1, 2):
+                raise UserError(
+                    f"{name}: {key} has shape {list(a.shape)}; expected (N,) or (N, K) targets"
+                )
             if not np.all(np.isfinite(a)):
                 raise UserError(f"{name}: {key} holds NaN or infinite values")
             out[key] = np.ascontiguousarray(a, dtype=np.float32)
@@ -200,6 +231,13 @@ def as_dataset(
             f"{name}: x_train samples are {list(out['x_train'].shape[1:])}, x_test samples"
             f" {list(out['x_test'].shape[1:])}"
         )
+    if task == "regression":
+        if out["y_train"].shape[1:] != out["y_test"].shape[1:]:
+            raise UserError(
+                f"{name}: y_train targets are {list(out['y_train'].shape[1:])}, y_test targets"
+                f" {list(out['y_test'].shape[1:])}"
+            )
+        return Dataset(name=name, **out)
     classes = int(out["y_train"].max()) + 1
     if int(out["y_test"].max()) >= classes:
         raise UserError(
@@ -209,10 +247,11 @@ def as_dataset(
     return Dataset(name=name, **out)
 
 
-def load_dataset(spec: str | os.PathLike) -> Dataset:
+def load_dataset(spec: str | os.PathLike, task: Task | None = None) -> Dataset:
     """A user's data set from a file: ``digits`` (the default), ``digits28`` (upsampled), an
     ``.npz`` with ``x_train``, ``y_train``, ``x_test``, ``y_test``, or a folder of the four MNIST
-    IDX files (``train-images-idx3-ubyte`` ... optionally ``.gz``)."""
+    IDX files (``train-images-idx3-ubyte`` ... optionally ``.gz``). ``task`` is as for
+    :func:`as_dataset` (None: guessed from the labels)."""
     text = str(spec)
     if text == "digits" or (text.startswith("digits") and text[6:].isdigit()):
         return load_digits(size=int(text[6:] or 8))
@@ -245,4 +284,4 @@ def load_dataset(spec: str | os.PathLike) -> Dataset:
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file, whatever numpy says
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"data file {path} is not a readable .npz ({first})") from None
-    return as_dataset(**arrays, name=path.stem)
+    return as_dataset(**arrays, name=path.stem, task=task)

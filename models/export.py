@@ -20,10 +20,11 @@ from torch import nn
 
 from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import Conv2d, Dense, Flatten, Layer, MaxPool2d, Net, SparseDense
+from squeezeforge.sim.metrics import quality
 from squeezeforge.sim.numerics import quantize
 from squeezeforge.sim.reference import predictions, run_net
 
-from .capture import capture, check_input_shape, is_stack
+from .capture import capture, check_input_shape, check_targets, is_stack
 from .data import Dataset, load_digits
 from .quant import CompressedLayer, compute_stages, leaf_modules, prepare
 from .train import check_finite_state
@@ -32,6 +33,7 @@ __all__ = [
     "check_supported",
     "post_training_export",
     "reference_accuracy",
+    "reference_quality",
     "to_net",
 ]
 
@@ -123,16 +125,34 @@ def to_net(
         input_format=input_format,
         layers=tuple(layers),
         test_inputs=test_inputs,
-        test_labels=np.asarray(data.y_test, dtype=np.int64),
+        test_labels=_test_targets(data, shape),
         test_outputs=np.zeros((test_inputs.shape[0], *shape), dtype=np.int64),
         metadata=dict(metadata or {}),
     )
     return net.replace(test_outputs=run_net(net, test_inputs))
 
 
+def _test_targets(data: Dataset, out_shape: tuple[int, ...]) -> np.ndarray:
+    if data.task == "classification":
+        return np.asarray(data.y_test, dtype=np.int64)
+    y = np.asarray(data.y_test, dtype=np.float64)
+    if y.size != len(y) * int(np.prod(out_shape)):
+        raise UserError(
+            f"data set {data.name!r}: {y.size // len(y)} target(s) per sample, but the model"
+            f" has {int(np.prod(out_shape))} output(s)"
+        )
+    return y.reshape(len(y), *out_shape)
+
+
 def reference_accuracy(net: Net) -> float:
     """Accuracy of the bit-accurate reference on the net's own test vectors."""
     return float(np.mean(predictions(net.test_outputs) == net.test_labels))
+
+
+def reference_quality(net: Net) -> dict[str, float]:
+    """Accuracy, or MSE and max abs error of the real-valued outputs (regression), of the
+    bit-accurate reference on the net's own test vectors."""
+    return quality(net.test_outputs * 2.0**-net.output_format.frac, net.test_labels)
 
 
 def post_training_export(
@@ -152,7 +172,7 @@ def post_training_export(
     if is_stack(model):
         check_supported(model)  # before the data loads: a plain stack needs no input shape
     data = data if data is not None else load_digits()
-    check_input_shape(model, data.input_shape, data.name)
+    check_targets(check_input_shape(model, data.input_shape, data.name), data)
     if not is_stack(model):
         model = capture(model, data.input_shape)
         check_supported(model)

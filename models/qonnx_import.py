@@ -32,6 +32,7 @@ import numpy as np
 
 from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import Conv2d, Dense, Flatten, MaxPool2d, Net
+from squeezeforge.sim.metrics import task_of
 from squeezeforge.sim.numerics import FixedFormat, FixedWeights, accumulator_bits
 from squeezeforge.sim.reference import run_net
 
@@ -311,7 +312,17 @@ def load_qonnx(
     labels = np.zeros(0, dtype=np.int64)
     if test_inputs is not None:
         x = _quantize_input(np.asarray(test_inputs, dtype=np.float64), input_quant)
-        labels = np.asarray(test_labels if test_labels is not None else np.zeros(len(x)), np.int64)
+        labels = np.asarray(test_labels if test_labels is not None else np.zeros(len(x), np.int64))
+        if task_of(labels) == "regression":
+            out_shape = _out_shape(layers, input_shape)
+            if labels.size != len(labels) * int(np.prod(out_shape)):
+                raise UserError(
+                    f"{path}: {labels.size // max(len(labels), 1)} regression target(s) per"
+                    f" sample, but the model has {int(np.prod(out_shape))} output(s)"
+                )
+            labels = labels.astype(np.float64).reshape(len(labels), *out_shape)
+        else:
+            labels = labels.astype(np.int64)
     net = Net(
         name=name or path.stem,
         input_shape=input_shape,

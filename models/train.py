@@ -25,6 +25,7 @@ from torch import nn
 
 from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import atomic_write_bytes
+from squeezeforge.sim.metrics import quality
 from squeezeforge.sim.progress import progress
 
 from .data import Dataset, load_digits
@@ -104,6 +105,19 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(predict(model, x), axis=1) == np.asarray(y)))
 
 
+def score(model: nn.Module, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Accuracy (class labels) or MSE and max abs error (float targets) of ``model``."""
+    return quality(predict(model, x), y)
+
+
+def _task_loss(
+    out: torch.Tensor, y: torch.Tensor, regression: bool, label_smoothing: float
+) -> torch.Tensor:
+    if regression:
+        return F.mse_loss(out.reshape(y.shape), y.to(out.dtype))
+    return F.cross_entropy(out, y, label_smoothing=label_smoothing)
+
+
 def fit(
     model: nn.Module,
     data: Dataset,
@@ -133,6 +147,7 @@ def fit(
         dtype = next(p.dtype for p in model.parameters())
         x = torch.as_tensor(data.x_train).to(dtype)
         y = torch.as_tensor(data.y_train)
+        regression = data.task == "regression"
         soft = None
         if distillation is not None and teacher is not None:
             soft = torch.as_tensor(predict(teacher, data.x_train)).to(dtype)
@@ -156,15 +171,19 @@ def fit(
                     for group in opt.param_groups:
                         group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
                     out = model(x[idx])
-                    loss = F.cross_entropy(out, y[idx], label_smoothing=label_smoothing)
+                    loss = _task_loss(out, y[idx], regression, label_smoothing)
                     if soft is not None and distillation is not None:
                         t = distillation.temperature
-                        kd = F.kl_div(
-                            F.log_softmax(out / t, dim=1),
-                            F.log_softmax(soft[idx] / t, dim=1),
-                            reduction="batchmean",
-                            log_target=True,
-                        )
+                        if regression:
+                            # No class distribution to soften: match the teacher's outputs.
+                            kd = F.mse_loss(out, soft[idx]) / (t * t)
+                        else:
+                            kd = F.kl_div(
+                                F.log_softmax(out / t, dim=1),
+                                F.log_softmax(soft[idx] / t, dim=1),
+                                reduction="batchmean",
+                                log_target=True,
+                            )
                         loss = distillation.alpha * t * t * kd + (1 - distillation.alpha) * loss
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -173,18 +192,16 @@ def fit(
                         m.enforce()
                     step += 1
                     loss_sum += float(loss.detach()) * idx.numel()
-                    correct += int((out.argmax(1) == y[idx]).sum())
+                    if not regression:
+                        correct += int((out.argmax(1) == y[idx]).sum())
                     bar.update(
                         1, info=f"epoch {epoch + 1}/{epochs} loss {float(loss.detach()):.3f}"
                     )
-                history.append(
-                    {
-                        "epoch": epoch + 1,
-                        "loss": loss_sum / n,
-                        "train_accuracy": correct / n,
-                        "test_accuracy": evaluate(model, data.x_test, data.y_test),
-                    }
-                )
+                entry = {"epoch": epoch + 1, "loss": loss_sum / n}
+                if not regression:
+                    entry["train_accuracy"] = correct / n
+                test = score(model, data.x_test, data.y_test)
+                history.append(entry | {f"test_{k}": v for k, v in test.items()})
     model.eval()
     return history
 

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .errors import SqueezeforgeError, UserError
+from .metrics import task_of
 from .numerics import (
     MAX_ACC_BITS,
     MAX_SHIFT,
@@ -667,7 +668,19 @@ class Net:
             self.input_format.min,
             self.input_format.max,
         )
-        _check_array("<net>", "test_labels", self.test_labels, (n,), 0, np.iinfo(np.int64).max)
+        if isinstance(self.test_labels, np.ndarray) and self.test_labels.dtype.kind == "f":
+            # Regression: real-valued targets, one per output.
+            if tuple(self.test_labels.shape) != (n, *shapes[-1]):
+                raise IRError(
+                    "<net>",
+                    "test_labels",
+                    f"shape {tuple(self.test_labels.shape)} disagrees with expected"
+                    f" {(n, *shapes[-1])} (float targets, one per output)",
+                )
+            if not np.all(np.isfinite(self.test_labels)):
+                raise IRError("<net>", "test_labels", "holds NaN or infinite values")
+        else:
+            _check_array("<net>", "test_labels", self.test_labels, (n,), 0, np.iinfo(np.int64).max)
         _check_array(
             "<net>",
             "test_outputs",
@@ -774,7 +787,12 @@ def net_to_bytes(net: Net) -> bytes:
     out_dtype = _storage_dtype(net.output_format.min, net.output_format.max)
     for aname, arr in (
         ("test_inputs", net.test_inputs.astype(in_dtype)),
-        ("test_labels", net.test_labels.astype(np.int64)),
+        (
+            "test_labels",
+            net.test_labels.astype(
+                np.float64 if task_of(net.test_labels) == "regression" else np.int64
+            ),
+        ),
         ("test_outputs", net.test_outputs.astype(out_dtype)),
     ):
         fname = f"arrays/{aname}.npy"
@@ -916,6 +934,8 @@ def _read_array(zf: zipfile.ZipFile, layer: str, name: str, spec: Any) -> np.nda
         raise IRError(
             layer, name, f"shape {list(arr.shape)} disagrees with manifest {spec['shape']}"
         )
+    if name == "test_labels" and arr.dtype == np.float64:
+        return arr  # regression targets (Net checks them)
     if arr.dtype.kind not in "iu":
         raise IRError(layer, name, f"dtype {arr.dtype} is not an integer type")
     if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:

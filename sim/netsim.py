@@ -18,6 +18,7 @@ import numpy as np
 from .errors import SqueezeforgeError
 from .ir import load_net
 from .manifest import Manifest, read_manifest
+from .metrics import quality, task_of
 from .progress import activity
 from .reference import net_inputs, predictions, run_net
 from .rtl import build_verilog, run_cocotb
@@ -120,7 +121,6 @@ def simulate(
     mismatch = None
     if first_bad is not None:
         mismatch = _locate(first_bad, measured[first_bad], expected[first_bad], step_taps, manifest)
-    got_pred = np.array([np.argmax(s) if s.size else -1 for s in scores])
     labels = None if own else net.test_labels[:images]
     cycles = [m["cycles"] for m in measured]
     per_step = np.mean([m["step_cycles"] for m in measured], axis=0)
@@ -147,10 +147,7 @@ def simulate(
             }
             for i, s in enumerate(manifest.steps)
         ],
-        "accuracy": None if labels is None else float(np.mean(got_pred == labels)),
-        "accuracy_reference": (
-            None if labels is None else float(np.mean(predictions(reference) == labels))
-        ),
+        **_scores(scores, reference, labels, net.output_format.frac),
         "inputs": "own" if own else "test vectors",
         "outputs": [s.tolist() for s in scores],
         "expected_outputs": expected.tolist(),
@@ -159,6 +156,30 @@ def simulate(
     if waves:
         report["waves"] = str(next(result.run_dir.glob("dump.*"), ""))
     return report
+
+
+def _scores(
+    scores: list[np.ndarray], reference: np.ndarray, labels: np.ndarray | None, frac: int
+) -> dict:
+    """RTL and reference accuracy (class labels), or their error metrics (regression targets);
+    None without labels (the user's own inputs)."""
+    out: dict = {"accuracy": None, "accuracy_reference": None}
+    if labels is None:
+        return out
+    if task_of(labels) == "classification":
+        got = np.array([np.argmax(s) if s.size else -1 for s in scores])
+        out["accuracy"] = float(np.mean(got == labels))
+        out["accuracy_reference"] = float(np.mean(predictions(reference) == labels))
+        return out
+    scale = 2.0**-frac
+    want = reference[0].size
+    # Output counts that are wrong are a mismatch reported elsewhere, not a score.
+    got_ok = all(s.size == want for s in scores)
+    out["error"] = (
+        quality(np.stack([s.reshape(-1) for s in scores]) * scale, labels) if got_ok else None
+    )
+    out["error_reference"] = quality(reference * scale, labels)
+    return out
 
 
 def _locate(n: int, got: dict, want: np.ndarray, step_taps, manifest: Manifest) -> dict:

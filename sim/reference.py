@@ -13,9 +13,18 @@ import numpy as np
 
 from .errors import UserError
 from .ir import Conv2d, Dense, Flatten, Layer, MaxPool2d, Net, SparseDense
+from .metrics import predictions  # re-exported: callers import it from here
 from .numerics import quantize, requantize
 
-__all__ = ["conv2d_acc", "dense_acc", "maxpool2x2", "net_inputs", "run_layer", "run_net"]
+__all__ = [
+    "conv2d_acc",
+    "dense_acc",
+    "maxpool2x2",
+    "net_inputs",
+    "predictions",
+    "run_layer",
+    "run_net",
+]
 
 _EXACT_DOUBLE_BITS = 53
 
@@ -123,11 +132,6 @@ def net_inputs(net: Net, x: object, *, what: str = "inputs", floats: bool = True
             f" {fmt.frac}: {fmt.min}..{fmt.max}); pass floats to have them quantized"
         )
     return a.astype(np.int64)
-
-
-def predictions(outputs: np.ndarray) -> np.ndarray:
-    """Class predictions from integer scores (first maximum wins, as argmax)."""
-    return np.argmax(outputs.reshape(outputs.shape[0], -1), axis=1)
 
 
 def accuracy(net: Net, x: np.ndarray, labels: Sequence[int]) -> float:

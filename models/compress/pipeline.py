@@ -21,19 +21,19 @@ from torch import nn
 
 from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import Conv2d, Dense, Net, check_writable, save_net
+from squeezeforge.sim.metrics import agreement, quality
 from squeezeforge.sim.progress import progress
-from squeezeforge.sim.reference import predictions
 from squeezeforge.sim.target import Target, resolve_target
 
-from ..capture import capture, check_input_shape, is_stack
+from ..capture import capture, check_input_shape, check_targets, is_stack
 from ..data import Dataset, load_digits
-from ..export import check_supported, reference_accuracy, to_net
+from ..export import check_supported, reference_quality, to_net
 from ..quant import CompressedLayer, prepare
-from ..train import Checkpoint, deterministic, evaluate, load_checkpoint, predict
+from ..train import Checkpoint, deterministic, load_checkpoint, predict, score
 from .base import Context, per_layer, select_layers
 from .fixed import FixedPoint
 from .recipe import Recipe, load_recipe
-from .report import net_costs
+from .report import net_costs, quality_block
 
 __all__ = ["LayerCheck", "compress", "compress_model", "compress_net", "planned_layer_kinds"]
 
@@ -134,7 +134,7 @@ def compress_model(
         _check_layer_names(recipe, prepared)
         if check_layer is not None:
             _check_engines(recipe, prepared, check_layer)
-        float_acc = evaluate(teacher, data.x_test, data.y_test)
+        float_q = score(teacher, data.x_test, data.y_test)
         steps = list(recipe.steps)
         if not any(isinstance(s, FixedPoint) for s in steps):
             # Activations need formats for the IR: finish with post-training 8-bit fixed point.
@@ -150,7 +150,7 @@ def compress_model(
                     {
                         "pass": step.kind,
                         "seconds": round(time.monotonic() - start, 2),
-                        "accuracy": evaluate(prepared, data.x_test, data.y_test),
+                        **score(prepared, data.x_test, data.y_test),
                     }
                 )
                 bar.update(1)
@@ -163,8 +163,7 @@ def compress_model(
         sparse = _sparse_layers(recipe, prepared)
         # Evaluate the fake-quantized model in float64, where it is exact (see models/quant.py).
         fake_logits = predict(copy.deepcopy(prepared).double(), data.x_test)
-        fake_pred = np.argmax(fake_logits, axis=1)
-        fake_acc = float(np.mean(fake_pred == data.y_test))
+        fake_q = quality(fake_logits, data.y_test)
         net = to_net(
             prepared,
             data,
@@ -175,23 +174,22 @@ def compress_model(
                 "recipe": recipe.name,
                 "recipe_source": recipe.source,
                 "seed": seed,
-                "accuracy": {"float": float_acc, "fake_quant": fake_acc},
+                **quality_block(data.task, float_q, fake_q),
             },
         )
-    ref_acc = reference_accuracy(net)
-    agreement = float(np.mean(predictions(net.test_outputs) == fake_pred))
+    ref_q = reference_quality(net)
+    # The fake-quantized model in float64 is exact, so it agrees with the reference on every
+    # class and (regression) on every output value.
+    ref_real = net.test_outputs * 2.0**-net.output_format.frac
+    agreed = agreement(ref_real, fake_logits.reshape(ref_real.shape), data.task)
     layers, totals = net_costs(net, target)
     report = {
         "recipe": recipe.name,
         "model": model_name,
         "seed": seed,
+        "task": data.task,
         "test_images": int(net.test_inputs.shape[0]),
-        "accuracy": {
-            "float": float_acc,
-            "fake_quant": fake_acc,
-            "reference": ref_acc,
-            "agreement": agreement,
-        },
+        **quality_block(data.task, float_q, fake_q, reference=ref_q, agreement=agreed),
         "compression_ratio": totals["compression_ratio"],
         "target": target.to_dict(),
         "totals": totals,
@@ -228,7 +226,7 @@ def compress_net(
     if is_stack(model):
         check_supported(model)  # before the data loads: a plain stack needs no input shape
     data = data if data is not None else load_digits()
-    check_input_shape(model, data.input_shape, data.name)
+    check_targets(check_input_shape(model, data.input_shape, data.name), data)
     if not is_stack(model):
         # A custom forward() is traced into a stack of layers, checked before any training.
         model = capture(model, data.input_shape)

@@ -23,7 +23,7 @@ from squeezeforge.sim.ir import Net, SparseDense
 from squeezeforge.sim.storage import layer_storage, net_act_bits
 from squeezeforge.sim.target import Target
 
-__all__ = ["layer_costs", "net_costs", "report_markdown"]
+__all__ = ["layer_costs", "net_costs", "quality_block", "report_markdown"]
 
 
 def layer_costs(
@@ -104,18 +104,64 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
+def quality_block(
+    task: str,
+    float_q: dict[str, float],
+    fake_q: dict[str, float],
+    *,
+    reference: dict[str, float] | None = None,
+    agreement: float | None = None,
+) -> dict[str, Any]:
+    """The report's quality entries: ``accuracy`` (fractions) for classification; for
+    regression ``accuracy`` None and ``error`` (MSE and max abs error against the targets)."""
+    stages = {"float": float_q, "fake_quant": fake_q}
+    if reference is not None:
+        stages["reference"] = reference
+    if task == "classification":
+        block: dict[str, Any] = {k: q["accuracy"] for k, q in stages.items()}
+        if agreement is not None:
+            block["agreement"] = agreement
+        return {"accuracy": block}
+    err: dict[str, Any] = dict(stages)
+    if agreement is not None:
+        err["agreement"] = agreement
+    return {"accuracy": None, "error": err}
+
+
+def _quality_lines(report: dict[str, Any]) -> list[str]:
+    acc = report["accuracy"]
+    n = report["test_images"]
+    if acc is not None:
+        return [
+            f"- accuracy: float {_pct(acc['float'])}, fake-quantized {_pct(acc['fake_quant'])},"
+            f" reference (IR) {_pct(acc['reference'])}"
+            f" (drop {100 * (acc['float'] - acc['reference']):.2f} points)",
+            f"- fake-quantized and reference predictions agree on {_pct(acc['agreement'])}"
+            f" of {n} test images",
+        ]
+    err = report["error"]
+    return [
+        *(
+            f"- {label} against the targets: MSE {err[key]['mse']:.4g},"
+            f" max abs error {err[key]['max_abs_error']:.4g}"
+            for key, label in (
+                ("float", "float"),
+                ("fake_quant", "fake-quantized"),
+                ("reference", "reference (IR)"),
+            )
+        ),
+        f"- fake-quantized and reference outputs are identical on {_pct(err['agreement'])}"
+        f" of {n} test samples",
+    ]
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: accuracies, then one row per layer and a total row."""
-    acc = report["accuracy"]
     lines = [
         f"# Compression report: {report['recipe']} on {report['model']}",
         "",
         f"- net: `{report['net']}`",
-        f"- accuracy: float {_pct(acc['float'])}, fake-quantized {_pct(acc['fake_quant'])},"
-        f" reference (IR) {_pct(acc['reference'])}"
-        f" (drop {100 * (acc['float'] - acc['reference']):.2f} points)",
-        f"- fake-quantized and reference predictions agree on {_pct(acc['agreement'])}"
-        f" of {report['test_images']} test images",
+        *_quality_lines(report),
         f"- compression ratio Cr = {report['compression_ratio']:.1f}x"
         f" ({report['totals']['float_bytes']} B float32 -> {report['totals']['bytes']} B"
         f" on target {_target_label(report)})",
@@ -141,7 +187,9 @@ def report_markdown(report: dict[str, Any]) -> str:
         f" | {t['macs']['effective']} |"
     )
     if report.get("steps"):
-        lines += ["", "| step | seconds | fake-quantized accuracy after |", "|---|---:|---:|"]
+        after = "accuracy" if report["accuracy"] is not None else "MSE"
+        lines += ["", f"| step | seconds | fake-quantized {after} after |", "|---|---:|---:|"]
         for s in report["steps"]:
-            lines.append(f"| {s['pass']} | {s['seconds']:.1f} | {_pct(s['accuracy'])} |")
+            figure = _pct(s["accuracy"]) if "accuracy" in s else f"{s['mse']:.4g}"
+            lines.append(f"| {s['pass']} | {s['seconds']:.1f} | {figure} |")
     return "\n".join(lines) + "\n"

@@ -4,7 +4,7 @@ import struct
 import numpy as np
 import pytest
 
-from squeezeforge.models.data import load_dataset, load_digits, load_mnist_idx
+from squeezeforge.models.data import as_dataset, load_dataset, load_digits, load_mnist_idx
 from squeezeforge.sim.errors import UserError
 
 
@@ -106,24 +106,49 @@ def test_mnist_folder(tmp_path, mnist_pair):
     ("change", "message"),
     [
         (lambda a: a.pop("y_test"), r"lacks y_test \(it holds x_train, y_train, x_test\)"),
+        (
+            lambda a: a.update(y_test=np.zeros((6, 2))),
+            r"y_train targets are \[\], y_test targets \[2\]",
+        ),
+        (lambda a: a.update(y_test=np.full(6, np.nan)), r"y_test holds NaN or infinite values"),
+        (lambda a: a.update(y_train=np.zeros((20, 2, 2))), r"expected \(N,\) or \(N, K\) targets"),
         (lambda a: a.update(x_train=np.full((20, 5), np.nan)), r"x_train holds NaN or infinite"),
         (lambda a: a.update(x_test=np.full((6, 5), np.inf)), r"x_test holds NaN or infinite"),
         (lambda a: a.update(y_train=-a["y_train"] - 1), r"y_train has a negative label"),
-        (lambda a: a.update(y_train=a["y_train"] + 0.5), r"y_train holds values that are not"),
+        (
+            lambda a: a.update(y_train=a["y_train"] + 0.5),
+            r"y_train holds values that are not class",
+        ),
+        (lambda a: a.update(y_test=np.zeros((6, 2))), r"expected one class index per sample"),
         (lambda a: a.update(y_test=a["y_test"] + 10), r"y_test has label 1\d, never seen"),
         (lambda a: a.update(y_train=a["y_train"][:5]), r"x_train has 20 samples but y_train has 5"),
         (lambda a: a.update(x_test=np.zeros((6, 4))), r"x_train samples are \[5\], x_test"),
         (lambda a: a.update(x_train=np.zeros(20)), r"x_train has shape \[20\]; expected"),
-        (lambda a: a.update(y_test=np.zeros((6, 2))), r"expected one class index per sample"),
     ],
 )
 def test_bad_npz_is_one_line(tmp_path, change, message):
     arrays = _arrays()
     change(arrays)
     np.savez(tmp_path / "bad.npz", **arrays)
+    # Real-valued labels are regression targets unless the user says they are classes.
+    task = "regression" if "targets" in message or "y_test holds NaN" in message else None
+    task = "classification" if "class" in message else task
     with pytest.raises(UserError, match=message) as err:
-        load_dataset(tmp_path / "bad.npz")
+        load_dataset(tmp_path / "bad.npz", task=task)
     assert "\n" not in str(err.value)
+
+
+def test_the_task_follows_the_labels(tmp_path):
+    arrays = _arrays()
+    assert as_dataset(**arrays).task == "classification"
+    real = dict(arrays, y_train=arrays["y_train"] + 0.25, y_test=arrays["y_test"] * 1.0)
+    data = as_dataset(**real)
+    assert data.task == "regression" and data.y_train.dtype == np.float32
+    whole = dict(arrays, y_train=arrays["y_train"] * 1.0)
+    assert as_dataset(**whole).task == "classification"
+    assert as_dataset(**whole, task="regression").task == "regression"
+    wide = dict(arrays, y_train=np.zeros((20, 3)), y_test=np.ones((6, 3)))
+    assert as_dataset(**wide).y_test.shape == (6, 3)
 
 
 def test_bad_data_paths(tmp_path):

@@ -29,6 +29,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 _LAZY = {
     "compress": "._flow",
     "generate": "._flow",
+    "import_qonnx": "._flow",
     "load_net": "._net",
     "CompressedNet": "._net",
     "Prediction": "._net",
@@ -53,6 +54,7 @@ __all__ = [
     "__version__",
     "compress",
     "generate",
+    "import_qonnx",
     "load_dataset",
     "load_model",
     "load_net",

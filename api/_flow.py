@@ -15,7 +15,7 @@ from ._accelerator import Accelerator
 from ._data import to_dataset
 from ._net import CompressedNet
 
-__all__ = ["compress", "generate"]
+__all__ = ["compress", "generate", "import_qonnx"]
 
 
 def compress(
@@ -73,6 +73,21 @@ def compress(
         target=resolved,
     )
     return CompressedNet(net, report, resolved if target is not None else None)
+
+
+def import_qonnx(path: str | os.PathLike, data: Any = None) -> CompressedNet:
+    """A QONNX model (Brevitas, FINN) as a :class:`CompressedNet`, as it is: its power-of-two
+    ``Quant`` nodes map onto the numeric contract, with no calibration and no retraining.
+
+    ``data`` (as for :func:`compress`; None: the embedded digits) gives the test vectors: its
+    test inputs are quantized exactly as the model's input ``Quant`` node does.
+    """
+    from squeezeforge.models.data import load_digits
+    from squeezeforge.models.qonnx_import import load_qonnx
+
+    dataset = to_dataset(data) or load_digits()
+    net = load_qonnx(path, test_inputs=dataset.x_test, test_labels=dataset.y_test)
+    return CompressedNet(net)
 
 
 def generate(

@@ -212,6 +212,21 @@ def generate(
     return write_build(compile_net(net, resolve_target(target)), out_dir, force=force)
 
 
+# Verilator's builds that simulate reuses (sim/netsim.py): kept when a build is replaced.
+_SIM_BUILDS = ("sim_build", "sim_build_waves")
+
+
+def _keep_simulator_builds(out: Path, new: Path) -> None:
+    """Move the previous build's Verilator builds into the new one. They are caches keyed by
+    the Verilog text: regenerating the same hardware then simulates without recompiling, and a
+    changed design is rebuilt as before."""
+    if not (out / "manifest.json").is_file():
+        return  # not a build of ours: nothing of it is taken
+    for name in _SIM_BUILDS:
+        if (out / name).is_dir():
+            (out / name).rename(new / name)
+
+
 def write_build(plan: Plan, out_dir: str | os.PathLike, *, force: bool = False) -> Manifest:
     """Elaborate a compiled plan and write its build folder atomically; returns the manifest."""
     out = check_output_folder(out_dir, force=force)
@@ -256,6 +271,7 @@ def write_build(plan: Plan, out_dir: str | os.PathLike, *, force: bool = False) 
         (tmp / "manifest.json").write_text(manifest.to_json())
         # mkdtemp makes the folder 0700; a build follows the umask like any other output.
         os.chmod(tmp, 0o777 & ~current_umask())
+        _keep_simulator_builds(out, tmp)
         old = None
         if out.exists():
             # A fresh name: a user's own ".NAME.old" is never overwritten. Renaming a folder

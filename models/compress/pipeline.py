@@ -189,7 +189,17 @@ def compress_model(
         "seed": seed,
         "task": data.task,
         "test_images": int(net.test_inputs.shape[0]),
-        **quality_block(data.task, float_q, fake_q, reference=ref_q, agreement=agreed),
+        **quality_block(
+            data.task,
+            float_q,
+            fake_q,
+            reference=ref_q,
+            agreement=agreed,
+            # How far quantization moved the outputs, whatever the targets.
+            reference_vs_float=quality(
+                ref_real, predict(teacher, data.x_test).reshape(ref_real.shape)
+            ),
+        ),
         "compression_ratio": totals["compression_ratio"],
         "target": target.to_dict(),
         "totals": totals,

@@ -111,6 +111,7 @@ def quality_block(
     *,
     reference: dict[str, float] | None = None,
     agreement: float | None = None,
+    reference_vs_float: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The report's quality entries: ``accuracy`` (fractions) for classification; for
     regression ``accuracy`` None and ``error`` (MSE and max abs error against the targets)."""
@@ -125,6 +126,8 @@ def quality_block(
     err: dict[str, Any] = dict(stages)
     if agreement is not None:
         err["agreement"] = agreement
+    if reference_vs_float is not None:
+        err["reference_vs_float"] = reference_vs_float
     return {"accuracy": None, "error": err}
 
 
@@ -152,6 +155,12 @@ def _quality_lines(report: dict[str, Any]) -> list[str]:
         ),
         f"- fake-quantized and reference outputs are identical on {_pct(err['agreement'])}"
         f" of {n} test samples",
+        *(
+            f"- reference against the float model's outputs: MSE {v['mse']:.4g},"
+            f" max abs error {v['max_abs_error']:.4g}"
+            for v in [err.get("reference_vs_float")]
+            if v
+        ),
     ]
 
 

@@ -121,6 +121,23 @@ def test_force_replaces_a_user_folder_and_cleans_what_killed_runs_left(net, tmp_
     assert _mode(mine / "top.v") == 0o640
 
 
+def test_replacing_a_build_keeps_its_simulator_builds(net, tmp_path: Path) -> None:
+    """The Verilator build inside a build folder is a cache keyed by the Verilog (sim/rtl.py):
+    regenerating carries it over, so the same hardware is not compiled twice."""
+    out = tmp_path / "b"
+    generate(net, out)
+    (out / "sim_build").mkdir()
+    (out / "sim_build" / "stamp.json").write_text("{}")
+    generate(net, out)
+    assert (out / "sim_build" / "stamp.json").read_text() == "{}"
+    read_manifest(out)  # still a whole build: the cache is no part of its files
+    # A folder that is not a build gives nothing to the build that replaces it.
+    mine = tmp_path / "m"
+    (mine / "sim_build").mkdir(parents=True)
+    generate(net, mine, force=True)
+    assert not (mine / "sim_build").exists()
+
+
 def test_clean_stale_keeps_unmarked_folders(tmp_path: Path) -> None:
     (tmp_path / ".x.abcdefgh").mkdir()
     assert clean_stale(tmp_path / "x") == []

@@ -212,17 +212,20 @@ def generate(
     return write_build(compile_net(net, resolve_target(target)), out_dir, force=force)
 
 
-# Verilator's builds that simulate reuses (sim/netsim.py): kept when a build is replaced.
-_SIM_BUILDS = ("sim_build", "sim_build_waves")
+# Where `resources` keeps its Yosys and nextpnr results (codegen/report_resources.py).
+SYNTH_CACHE = "synth_cache"
+# Caches kept when a build is replaced: Verilator's builds that simulate reuses
+# (sim/netsim.py) and the synthesis results.
+_CACHES = ("sim_build", "sim_build_waves", SYNTH_CACHE)
 
 
 def _keep_simulator_builds(out: Path, new: Path) -> None:
-    """Move the previous build's Verilator builds into the new one. They are caches keyed by
-    the Verilog text: regenerating the same hardware then simulates without recompiling, and a
-    changed design is rebuilt as before."""
+    """Move the previous build's Verilator builds and synthesis results into the new one.
+    They are caches keyed by the Verilog text: regenerating the same hardware then simulates
+    and reports without recompiling, and a changed design is rebuilt as before."""
     if not (out / "manifest.json").is_file():
         return  # not a build of ours: nothing of it is taken
-    for name in _SIM_BUILDS:
+    for name in _CACHES:
         if (out / name).is_dir():
             (out / name).rename(new / name)
 

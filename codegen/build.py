@@ -53,7 +53,7 @@ from ..sim.manifest import (
 )
 from ..sim.rtl import amaranth_to_verilog
 from ..sim.storage import layer_storage
-from ..sim.target import Target, resolve_target
+from ..sim.target import Target, resolve_target, target_of_net
 from .plan import Plan, compile_net, top_params
 
 __all__ = [
@@ -199,8 +199,9 @@ def generate(
     *,
     force: bool = False,
 ) -> Manifest:
-    """Compile ``net`` for ``target`` (a Target, a preset name or a TOML path; the default
-    Target when None) and write the build folder atomically; returns the manifest.
+    """Compile ``net`` for ``target`` (a Target, a preset name or a TOML path; when None, the
+    Target the net was compressed for, else the default) and write the build folder
+    atomically; returns the manifest.
 
     See :func:`check_output_folder` for the folders it refuses (``force`` to override).
     """
@@ -209,6 +210,8 @@ def generate(
         net = load_net(net)
     if not any(net.compute_layers()):
         raise BuildError(f"net {net.name!r} has no conv or dense layer: nothing to build")
+    if target is None:
+        target = target_of_net(net.metadata)
     return write_build(compile_net(net, resolve_target(target)), out_dir, force=force)
 
 

@@ -257,6 +257,17 @@ def load_target(path: str | os.PathLike) -> Target:
     return target_from_dict(data, str(path))
 
 
+def target_of_net(metadata: Mapping[str, Any]) -> Target | None:
+    """The Target a net was compressed for, as its metadata records it (None: none recorded).
+
+    ``compress`` records it so that ``generate`` builds, by default, the hardware the report's
+    storage and Cr were counted for."""
+    recorded = metadata.get("target")
+    if not isinstance(recorded, Mapping):
+        return None
+    return target_from_dict(recorded, "the net's recorded target")
+
+
 def shipped_targets() -> list[str]:
     """Names of the presets that ship with squeezeforge."""
     folder = resources.files("squeezeforge.sim") / "targets"

@@ -174,6 +174,8 @@ def compress_model(
                 "recipe": recipe.name,
                 "recipe_source": recipe.source,
                 "seed": seed,
+                # generate builds for this Target unless told otherwise.
+                "target": target.to_dict(),
                 **quality_block(data.task, float_q, fake_q),
             },
         )

@@ -164,3 +164,25 @@ def test_utilization_against_the_budget() -> None:
     hx8k = resolve_target("ice40-hx8k").budget.to_dict()
     assert utilization({**total, "dsp": 1}, hx8k, "ice40")["dsp"] == float("inf")
     assert utilization({**total, "dsp": 0}, hx8k, "ice40")["dsp"] == 0.0
+
+
+def test_generate_builds_for_the_target_the_net_was_compressed_for(tmp_path: Path, capsys) -> None:
+    recorded = resolve_target("ice40-up5k")
+    net = random_net(np.random.default_rng(4), n_tests=1)
+    net = net.replace(metadata={**net.metadata, "target": recorded.to_dict()})
+    assert generate(net, tmp_path / "a").target == recorded.to_dict()
+    path = save_net(net, tmp_path / "n.sfnet")
+    # A flag overrides one knob of the recorded Target; --target replaces it.
+    assert main(["generate", str(path), "-o", str(tmp_path / "b"), "--fc-pes", "2", "--json"]) == 0
+    t = json.loads(capsys.readouterr().out)["target"]
+    assert t["name"] == "ice40-up5k+custom" and t["fc_pes"] == 2
+    assert t["conv_rows"] == recorded.conv_rows and t["budget"] == recorded.to_dict()["budget"]
+    assert main(["generate", str(path), "-o", str(tmp_path / "c"), "--target", "ecp5-85f"]) == 0
+    assert "target ecp5-85f" in capsys.readouterr().out
+    bad = net.replace(metadata={**net.metadata, "target": {"fc_pes": 3}})
+    assert (
+        main(["generate", str(save_net(bad, tmp_path / "bad.sfnet")), "-o", str(tmp_path / "d")])
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the net's recorded target" in err[0]

@@ -49,6 +49,13 @@ __all__ = [
 # comparisons it emits); they are benign, and fatal warnings would stop every build.
 _BASE_BUILD_ARGS: tuple[str, ...] = ("-Wno-fatal",)
 
+# The C++ optimization of Verilator's model, from SQUEEZEFORGE_VERILATOR_OPT: unset keeps
+# Verilator's own (-Os), which simulates fastest; -O0 compiles a model about 10 s sooner and
+# simulates it about three times slower, the better trade for a run of a few inputs (the test
+# suite sets it). The level changes how fast the model runs, never what it computes.
+OPT_ENV = "SQUEEZEFORGE_VERILATOR_OPT"
+_OPT_LEVELS = ("-O0", "-O1", "-O2", "-O3", "-Os")
+
 _STAMP_NAME = "squeezeforge-build.json"
 _log = logging.getLogger(__name__)
 _LOG_TAIL_LINES = 40
@@ -199,6 +206,13 @@ def fst_supported() -> bool:
     return done.returncode == 0
 
 
+def _cxx_opt() -> str | None:
+    level = os.environ.get(OPT_ENV) or None
+    if level is not None and level not in _OPT_LEVELS:
+        raise RtlBuildError(f"{OPT_ENV}={level!r}: expected one of {', '.join(_OPT_LEVELS)}")
+    return level
+
+
 def _build_key(
     verilog: str, toplevel: str, build_args: list[str], waves: bool
 ) -> dict[str, object]:
@@ -206,6 +220,7 @@ def _build_key(
         "verilog_sha256": hashlib.sha256(verilog.encode()).hexdigest(),
         "toplevel": toplevel,
         "build_args": build_args,
+        "cxx_opt": _cxx_opt(),
         "waves": waves,
         "verilator": _package_version("verilator"),
         "cocotb": _package_version("cocotb"),
@@ -279,6 +294,14 @@ def build_verilog(
         source.write_text(verilog)
         log = build_dir / "build.log" if quiet else None
         runner = Verilator()
+        level = key["cxx_opt"]
+        saved = os.environ.get("MAKEFLAGS")
+        if level is not None:
+            # The runner calls make on Verilator's makefile; variables in MAKEFLAGS override
+            # the makefile's optimization flags.
+            os.environ["MAKEFLAGS"] = " ".join(
+                [saved or "", *(f"{v}={level}" for v in ("OPT_FAST", "OPT_SLOW", "OPT_GLOBAL"))]
+            ).strip()
         try:
             with activity(f"verilator: building {toplevel}", quiet=not quiet):
                 runner.build(
@@ -295,6 +318,12 @@ def build_verilog(
                 f"Verilator build of {toplevel!r} in {build_dir} failed ({error}); "
                 f"last lines of the build log:\n{tail}"
             ) from None
+        finally:
+            if level is not None:
+                if saved is None:
+                    os.environ.pop("MAKEFLAGS", None)
+                else:
+                    os.environ["MAKEFLAGS"] = saved
         stamp.write_text(json.dumps(key, indent=1))
     return build_dir
 

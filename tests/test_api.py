@@ -296,25 +296,3 @@ def test_temporary_build_goes_with_the_object(net: sf.CompressedNet) -> None:
     kept = sf.generate(net)
     kept.close()
     assert not kept.build_dir.exists()
-
-
-@pytest.mark.slow
-def test_resources_of_the_accelerator(
-    accelerator: sf.Accelerator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    report = accelerator.resources()
-    assert report["target"] == "ice40"
-    assert set(report["engines"]) == {e.name for e in accelerator.manifest.engines}
-    assert report["total"]["lut"] >= sum(e["lut"] for e in report["engines"].values()) > 0
-    # Asked again, the build answers from its synthesis cache: no Yosys run, the same figures.
-    from squeezeforge.codegen import report_resources
-
-    def no_yosys(*args, **kwargs):
-        raise AssertionError("Yosys ran again for the same Verilog")
-
-    monkeypatch.setattr(report_resources, "synthesize_hierarchy", no_yosys)
-    assert accelerator.resources() == report
-    # Without the cache, Yosys runs (the spy above is what raises).
-    (accelerator.build_dir / "synth_cache").rename(tmp_path / "moved")
-    with pytest.raises(AssertionError, match="Yosys ran again"):
-        accelerator.resources()

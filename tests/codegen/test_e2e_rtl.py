@@ -138,8 +138,10 @@ def test_waves_are_written(build: Path) -> None:
 
 
 @pytest.mark.slow
-def test_resources_command_per_engine_and_total(build: Path, capsys) -> None:
-    assert main(["resources", str(build), "--target", "xc7", "--json"]) == 0
+def test_resources_command_per_engine_and_total(
+    build: Path, capsys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert main(["resources", str(build), "--target", "ecp5", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     engines = report["engines"]
     assert set(engines) == {"conv_pow2", "fc_pow2", "fc_codebook"}
@@ -148,3 +150,16 @@ def test_resources_command_per_engine_and_total(build: Path, capsys) -> None:
     assert total["lut"] >= sum(e["lut"] for e in engines.values())
     assert main(["resources", str(build), "--target", "stratix"]) == 2
     assert "unknown target 'stratix'" in capsys.readouterr().err
+    # Asked again, the build answers from its synthesis cache: no Yosys run, the same figures.
+    from squeezeforge.codegen import report_resources
+
+    def no_yosys(*args, **kwargs):
+        raise AssertionError("Yosys ran again for the same Verilog")
+
+    monkeypatch.setattr(report_resources, "synthesize_hierarchy", no_yosys)
+    assert main(["resources", str(build), "--target", "ecp5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == report
+    # Without the cache, Yosys runs (the spy above is what raises).
+    (build / "synth_cache").rename(tmp_path / "moved")
+    with pytest.raises(AssertionError, match="Yosys ran again"):
+        main(["resources", str(build), "--target", "ecp5"])

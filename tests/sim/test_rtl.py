@@ -207,3 +207,17 @@ def test_tool_versions_reports_every_tool() -> None:
     assert versions["verilator"] is not None and versions["verilator"].startswith("5.")
     assert versions["yosys"] is not None and versions["yosys"][0].isdigit()
     assert versions["nextpnr-ice40"] is not None and versions["nextpnr-ice40"][0].isdigit()
+
+
+def test_cxx_optimization_level_is_checked_and_keys_the_build(monkeypatch) -> None:
+    from squeezeforge.sim import rtl
+
+    monkeypatch.setenv(rtl.OPT_ENV, "-O0")
+    fast = rtl._build_key("module t; endmodule", "t", [], False)
+    monkeypatch.delenv(rtl.OPT_ENV)
+    default = rtl._build_key("module t; endmodule", "t", [], False)
+    # A model built at another level is not taken for this one.
+    assert fast["cxx_opt"] == "-O0" and default["cxx_opt"] is None and fast != default
+    monkeypatch.setenv(rtl.OPT_ENV, "-O9")
+    with pytest.raises(rtl.RtlBuildError, match="expected one of -O0"):
+        rtl._build_key("module t; endmodule", "t", [], False)

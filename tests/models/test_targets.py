@@ -60,3 +60,21 @@ def test_shipped_recipe_meets_target(tmp_path, digits, full, model, recipe, max_
     # Last, so that an expected Cr shortfall never hides another failure.
     if report["compression_ratio"] < min_cr:
         raise CrBelowTarget(f"Cr {report['compression_ratio']:.2f}x < {min_cr}x")
+
+
+def test_low_rank_halves_the_cnn_macs_within_half_a_point(tmp_path, digits, full) -> None:
+    """Issue 12's low-rank target: at least 2x fewer MACs, within 0.5 points of float."""
+    report = compress(full["cnn"], "low-rank", tmp_path / "lr.sfnet", data=digits)
+    acc = report["accuracy"]
+    assert acc["float"] - acc["reference"] <= 0.005 + 1e-9 and acc["agreement"] == 1.0
+    dense = sum(layer.macs(shape) for layer, shape in _dense_cnn(digits).compute_layers())
+    assert dense / report["totals"]["macs"]["dense"] >= 2.0
+    names = [e["name"] for e in report["layers"]]
+    assert {"conv2_a", "conv2_b", "conv2_c", "fc1_a", "fc1_b", "fc2_a", "fc2_b"} <= set(names)
+
+
+def _dense_cnn(digits):
+    from squeezeforge.models.export import post_training_export
+    from squeezeforge.models.nets import build_model
+
+    return post_training_export(build_model("cnn"), data=digits)

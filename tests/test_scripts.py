@@ -49,6 +49,7 @@ def test_every_script_is_covered() -> None:
         "compression_results.py",  # tests/models/test_results_script.py
         "lint_imports.py",  # tests/test_layers.py
         "fuzz_rtl.py",  # tests/sim/test_fuzz.py
+        "families.py",  # here (its flow: tests/codegen/test_flow.py)
     }
     assert {p.name for p in SCRIPTS.glob("*.py")} == covered
 
@@ -78,3 +79,34 @@ def test_headline_tables_from_a_report() -> None:
     row = "| inq5 | 6.2x | 98.00% | 98.50% | 98.50% | 10/10 | 3001 | 3000 | 1200 | 3003 | 1.00x |"
     assert row in text
     assert "| inq5 | ice40 | 1 | 2 | 0 | 3 | – |" in text
+
+
+def test_families_table_from_a_report() -> None:
+    families = runpy.run_path(str(SCRIPTS / "families.py"), run_name="families")
+
+    def comp(cr: float, macs: int, ref: float) -> dict:
+        return {
+            "compression_ratio": cr,
+            "totals": {"macs": {"dense": macs}},
+            "accuracy": {"float": 0.98, "reference": ref},
+        }
+
+    def sim(cycles: float) -> dict:
+        return {"accuracy": 0.97, "bit_exact": 10, "images": 10, "cycles_per_inference": cycles}
+
+    report = {
+        "config": {"baseline_recipe": "fixed8"},
+        "compress": {"fixed8": comp(2.5, 36000, 0.98), "low-rank": comp(2.0, 18000, 0.975)},
+        "generate": {
+            "fixed8": {"cycles_estimated": 3000, "steps": [{"cycles_ideal": 1.0}]},
+            "low-rank": {"cycles_estimated": 2500, "steps": [{"cycles_ideal": 1.0}]},
+        },
+        "simulate": {"fixed8": sim(3000.0), "low-rank": sim(2400.0)},
+    }
+    text = families["table"](report)
+    assert (
+        "| low-rank | low-rank | 2.0x | 18,000 | 2.00x | 98.00% | 97.50% | 97.00% | 10/10 | 2400"
+        " | 2500 | 1.25x |" in text
+    )
+    assert "| baseline (dense 8-bit) | fixed8 | 2.5x | 36,000 | 1.00x |" in text
+    assert "| compact filters | – | not measured:" in text

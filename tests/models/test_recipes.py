@@ -39,7 +39,15 @@ FAST = {
 
 
 def test_shipped_recipes_parse():
-    assert shipped_recipes() == ["deep-compression", "fixed8", "inq5", "low-rank"]
+    assert shipped_recipes() == [
+        "deep-compression",
+        "fixed8",
+        "inq5",
+        "low-rank",
+        "low-rank-inq5",
+        "prune-fc",
+        "student",
+    ]
     dc = load_recipe("deep-compression")
     assert [type(s) for s in dc.steps] == [MagnitudePrune, WeightShare, FixedPoint]
     assert dc.steps[0].layers == "fc" and dc.steps[1].bits == 4

@@ -36,10 +36,10 @@ MISSING = {
 
 def rows(report: dict) -> list[dict]:
     base = report["compress"][report["config"]["baseline_recipe"]]
-    base_macs = base["totals"]["macs"]["dense"]
+    base_macs = base["totals"]["macs"]["effective"]
     out = []
     for r in headline_rows(report):
-        macs = report["compress"][r["recipe"]]["totals"]["macs"]["dense"]
+        macs = report["compress"][r["recipe"]]["totals"]["macs"]["effective"]
         out.append(
             r | {"family": FAMILIES.get(r["recipe"], "?"), "macs": macs, "fewer": base_macs / macs}
         )
@@ -50,11 +50,12 @@ def table(report: dict) -> str:
     base = report["compress"][report["config"]["baseline_recipe"]]
     sim = report["simulate"][report["config"]["baseline_recipe"]]
     lines = [
-        "| family | recipe | Cr | MACs | fewer MACs | acc. float | acc. reference | acc. RTL"
-        " | bit-exact | cycles (RTL) | estimated | Sr |",
+        "| family | recipe | Cr | MACs (non-zero weights) | fewer MACs | acc. float"
+        " | acc. reference | acc. RTL | bit-exact | cycles (RTL) | estimated | Sr |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| baseline (dense 8-bit) | fixed8 | {base['compression_ratio']:.1f}x"
-        f" | {base['totals']['macs']['dense']:,} | 1.00x | {100 * base['accuracy']['float']:.2f}%"
+        f" | {base['totals']['macs']['effective']:,} | 1.00x"
+        f" | {100 * base['accuracy']['float']:.2f}%"
         f" | {100 * base['accuracy']['reference']:.2f}% | {100 * sim['accuracy']:.2f}%"
         f" | {sim['bit_exact']}/{sim['images']} | {sim['cycles_per_inference']:.0f}"
         f" | {report['generate']['fixed8']['cycles_estimated']} | 1.00x |",

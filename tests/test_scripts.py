@@ -87,7 +87,7 @@ def test_families_table_from_a_report() -> None:
     def comp(cr: float, macs: int, ref: float) -> dict:
         return {
             "compression_ratio": cr,
-            "totals": {"macs": {"dense": macs}},
+            "totals": {"macs": {"dense": 36000, "effective": macs}},
             "accuracy": {"float": 0.98, "reference": ref},
         }
 

@@ -38,6 +38,7 @@ _DROPOUT_FUNCTIONS = {F.dropout, torch.dropout}
 _FLATTEN_FUNCTIONS = {torch.flatten, torch.reshape}
 _FLATTEN_METHODS = {"view", "reshape", "flatten"}
 _SOFTMAX = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax}
+_SOFTMAX_MODULES = (nn.Softmax, nn.LogSoftmax)
 _RESIDUAL = {operator.add, operator.iadd, torch.add, torch.cat, torch.concat, operator.mul}
 
 
@@ -46,6 +47,8 @@ def is_stack(model: nn.Module) -> bool:
     its module order is its execution order, so it needs no tracing."""
     if not isinstance(model, nn.Sequential):
         return False
+    if any(isinstance(m, _SOFTMAX_MODULES) for m in model.modules()):
+        return False  # traced, so that a trailing softmax is dropped with a note
     return all(
         isinstance(m, nn.Sequential) or not any(True for _ in m.children()) for m in model.modules()
     )
@@ -203,11 +206,21 @@ def capture(
                 " (no residual add or concat yet)",
             )
         is_last = all(_shape(n) is None for n in nodes[i + 1 :])
-        if node.target in _SOFTMAX or (node.op == "call_method" and node.target == "softmax"):
+        softmax_module = node.op == "call_module" and isinstance(
+            modules[str(node.target)], _SOFTMAX_MODULES
+        )
+        if (
+            softmax_module
+            or node.target in _SOFTMAX
+            or (node.op == "call_method" and node.target == "softmax")
+        ):
             if not is_last:
                 raise _refuse(node, "softmax is supported only as the last operation")
             if notes is not None:
-                notes.append(f"{_describe(node)} at {_where(node)} dropped: argmax is unchanged")
+                what = _describe(node)
+                if softmax_module:
+                    what += f" ({type(modules[str(node.target)]).__name__})"
+                notes.append(f"{what} at {_where(node)} dropped: argmax is unchanged")
             current = node
             expected = None  # the stack ends before the softmax: compare the scores instead
             continue

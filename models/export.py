@@ -174,7 +174,10 @@ def post_training_export(
     data = data if data is not None else load_digits()
     check_targets(check_input_shape(model, data.input_shape, data.name), data)
     if not is_stack(model):
-        model = capture(model, data.input_shape)
+        notes: list[str] = []
+        model = capture(model, data.input_shape, notes=notes)
+        if notes:
+            metadata = {**(metadata or {}), "notes": notes}
         check_supported(model)
     prepared = prepare(model)
     FixedPoint(weight_bits=bits, activation_bits=bits).apply(prepared, Context(data=data))

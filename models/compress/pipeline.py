@@ -239,9 +239,10 @@ def compress_net(
         check_supported(model)  # before the data loads: a plain stack needs no input shape
     data = data if data is not None else load_digits()
     check_targets(check_input_shape(model, data.input_shape, data.name), data)
+    notes: list[str] = []
     if not is_stack(model):
         # A custom forward() is traced into a stack of layers, checked before any training.
-        model = capture(model, data.input_shape)
+        model = capture(model, data.input_shape, notes=notes)
         check_supported(model)
     _, net, report = compress_model(
         model,
@@ -253,6 +254,9 @@ def compress_net(
         check_layer=check_layer,
         target=target,
     )
+    if notes:
+        report["notes"] = notes
+        net = net.replace(metadata={**net.metadata, "notes": notes})
     return net, report
 
 

@@ -171,6 +171,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         "",
         f"- net: `{report['net']}`",
         *_quality_lines(report),
+        *(f"- note: {n}" for n in report.get("notes", ())),
         f"- compression ratio Cr = {report['compression_ratio']:.1f}x"
         f" ({report['totals']['float_bytes']} B float32 -> {report['totals']['bytes']} B"
         f" on target {_target_label(report)})",

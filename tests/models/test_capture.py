@@ -147,3 +147,25 @@ def test_a_custom_forward_model_compresses_and_exports(digits, tmp_path) -> None
     # The exported net's stored outputs are the reference's: the net is self-consistent.
     assert (run_net(net, net.test_inputs) == net.test_outputs).all()
     assert report["accuracy"]["agreement"] >= 0.995
+
+
+@pytest.mark.parametrize("softmax", [nn.Softmax(dim=1), nn.LogSoftmax(dim=1)])
+def test_a_trailing_softmax_module_is_dropped_and_said(digits, tmp_path, softmax) -> None:
+    # In a plain nn.Sequential too, which otherwise needs no tracing.
+    model = _init(nn.Sequential(nn.Flatten(), nn.Linear(64, 10), softmax))
+    out = tmp_path / "s.sfnet"
+    report = compress(model, "fixed8", out, data=digits, quiet=True)
+    assert [layer.kind for layer in load_net(out).layers] == ["flatten", "dense"]
+    (note,) = report["notes"]
+    assert type(softmax).__name__ in note and "argmax is unchanged" in note
+    assert load_net(out).metadata["notes"] == [note]
+    # The scores the hardware gives rank the classes as the model's probabilities do.
+    x = torch.from_numpy(digits.x_test[:50])
+    with torch.no_grad():
+        assert torch.equal(model(x).argmax(1), model[:2](x).argmax(1))
+
+
+def test_a_softmax_before_the_last_layer_is_refused() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Softmax(dim=1), nn.Linear(64, 10))
+    with pytest.raises(UserError, match="softmax is supported only as the last operation"):
+        capture(model, (1, 8, 8))

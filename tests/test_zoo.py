@@ -160,6 +160,10 @@ def test_custom_forward_cnn_in_every_form(zoo: dict, capsys) -> None:
     state = load_net(d / "state.sfnet")
     assert _same_net(state, load_net(d / "pickled.sfnet"))
     assert _same_net(state, api.ir)
+    # The files through the API too: the same net as the command line made from them.
+    for name, cls_path in (("digits.pt", cls), ("digits.pkl", cls), ("digits.onnx", None)):
+        from_file = sf.compress(d / name, str(d / "quick.toml"), model_class=cls_path, quiet=True)
+        assert np.array_equal(from_file.ir.test_outputs, state.test_outputs), name
     # ONNX carries the same weights, BatchNorm already folded by the exporter: the same
     # integer outputs on every test image.
     assert np.array_equal(load_net(d / "onnx.sfnet").test_outputs, state.test_outputs)

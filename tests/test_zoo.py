@@ -273,3 +273,18 @@ def _brevitas_style(path: Path) -> Path:
     )
     onnx.save(helper.make_model(graph), str(path))
     return path
+
+
+def test_regression_net_on_the_reference_command(zoo: dict, capsys, tmp_path: Path) -> None:
+    d = zoo["dir"]
+    args = ["compress", str(d / "reg.pt"), "--model", f"{d / 'zoo.py'}:Regressor",
+            "--data", str(d / "tab.npz"), "--recipe", str(d / "quick.toml"),
+            "-o", str(tmp_path / "r.sfnet")]  # fmt: skip
+    compressed = _cli(args, capsys)
+    report = _cli(["reference", str(tmp_path / "r.sfnet")], capsys)
+    # Scored by error, not by classes; the same figures the compression report gave.
+    assert "predictions" not in report and report["accuracy"] is None
+    assert report["error"] == compressed["error"]["reference"]
+    assert main(["reference", str(tmp_path / "r.sfnet")]) == 0
+    text = capsys.readouterr().out
+    assert "MSE" in text and "predictions" not in text

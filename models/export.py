@@ -22,7 +22,7 @@ from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import Conv2d, Dense, Flatten, Layer, MaxPool2d, Net, SparseDense
 from squeezeforge.sim.metrics import quality
 from squeezeforge.sim.numerics import quantize
-from squeezeforge.sim.reference import predictions, run_net
+from squeezeforge.sim.reference import run_net
 
 from .capture import capture, check_input_shape, check_targets, is_stack
 from .data import Dataset, load_digits
@@ -32,7 +32,6 @@ from .train import check_finite_state
 __all__ = [
     "check_supported",
     "post_training_export",
-    "reference_accuracy",
     "reference_quality",
     "to_net",
 ]
@@ -142,11 +141,6 @@ def _test_targets(data: Dataset, out_shape: tuple[int, ...]) -> np.ndarray:
             f" has {int(np.prod(out_shape))} output(s)"
         )
     return y.reshape(len(y), *out_shape)
-
-
-def reference_accuracy(net: Net) -> float:
-    """Accuracy of the bit-accurate reference on the net's own test vectors."""
-    return float(np.mean(predictions(net.test_outputs) == net.test_labels))
 
 
 def reference_quality(net: Net) -> dict[str, float]:

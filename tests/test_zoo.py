@@ -216,10 +216,10 @@ def test_regression_bad_targets_are_one_line(zoo: dict, capsys, tmp_path: Path) 
 
 
 @pytest.mark.rtl
-def test_qonnx_model_cli_and_api(zoo: dict, capsys, tmp_path: Path) -> None:
+def test_qonnx_model_cli_and_api(zoo: dict, capsys, tmp_path: Path, brevitas_qonnx) -> None:
     from squeezeforge.models.qonnx_import import load_qonnx
 
-    path = _brevitas_style(tmp_path / "q.onnx")
+    path = brevitas_qonnx()
     out = _cli(["export", str(path), "-o", str(tmp_path / "q.sfnet")], capsys)
     api = sf.import_qonnx(path)
     assert _same_net(load_net(tmp_path / "q.sfnet"), api.ir)
@@ -227,52 +227,6 @@ def test_qonnx_model_cli_and_api(zoo: dict, capsys, tmp_path: Path) -> None:
                                        test_labels=zoo["digits"].y_test))  # fmt: skip
     assert 0 <= out["reference"]["accuracy"] <= 1
     _rtl_both_ways(tmp_path / "q.sfnet", api, zoo["digits"].x_train[:2], capsys)
-
-
-def _brevitas_style(path: Path) -> Path:
-    """Input Quant (unsigned 7-bit), Quant'd conv weights, ReLU, max pool, a 4-bit activation
-    Quant with HALF_UP rounding, Quant'd FC weights: what Brevitas exports, power-of-two
-    scales throughout."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(3)
-    inits: list = []
-
-    def quant(name: str, src: str, frac: int, bits: int, signed: int, mode: str):
-        for suffix, value in (("scale", 2.0**-frac), ("zp", 0.0), ("bw", float(bits))):
-            inits.append(numpy_helper.from_array(np.array(value, np.float32), f"{name}_{suffix}"))
-        return helper.make_node(
-            "Quant", [src, f"{name}_scale", f"{name}_zp", f"{name}_bw"], [name], name=name,
-            domain="qonnx.custom_op.general", signed=signed, narrow=0, rounding_mode=mode,
-        )  # fmt: skip
-
-    w1 = rng.normal(0, 0.4, (4, 1, 3, 3)).astype(np.float32)
-    b1 = (rng.integers(-200, 200, 4) * 2.0**-12).astype(np.float32)
-    w2 = rng.normal(0, 0.3, (10, 64)).astype(np.float32)
-    b2 = (rng.integers(-50, 50, 10) * 2.0**-7).astype(np.float32)
-    for arr, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2")):
-        inits.append(numpy_helper.from_array(arr, n))
-    nodes = [
-        quant("xq", "inp", 7, 7, 0, "ROUND"),
-        quant("w1q", "w1", 5, 6, 1, "ROUND"),
-        helper.make_node("Conv", ["xq", "w1q", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
-        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
-        quant("a1", "p1", 4, 4, 0, "HALF_UP"),
-        helper.make_node("Flatten", ["a1"], ["f"], axis=1),
-        quant("w2q", "w2", 3, 4, 1, "ROUND"),
-        helper.make_node("Gemm", ["f", "w2q", "b2"], ["out"], transB=1, name="fc"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "brevitas",
-        [helper.make_tensor_value_info("inp", TensorProto.FLOAT, [1, 1, 8, 8])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 10])],
-        initializer=inits,
-    )
-    onnx.save(helper.make_model(graph), str(path))
-    return path
 
 
 def test_regression_net_on_the_reference_command(zoo: dict, capsys, tmp_path: Path) -> None:

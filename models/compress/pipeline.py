@@ -134,7 +134,8 @@ def compress_model(
         _check_layer_names(recipe, prepared)
         if check_layer is not None:
             _check_engines(recipe, prepared, check_layer)
-        float_q = score(teacher, data.x_test, data.y_test)
+        float_out = predict(teacher, data.x_test)
+        float_q = quality(float_out, data.y_test)
         steps = list(recipe.steps)
         if not any(isinstance(s, FixedPoint) for s in steps):
             # Activations need formats for the IR: finish with post-training 8-bit fixed point.
@@ -197,9 +198,11 @@ def compress_model(
             fake_q,
             reference=ref_q,
             agreement=agreed,
-            # How far quantization moved the outputs, whatever the targets.
-            reference_vs_float=quality(
-                ref_real, predict(teacher, data.x_test).reshape(ref_real.shape)
+            # Regression: how far quantization moved the outputs, whatever the targets.
+            reference_vs_float=(
+                quality(ref_real, float_out.reshape(ref_real.shape))
+                if data.task == "regression"
+                else None
             ),
         ),
         "compression_ratio": totals["compression_ratio"],

@@ -8,7 +8,7 @@ from torch import nn
 from squeezeforge.models import export as export_mod
 from squeezeforge.models.compress.base import Context
 from squeezeforge.models.compress.fixed import FixedPoint
-from squeezeforge.models.export import post_training_export, reference_accuracy
+from squeezeforge.models.export import post_training_export, reference_quality
 from squeezeforge.models.quant import prepare
 from squeezeforge.models.train import evaluate, predict
 from squeezeforge.sim.errors import UserError
@@ -46,7 +46,7 @@ def test_exported_accuracy_close_to_float(request, digits, model_fixture):
     model = request.getfixturevalue(model_fixture)
     net = post_training_export(model, bits=8, data=digits)
     float_acc = evaluate(model, digits.x_test, digits.y_test)
-    assert abs(reference_accuracy(net) - float_acc) <= 0.02
+    assert abs(reference_quality(net)["accuracy"] - float_acc) <= 0.02
 
 
 @pytest.mark.parametrize("bits", [4, 8, 16])

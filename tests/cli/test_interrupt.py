@@ -60,7 +60,10 @@ def test_interrupt_is_one_line_and_130(
     assert proc.poll() is None, "the command ended before the interrupt; use a larger net"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    # 130, or death by SIGINT: CPython ends the process by the signal itself, after a clean
+    # shutdown, when the interrupt crossed C code that evaluates Python (some imports do; about 1
+    # run in 40 at 0.3-0.6 s). A shell shows both as $? = 130, and both stop a script's loop.
+    assert proc.returncode in (130, -signal.SIGINT), err
     assert err.strip().splitlines() == [
         next(line for line in err.splitlines() if line.endswith(": interrupted"))
     ], err

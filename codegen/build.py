@@ -113,6 +113,9 @@ def manifest_of(plan: Plan, top: Top) -> Manifest:
                 cycles_estimated=int(s.cycles_estimated),
                 cycles_ideal=float(s.cycles_ideal),
                 storage_bytes=layer_storage(s.layer, plan.target, plan.act_bits).bytes(),
+                phase=s.phase,
+                in_offset=s.in_offset,
+                out_offset=s.out_offset,
             )
             for s in plan.steps
         ),

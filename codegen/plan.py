@@ -25,7 +25,7 @@ import numpy as np
 
 from ..hw.top import Top, TopEngine, TopParams, TopStep
 from ..sim.errors import UserError
-from ..sim.ir import Conv2d, Dense, Flatten, IRError, MaxPool2d, Net, SparseDense
+from ..sim.ir import AvgPool2d, Conv2d, Dense, IRError, MaxPool2d, Net, SparseDense
 from ..sim.reference import run_net
 from ..sim.storage import net_act_bits
 from ..sim.target import Target
@@ -36,7 +36,13 @@ __all__ = ["PASSES", "Plan", "Step", "compile_net", "top_params"]
 
 @dataclass(frozen=True)
 class Step:
-    """One run of one engine: a compute layer, with a 2x2 pool fused when one follows."""
+    """One run of one engine: a compute layer, with a 2x2 pool fused when one follows.
+
+    A grouped conv (depthwise included) and an average pool (a depthwise conv with constant
+    weights, item 6 of the numeric contract) run as one step per group, all in one *phase*:
+    they read the same activation buffer, group ``g`` at word ``in_offset``, and write group
+    ``g``'s channels at ``out_offset`` of the other. Each other layer is a phase of its own.
+    """
 
     index: int
     layer: Conv2d | Dense | SparseDense
@@ -48,6 +54,9 @@ class Step:
     cfg: dict[str, int] = field(default_factory=dict)
     cycles_estimated: int = 0
     cycles_ideal: float = 0.0
+    phase: int = 0
+    in_offset: int = 0
+    out_offset: int = 0
 
     @property
     def in_count(self) -> int:
@@ -77,34 +86,68 @@ class Plan:
         return replace(self, log=(*self.log, message), **changes)
 
 
+def _engine_layer(layer: object, in_shape: tuple[int, ...]) -> Conv2d | Dense | SparseDense | None:
+    """What an engine computes for ``layer``: itself, the depthwise conv an average pool is,
+    or None for a layer that needs no engine of its own (flatten, a fused max pool)."""
+    if isinstance(layer, AvgPool2d):
+        return layer.as_conv(in_shape[0])
+    if isinstance(layer, Conv2d | Dense | SparseDense):
+        return layer
+    return None
+
+
 def check_supported(plan: Plan) -> Plan:
     """Every layer must map onto an engine; say which one does not, before any long step."""
     prev: object = None
-    for layer in plan.net.layers:
+    for layer, shape in zip(plan.net.layers, plan.net.input_shapes(), strict=True):
         if isinstance(layer, MaxPool2d) and not isinstance(prev, Conv2d):
             raise IRError(layer.name, "kind", "a max pool must follow a conv layer to be fused")
-        if isinstance(layer, Conv2d | Dense | SparseDense):
-            binding_for(layer, plan.target)  # raises, naming the layer and the reason
+        work = _engine_layer(layer, shape)
+        if work is not None:
+            binding_for(work, plan.target)  # raises, naming the layer and the reason
         prev = layer
     return plan.noted("check_supported: every layer maps onto an engine")
 
 
 def fuse_steps(plan: Plan) -> Plan:
-    """Group the IR layers into hardware steps: conv (+ pool), dense; flatten is free."""
+    """Group the IR layers into hardware steps: conv (+ pool), dense; flatten is free. A grouped
+    conv or an average pool becomes one step per group (see :class:`Step`)."""
     steps: list[Step] = []
     layers = plan.net.layers
     shapes = plan.net.input_shapes()
     outs = plan.net.shapes()
     i = 0
+    phase = 0
     while i < len(layers):
-        layer = layers[i]
-        if isinstance(layer, Flatten):
+        layer = _engine_layer(layers[i], shapes[i])
+        if layer is None:  # flatten
             i += 1
             continue
         pool = i + 1 < len(layers) and isinstance(layers[i + 1], MaxPool2d)
-        names = (layer.name, layers[i + 1].name) if pool else (layer.name,)
-        out_shape = outs[i + 1] if pool else outs[i]
-        steps.append(Step(len(steps), layer, names, shapes[i], out_shape, pool=pool))
+        names = (layers[i].name, layers[i + 1].name) if pool else (layers[i].name,)
+        in_shape, out_shape = shapes[i], outs[i + 1] if pool else outs[i]
+        groups = layer.groups if isinstance(layer, Conv2d) else 1
+        if groups == 1:
+            steps.append(Step(len(steps), layer, names, in_shape, out_shape, pool, phase=phase))
+        else:
+            assert isinstance(layer, Conv2d)
+            g_in = (in_shape[0] // groups, *in_shape[1:])
+            g_out = (out_shape[0] // groups, *out_shape[1:])
+            for g in range(groups):
+                steps.append(
+                    Step(
+                        len(steps),
+                        layer.group(g),
+                        names,
+                        g_in,
+                        g_out,
+                        pool,
+                        phase=phase,
+                        in_offset=g * math.prod(g_in),
+                        out_offset=g * math.prod(g_out),
+                    )
+                )
+        phase += 1
         i += 2 if pool else 1
     return plan.noted(f"fuse_steps: {len(layers)} layers -> {len(steps)} steps", steps=tuple(steps))
 
@@ -172,15 +215,16 @@ def estimate_cycles(plan: Plan) -> Plan:
     for s in plan.steps:
         i = names.index(s.layers[0])
         step_in = x if i == 0 else taps[i - 1]
+        step_in = step_in.reshape(len(step_in), -1)[:, s.in_offset : s.in_offset + s.in_count]
         if len(step_in) == 0:  # a net without test vectors: assume dense activations
             step_in = np.ones((1, s.in_count), dtype=np.int64)
-        cycles, ideal = plan.engines[s.engine].cycles(s, plan.params[s.engine], step_in)
+        # Phase 0 reads i_pixel; later phases a buffer, whose read port adds a cycle.
+        delay = Top.PREFETCH_CYCLES if s.phase else 0
+        cycles, ideal = plan.engines[s.engine].cycles(s, plan.params[s.engine], step_in, delay)
         steps.append(
             replace(
                 s,
-                cycles_estimated=round(cycles)
-                + Top.LAUNCH_CYCLES
-                + (Top.PREFETCH_CYCLES if i else 0),
+                cycles_estimated=round(cycles) + Top.LAUNCH_CYCLES,
                 cycles_ideal=ideal,
             )
         )
@@ -203,7 +247,10 @@ def top_params(plan: Plan) -> TopParams:
     """The frozen parameters the top level (:class:`~squeezeforge.hw.top.Top`) is built from."""
     return TopParams(
         act_bits=plan.act_bits,
-        steps=tuple(TopStep(s.engine, s.in_count, s.out_count, s.cfg) for s in plan.steps),
+        steps=tuple(
+            TopStep(s.engine, s.in_count, s.out_count, s.cfg, s.phase, s.in_offset, s.out_offset)
+            for s in plan.steps
+        ),
         engines=tuple(
             TopEngine(name, binding, plan.params[name], plan.images[name])
             for name, binding in plan.engines.items()

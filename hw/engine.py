@@ -125,9 +125,13 @@ class EngineBinding(ABC):
         values of each step and the memories' images."""
 
     @abstractmethod
-    def cycles(self, step: EngineStep, params: Any, x: np.ndarray) -> tuple[float, float]:
+    def cycles(
+        self, step: EngineStep, params: Any, x: np.ndarray, input_delay: int = 0
+    ) -> tuple[float, float]:
         """Modelled cycles from ``start`` to ``done`` and the ideal bound, averaged over the
-        step inputs ``x`` (one row per image), from the engine's cycle model."""
+        step inputs ``x`` (one row per image), from the engine's cycle model. The first input
+        word arrives ``input_delay`` cycles after ``start`` (a buffer's read latency); an engine
+        whose set-up outlasts its input load hides that delay."""
 
     @abstractmethod
     def storage_bytes(self, params: Any) -> int:

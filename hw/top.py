@@ -33,7 +33,10 @@ Timing (one step, ``k`` = 0 reads ``i_pixel``, later steps the buffer the previo
     eng.done                                  ‾‾|
 
 Each engine takes its whole input before it emits its first output, so one step never reads
-and writes the same buffer; the two buffers swap roles every step.
+and writes the same buffer. Steps come in *phases* (one per hardware layer); the two buffers
+swap roles every phase. The steps of one phase (the groups of a grouped conv) read the same
+buffer, each from its ``in_offset``, and write the other, each at its ``out_offset``; in phase 0
+they take the next words of ``i_pixel`` in turn, in the last phase they stream to ``o_score``.
 """
 
 from __future__ import annotations
@@ -55,12 +58,16 @@ __all__ = ["Top", "TopEngine", "TopParams", "TopStep", "port_list"]
 
 @dataclass(frozen=True)
 class TopStep:
-    """One step the sequencer runs: which engine, how many words in and out, its ``cfg``."""
+    """One step the sequencer runs: which engine, how many words in and out, its ``cfg``, its
+    phase and where in the buffers its input and output lie."""
 
     engine: str
     in_count: int
     out_count: int
     cfg: Mapping[str, int]
+    phase: int = 0
+    in_offset: int = 0
+    out_offset: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,11 +95,20 @@ class TopParams:
         for k, s in enumerate(self.steps):
             if s.engine not in names:
                 raise ValueError(f"TopParams.steps[{k}] runs on {s.engine!r}, not an engine")
+            before = self.steps[k - 1].phase if k else 0
+            if s.phase not in (before, before + 1) or (k == 0 and s.phase):
+                raise ValueError(f"TopParams.steps[{k}]: phase {s.phase} after phase {before}")
+
+    @property
+    def last_phase(self) -> int:
+        return self.steps[-1].phase
 
     @property
     def buffer_depth(self) -> int:
-        """Words of each activation buffer: the largest output a step writes between steps."""
-        return max([s.out_count for s in self.steps[:-1]] + [1])
+        """Words of each activation buffer: the furthest word a step writes between phases."""
+        return max(
+            [s.out_offset + s.out_count for s in self.steps if s.phase != self.last_phase] + [1]
+        )
 
 
 def port_list(component: wiring.Component) -> list[tuple[str, str, str, int]]:
@@ -157,19 +173,22 @@ class Top(wiring.Component):
             bufs.append((mem.read_port(), mem.write_port()))
 
         step = Signal(range(max(self.n_steps, 2)))
-        # Step k writes buffer k % 2 and (for k > 0) reads the one step k - 1 wrote.
+        # A step of phase k writes buffer k % 2 and (for k > 0) reads the one phase k - 1 wrote.
         dst = Signal()
         src = Signal()
-        m.d.comb += [dst.eq(step[0]), src.eq(~step[0])]
+        m.d.comb += src.eq(~dst)
         rd_addr = Signal(range(self.buffer_depth + 1))
         wr_addr = Signal(range(self.buffer_depth + 1))
+        in_end = Signal(range(self.buffer_depth + 1))
+        in_offset = Signal(range(self.buffer_depth + 1))
+        out_offset = Signal(range(self.buffer_depth + 1))
+        first = Signal()  # a step of phase 0: reads i_pixel
         have = Signal()  # the read port's data is a word not yet taken by the engine
         cycles = Signal(32)
         launch = Signal()
         m.d.comb += [self.step.eq(step), self.cycles.eq(cycles)]
 
-        # Per-step constants: which engine, how many input words, its cfg.
-        in_count = Signal(range(max(s.in_count for s in p.steps) + 1))
+        # Per-step constants: which engine, which words in, its cfg.
         cur_i_valid = Signal()
         cur_i_data = Signal(signed(self.act_bits))
         cur_i_ready = Signal()
@@ -177,14 +196,20 @@ class Top(wiring.Component):
         cur_o_data = Signal(signed(self.act_bits))
         cur_o_ready = Signal()
         cur_done = Signal()
-        last = Signal()
+        last = Signal()  # a step of the last phase: writes o_score
+        final = Signal()  # the last step
         with m.Switch(step):
             for index, s in enumerate(p.steps):
                 eng = engines[s.engine]
                 with m.Case(index):
                     m.d.comb += [
-                        in_count.eq(s.in_count),
-                        last.eq(index == self.n_steps - 1),
+                        dst.eq(s.phase % 2),
+                        first.eq(s.phase == 0),
+                        in_offset.eq(s.in_offset if s.phase else 0),
+                        in_end.eq(s.in_offset + s.in_count if s.phase else 0),
+                        out_offset.eq(s.out_offset if s.phase != p.last_phase else 0),
+                        last.eq(s.phase == p.last_phase),
+                        final.eq(index == self.n_steps - 1),
                         eng.i_act.valid.eq(cur_i_valid),
                         eng.i_act.payload.eq(cur_i_data),
                         cur_i_ready.eq(eng.i_act.ready),
@@ -212,7 +237,7 @@ class Top(wiring.Component):
             m.d.comb += rd_data.eq(bufs[0][0].data)
 
         running = Signal()
-        with m.If(running & (step == 0)):
+        with m.If(running & first):
             m.d.comb += [
                 cur_i_valid.eq(self.i_pixel.valid),
                 cur_i_data.eq(self.i_pixel.payload),
@@ -226,8 +251,8 @@ class Top(wiring.Component):
             for k, (rd, _) in enumerate(bufs):
                 m.d.comb += rd.en.eq(advance & (src == k))
             with m.If(advance):
-                m.d.sync += have.eq(rd_addr < in_count)
-                with m.If(rd_addr < in_count):
+                m.d.sync += have.eq(rd_addr < in_end)
+                with m.If(rd_addr < in_end):
                     m.d.sync += rd_addr.eq(rd_addr + 1)
 
         # Sink of the step's output: the other buffer, or the score stream for the last step.
@@ -259,13 +284,18 @@ class Top(wiring.Component):
                     m.next = "LAUNCH"
             with m.State("LAUNCH"):
                 m.d.comb += [launch.eq(1), self.busy.eq(1)]
-                m.d.sync += [rd_addr.eq(0), wr_addr.eq(0), have.eq(0), cycles.eq(cycles + 1)]
+                m.d.sync += [
+                    rd_addr.eq(in_offset),
+                    wr_addr.eq(out_offset),
+                    have.eq(0),
+                    cycles.eq(cycles + 1),
+                ]
                 m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += [running.eq(1), self.busy.eq(1)]
                 m.d.sync += cycles.eq(cycles + 1)
                 with m.If(cur_done):
-                    with m.If(last):
+                    with m.If(final):
                         m.d.comb += self.done.eq(1)
                         m.next = "IDLE"
                     with m.Else():

@@ -49,6 +49,8 @@ def is_stack(model: nn.Module) -> bool:
         return False
     if any(isinstance(m, _SOFTMAX_MODULES) for m in model.modules()):
         return False  # traced, so that a trailing softmax is dropped with a note
+    if any(isinstance(m, nn.AdaptiveAvgPool2d) for m in model.modules()):
+        return False  # traced: its window follows from the input size
     return all(
         isinstance(m, nn.Sequential) or not any(True for _ in m.children()) for m in model.modules()
     )
@@ -103,14 +105,34 @@ def _arg(node: fx.Node, index: int, name: str, default: object) -> object:
     return node.kwargs.get(name, default)
 
 
+def _adaptive_pool(node: fx.Node, in_shape: tuple[int, ...], size: object) -> nn.AvgPool2d:
+    """An adaptive average pool as the fixed window it is on this input: the output size must
+    divide the input size (1 is global average pooling)."""
+    h, w = in_shape[-2:]
+    oh, ow = (size, size) if isinstance(size, int) else tuple(size)  # type: ignore[misc]
+    oh, ow = oh or h, ow or w
+    if h % oh or w % ow or (h // oh != w // ow and (oh, ow) != (1, 1)):
+        raise _refuse(
+            node,
+            f"adaptive average pooling of {h}x{w} to {oh}x{ow} has uneven windows; supported:"
+            " output sizes that divide the input evenly with a square stride (1 is global)",
+        )
+    kernel = (h // oh, w // ow)
+    return nn.AvgPool2d(kernel, stride=max(kernel))
+
+
 def _as_module(node: fx.Node, modules: dict[str, nn.Module]) -> nn.Module | None:
     """The module ``node`` computes, or None for a node that changes nothing (dropout, an
     identity reshape)."""
     target = node.target
-    if node.op == "call_module":
-        return modules[str(target)]
     in_shape = _shape(_tensor_inputs(node)[0])
     out_shape = _shape(node)
+    if node.op == "call_module":
+        module = modules[str(target)]
+        if isinstance(module, nn.AdaptiveAvgPool2d):
+            assert in_shape is not None
+            return _adaptive_pool(node, in_shape, module.output_size)
+        return module
     if target in _RELU_FUNCTIONS or (node.op == "call_method" and target in ("relu", "relu_")):
         return nn.ReLU()
     if target in _DROPOUT_FUNCTIONS or target is F.dropout2d:
@@ -120,6 +142,23 @@ def _as_module(node: fx.Node, modules: dict[str, nn.Module]) -> nn.Module | None
         stride = _arg(node, 2, "stride", None)
         padding = _arg(node, 3, "padding", 0)
         return nn.MaxPool2d(kernel, stride=stride or kernel, padding=padding)  # type: ignore[arg-type]
+    if target is F.avg_pool2d:
+        kernel = _arg(node, 1, "kernel_size", None)
+        stride = _arg(node, 2, "stride", None)
+        padding = _arg(node, 3, "padding", 0)
+        return nn.AvgPool2d(kernel, stride=stride or kernel, padding=padding)  # type: ignore[arg-type]
+    if target is F.adaptive_avg_pool2d:
+        assert in_shape is not None
+        return _adaptive_pool(node, in_shape, _arg(node, 1, "output_size", None))
+    if target is torch.mean or (node.op == "call_method" and target == "mean"):
+        assert in_shape is not None and out_shape is not None
+        dims = _arg(node, 1, "dim", None)
+        dims = (dims,) if isinstance(dims, int) else tuple(dims or ())
+        if len(in_shape) == 4 and sorted(d % 4 for d in dims) == [2, 3]:
+            gap = nn.AvgPool2d(in_shape[2:], stride=max(in_shape[2:]))
+            # mean over H and W without keepdim is the pool and a flatten.
+            return gap if len(out_shape) == 4 else nn.Sequential(gap, nn.Flatten())
+        raise _refuse(node, "averages over other axes than H and W (global average pooling)")
     if target in _FLATTEN_FUNCTIONS or (node.op == "call_method" and target in _FLATTEN_METHODS):
         if out_shape == in_shape:
             return None
@@ -138,8 +177,8 @@ def _as_module(node: fx.Node, modules: dict[str, nn.Module]) -> nn.Module | None
         )
     raise _refuse(
         node,
-        "has no equivalent in the IR (supported: Conv2d, Linear, ReLU, max pool,"
-        " flatten/view, BatchNorm, Dropout)",
+        "has no equivalent in the IR (supported: Conv2d, Linear, ReLU, max and average pool,"
+        " mean over H and W, flatten/view, BatchNorm, Dropout)",
     )
 
 
@@ -227,7 +266,11 @@ def capture(
         module = _as_module(node, modules)
         if module is not None:
             name = str(node.target).replace(".", "_") if node.op == "call_module" else node.name
-            stack.add_module(name, module)
+            if isinstance(module, nn.Sequential):  # one call, two layers (mean -> pool, flatten)
+                for k, part in enumerate(module):
+                    stack.add_module(f"{name}_{k}" if k else name, part)
+            else:
+                stack.add_module(name, module)
         current = node
     if output.args[0] is not current:
         raise UserError(

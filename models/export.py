@@ -19,14 +19,23 @@ import numpy as np
 from torch import nn
 
 from squeezeforge.sim.errors import UserError
-from squeezeforge.sim.ir import Conv2d, Dense, Flatten, Layer, MaxPool2d, Net, SparseDense
+from squeezeforge.sim.ir import (
+    AvgPool2d,
+    Conv2d,
+    Dense,
+    Flatten,
+    Layer,
+    MaxPool2d,
+    Net,
+    SparseDense,
+)
 from squeezeforge.sim.metrics import quality
 from squeezeforge.sim.numerics import quantize
 from squeezeforge.sim.reference import run_net
 
 from .capture import capture, check_input_shape, check_targets, is_stack
 from .data import Dataset, load_digits
-from .quant import CompressedLayer, compute_stages, leaf_modules, prepare
+from .quant import CompressedLayer, QuantAvgPool, compute_stages, leaf_modules, prepare
 from .train import check_finite_state
 
 __all__ = [
@@ -70,6 +79,7 @@ def _ir_layer(
             kernel=tuple(layer.kernel_size),
             stride=int(layer.stride[0]),
             padding=int(layer.padding[0]),
+            groups=int(layer.groups),
             weight=stored,
             **common,
         )
@@ -106,6 +116,11 @@ def to_net(
             layers.append(_ir_layer(lname, m, stages[lname].relu, enc))
         elif isinstance(m, nn.MaxPool2d):
             layers.append(MaxPool2d(name=lname))
+        elif isinstance(m, QuantAvgPool):
+            if m.format is None:
+                raise UserError(f"average pool {lname!r} has no format (run a fixed-point step)")
+            r, s = m.multiplier
+            layers.append(AvgPool2d(lname, m.kernel, m.stride, r, s, m.format))
         elif isinstance(m, nn.Flatten):
             layers.append(Flatten(name=lname))
         # ReLU is part of the layer before it; Identity and Dropout vanish in eval mode.

@@ -41,6 +41,7 @@ from squeezeforge.sim.numerics import (
     FixedWeights,
     Pow2Weights,
     WeightFormat,
+    avg_pool_multiplier,
     bias_bits,
     int_range,
 )
@@ -51,7 +52,9 @@ __all__ = [
     "ComputeStage",
     "FixedQuantizer",
     "Pow2Quantizer",
+    "QuantAvgPool",
     "activation_frac",
+    "avg_pool_geometry",
     "compute_stages",
     "fake_quant",
     "fake_quant_format",
@@ -274,7 +277,7 @@ class CompressedLayer(nn.Module):
         w, b = self.effective_weight(), self.effective_bias()
         if self.is_conv:
             conv = self.layer
-            y = F.conv2d(x, w, b, stride=conv.stride, padding=conv.padding)
+            y = F.conv2d(x, w, b, stride=conv.stride, padding=conv.padding, groups=conv.groups)
         else:
             y = F.linear(x, w, b)
         if self.output_format is not None:
@@ -306,6 +309,53 @@ class CompressedLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"input={self.input_format}, output={self.output_format}"
+
+
+class QuantAvgPool(nn.Module):
+    """Average pooling (window ``kernel``, ``stride``, no padding); once :attr:`format` is set
+    (by the fixed-point pass: the format of the activations it pools, which it keeps), its
+    forward computes item 6 of the numeric contract exactly, with a straight-through gradient.
+    """
+
+    def __init__(self, kernel: tuple[int, int], stride: int) -> None:
+        super().__init__()
+        self.kernel = (int(kernel[0]), int(kernel[1]))
+        self.stride = int(stride)
+        self.format: FixedFormat | None = None
+
+    @property
+    def multiplier(self) -> tuple[int, int]:
+        """``(r, s)``: the sum is multiplied by ``r / 2**s``."""
+        return avg_pool_multiplier(self.kernel[0] * self.kernel[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.avg_pool2d(x, self.kernel, self.stride)
+        fmt = self.format
+        if fmt is None:
+            return y
+        r, s = self.multiplier
+        # In float64 the integer sums are exact (a window of 2**16 16-bit values stays below
+        # 2**53), and so is the floor of (S * r + 2**(s-1)) / 2**s, the contract's shift.
+        q = torch.floor(x.detach().double() * 2.0**fmt.frac + 0.5)
+        total = F.avg_pool2d(q, self.kernel, self.stride, divisor_override=1)
+        exact = torch.floor((total * r + (2.0 ** (s - 1) if s else 0.0)) / 2.0**s)
+        exact = exact.clamp(fmt.min, fmt.max) * 2.0**-fmt.frac
+        return y + (exact.to(y.dtype) - y).detach()
+
+    def extra_repr(self) -> str:
+        return f"kernel={self.kernel}, stride={self.stride}, format={self.format}"
+
+
+def avg_pool_geometry(m: nn.Module) -> tuple[tuple[int, int], int] | None:
+    """``(kernel, stride)`` of an ``nn.AvgPool2d`` the IR can express, None if it cannot."""
+    k = m.kernel_size
+    kernel = (k, k) if isinstance(k, int) else tuple(k)
+    st = m.stride if m.stride is not None else kernel
+    stride = (st, st) if isinstance(st, int) else tuple(st)
+    pad = m.padding if isinstance(m.padding, tuple) else (m.padding, m.padding)
+    if stride[0] != stride[1] or pad != (0, 0) or m.ceil_mode or m.divisor_override:
+        return None
+    return (int(kernel[0]), int(kernel[1])), int(stride[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,8 +399,6 @@ def _check_module(name: str, m: nn.Module) -> None:
         if isinstance(pad, str):
             raise UserError(f"{_describe(name, m)}: padding={pad!r}; give the padding as integers")
         problems = []
-        if m.groups != 1:
-            problems.append(f"groups={m.groups}")
         if tuple(m.dilation) != (1, 1):
             problems.append(f"dilation={m.dilation}")
         if m.stride[0] != m.stride[1]:
@@ -375,14 +423,27 @@ def _check_module(name: str, m: nn.Module) -> None:
             raise UserError(
                 f"{_describe(name, m)}: only 2x2 max pooling with stride 2 is supported"
             )
+    elif isinstance(m, nn.AvgPool2d):
+        if avg_pool_geometry(m) is None:
+            raise UserError(
+                f"{_describe(name, m)}: only average pooling with a square stride, no padding"
+                " and no ceil_mode or divisor_override is supported"
+            )
+    elif isinstance(m, nn.AdaptiveAvgPool2d):
+        raise UserError(
+            f"{_describe(name, m)}: adaptive pooling needs the input size; pass the model"
+            " through squeezeforge's capture (compress and export do)"
+        )
     elif isinstance(m, nn.Flatten):
         if m.start_dim != 1 or m.end_dim != -1:
             raise UserError(f"{_describe(name, m)}: only Flatten(start_dim=1) is supported")
-    elif not isinstance(m, (nn.Linear, nn.ReLU, CompressedLayer, *_SKIPPED, *_BATCHNORM)):
+    elif not isinstance(
+        m, (nn.Linear, nn.ReLU, CompressedLayer, QuantAvgPool, *_SKIPPED, *_BATCHNORM)
+    ):
         raise UserError(
             f"module {_describe(name, m)} cannot be expressed in the IR (supported: Conv2d,"
-            " Linear, ReLU, MaxPool2d(2), Flatten, BatchNorm after a conv or linear layer,"
-            " Dropout and Identity)"
+            " grouped and depthwise too, Linear, ReLU, MaxPool2d(2), AvgPool2d, global average"
+            " pooling, Flatten, BatchNorm after a conv or linear layer, Dropout and Identity)"
         )
 
 
@@ -411,6 +472,18 @@ def compute_stages(model: nn.Module) -> list[ComputeStage]:
         if isinstance(m, nn.Conv2d | nn.Linear | CompressedLayer):
             stages.append(ComputeStage(name, m, relu=False))
             since_compute = []
+        elif isinstance(m, nn.ReLU) and any(
+            isinstance(p, nn.AvgPool2d | QuantAvgPool) for p in since_compute
+        ):
+            # An average of ReLU outputs is never negative: a ReLU after it changes nothing.
+            # Without a ReLU before the pool it would, and the IR has no ReLU of its own.
+            if not stages or not stages[-1].relu:
+                raise UserError(
+                    f"ReLU {name!r} follows an average pool of values that can be negative; the"
+                    " IR applies ReLU only as part of a conv or linear layer (put it before the"
+                    " pool)"
+                )
+            since_compute.append(m)
         elif isinstance(m, nn.ReLU):
             if not stages or stages[-1].relu or any(isinstance(p, nn.ReLU) for p in since_compute):
                 raise UserError(
@@ -469,6 +542,10 @@ def prepare(model: nn.Module) -> nn.Sequential:
             continue
         if isinstance(m, nn.Conv2d | nn.Linear):
             m = CompressedLayer(m)
+        elif isinstance(m, nn.AvgPool2d):
+            geometry = avg_pool_geometry(m)
+            assert geometry is not None  # compute_stages checked it
+            m = QuantAvgPool(*geometry)
         out.add_module(name.replace(".", "_"), m)
     out.eval()
     return out

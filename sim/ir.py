@@ -6,7 +6,8 @@ layers in order (their scalar fields, formats and, per array, file, shape and dt
 vectors and free-form metadata. Everything is validated on load; any disagreement raises one
 :class:`IRError` naming the layer and the field.
 
-Layer kinds: ``conv2d``, ``maxpool2d`` (2x2, stride 2), ``flatten`` (C, H, W order, as PyTorch),
+Layer kinds: ``conv2d`` (grouped and depthwise too), ``maxpool2d`` (2x2, stride 2),
+``avgpool2d`` (any window, global included), ``flatten`` (C, H, W order, as PyTorch),
 ``dense`` and ``sparse_dense`` (a pruned matrix for the sparse unit; its EIE compressed sparse
 column layout over the unit's PEs, :func:`encode_csc`, is made by the compiler from the Target).
 Version 1 files, which held that layout for one PE count, are still read.
@@ -33,10 +34,12 @@ import numpy as np
 from .errors import SqueezeforgeError, UserError
 from .metrics import task_of
 from .numerics import (
+    AVG_MULTIPLIER_BITS,
     MAX_ACC_BITS,
     MAX_SHIFT,
     CodebookWeights,
     FixedFormat,
+    FixedWeights,
     FormatError,
     WeightFormat,
     accumulator_bits,
@@ -53,6 +56,7 @@ READ_VERSIONS = (1, 2)
 
 __all__ = [
     "FORMAT_VERSION",
+    "AvgPool2d",
     "Conv2d",
     "CscMatrix",
     "Dense",
@@ -215,7 +219,12 @@ class _ComputeLayer:
 
 @dataclass(frozen=True, eq=False, repr=False)
 class Conv2d(_ComputeLayer):
-    """2-D convolution, square stride and symmetric zero padding; weight (M, C, kh, kw)."""
+    """2-D convolution, square stride and symmetric zero padding; weight (M, C / groups, kh, kw).
+
+    With ``groups = g`` the channels split into ``g`` equal groups and filter block ``j`` of
+    ``M / g`` filters sees only input group ``j``, as in PyTorch: ``g = C = M`` is a depthwise
+    convolution. The manifest names ``groups`` only when it is not 1.
+    """
 
     name: str
     in_channels: int
@@ -231,25 +240,49 @@ class Conv2d(_ComputeLayer):
     bias: np.ndarray
     kind: ClassVar[str] = "conv2d"
     arrays: ClassVar[tuple[str, ...]] = ("weight", "bias")
+    groups: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kernel", tuple(int(k) for k in self.kernel))
-        for fname in ("in_channels", "out_channels", "stride"):
+        for fname in ("in_channels", "out_channels", "stride", "groups"):
             if int(getattr(self, fname)) < 1:
                 raise IRError(self.name, fname, f"must be >= 1, got {getattr(self, fname)}")
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise IRError(
+                self.name,
+                "groups",
+                f"{self.groups} does not divide in_channels {self.in_channels} and out_channels"
+                f" {self.out_channels}",
+            )
         if len(self.kernel) != 2 or min(self.kernel) < 1:
             raise IRError(self.name, "kernel", f"must be two sizes >= 1, got {self.kernel}")
         if self.padding < 0:
             raise IRError(self.name, "padding", f"must be >= 0, got {self.padding}")
         self._check_common()
         self._check_stored(
-            "weight", self.weight, (self.out_channels, self.in_channels, *self.kernel)
+            "weight",
+            self.weight,
+            (self.out_channels, self.in_channels // self.groups, *self.kernel),
         )
         self._check_bias(self.out_channels)
 
     @property
     def fan_in(self) -> int:
-        return self.in_channels * self.kernel[0] * self.kernel[1]
+        return self.in_channels // self.groups * self.kernel[0] * self.kernel[1]
+
+    def group(self, g: int) -> Conv2d:
+        """Group ``g`` of a grouped conv as a conv of its own (``groups = 1``), named
+        ``name[g]``: input channels ``g * C/groups ...``, filters ``g * M/groups ...``."""
+        m = self.out_channels // self.groups
+        return replace(
+            self,
+            name=f"{self.name}[{g}]",
+            in_channels=self.in_channels // self.groups,
+            out_channels=m,
+            weight=self.weight[g * m : (g + 1) * m],
+            bias=self.bias[g * m : (g + 1) * m],
+            groups=1,
+        )
 
     def output_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
         c, h, w = in_shape
@@ -277,6 +310,7 @@ class Conv2d(_ComputeLayer):
             "kernel": list(self.kernel),
             "stride": self.stride,
             "padding": self.padding,
+            **({"groups": self.groups} if self.groups != 1 else {}),
             **self._format_dict(),
         }
 
@@ -305,6 +339,81 @@ class MaxPool2d:
 
     def to_manifest(self) -> dict:
         return {"kind": self.kind, "name": self.name, "kernel": 2, "stride": 2}
+
+
+@dataclass(frozen=True, eq=False)
+class AvgPool2d:
+    """Average pooling: window ``kernel`` (kh, kw), square ``stride``, no padding; the
+    activation format ``format`` is kept (:func:`~squeezeforge.sim.numerics.avg_pool_multiplier`
+    gives ``multiplier`` and ``shift``, item 6 of the numeric contract). Global average pooling
+    is a window of the whole input."""
+
+    name: str
+    kernel: tuple[int, int]
+    stride: int
+    multiplier: int
+    shift: int
+    format: FixedFormat
+    kind: ClassVar[str] = "avgpool2d"
+    arrays: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kernel", tuple(int(k) for k in self.kernel))
+        if len(self.kernel) != 2 or min(self.kernel) < 1:
+            raise IRError(self.name, "kernel", f"must be two sizes >= 1, got {self.kernel}")
+        if not isinstance(self.format, FixedFormat):
+            raise IRError(self.name, "format", f"expected {FixedFormat}, got {self.format!r}")
+        for fname, lo, hi in (
+            ("stride", 1, 1 << 16),
+            ("multiplier", 1, int_range(AVG_MULTIPLIER_BITS)[1]),
+            ("shift", 0, MAX_SHIFT - self.format.frac if self.format.frac > 0 else MAX_SHIFT),
+        ):
+            value = getattr(self, fname)
+            if not _is_int(value) or not lo <= value <= hi:
+                raise IRError(self.name, fname, f"must be an integer in {lo}..{hi}, got {value!r}")
+
+    def output_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
+        if len(in_shape) != 3:
+            raise IRError(self.name, "input", f"needs a (C, H, W) input, got {tuple(in_shape)}")
+        c, h, w = in_shape
+        if h < self.kernel[0] or w < self.kernel[1]:
+            raise IRError(self.name, "kernel", f"{self.kernel} larger than the input {h}x{w}")
+        return (
+            c,
+            (h - self.kernel[0]) // self.stride + 1,
+            (w - self.kernel[1]) // self.stride + 1,
+        )
+
+    def as_conv(self, channels: int) -> Conv2d:
+        """The depthwise conv that computes this pooling exactly (every weight the multiplier,
+        fraction length the shift, no bias): what the reference and the conv engine run."""
+        wf = FixedWeights(max(2, self.multiplier.bit_length() + 1), self.shift)
+        return Conv2d(
+            name=self.name,
+            in_channels=channels,
+            out_channels=channels,
+            kernel=self.kernel,
+            stride=self.stride,
+            padding=0,
+            input_format=self.format,
+            weight_format=wf,
+            output_format=self.format,
+            relu=False,
+            weight=np.full((channels, 1, *self.kernel), self.multiplier, dtype=np.int64),
+            bias=np.zeros(channels, dtype=np.int64),
+            groups=channels,
+        )
+
+    def to_manifest(self) -> dict:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "kernel": list(self.kernel),
+            "stride": self.stride,
+            "multiplier": self.multiplier,
+            "shift": self.shift,
+            "format": self.format.to_dict(),
+        }
 
 
 @dataclass(frozen=True, eq=False)
@@ -603,9 +712,9 @@ class SparseDense(_ComputeLayer):
         }
 
 
-Layer = Conv2d | MaxPool2d | Flatten | Dense | SparseDense
+Layer = Conv2d | MaxPool2d | AvgPool2d | Flatten | Dense | SparseDense
 LAYER_KINDS: dict[str, type] = {
-    cls.kind: cls for cls in (Conv2d, MaxPool2d, Flatten, Dense, SparseDense)
+    cls.kind: cls for cls in (Conv2d, MaxPool2d, AvgPool2d, Flatten, Dense, SparseDense)
 }
 COMPUTE_KINDS = (Conv2d, Dense, SparseDense)
 
@@ -659,6 +768,10 @@ class Net:
                         f"{layer.input_format} disagrees with the previous output {fmt}",
                     )
                 fmt = layer.output_format
+            elif isinstance(layer, AvgPool2d) and layer.format != fmt:
+                raise IRError(
+                    layer.name, "format", f"{layer.format} disagrees with its input's {fmt}"
+                )
         n = self.test_inputs.shape[0] if isinstance(self.test_inputs, np.ndarray) else -1
         _check_array(
             "<net>",
@@ -972,7 +1085,7 @@ def _layer_from_manifest(
                 kw[f.name] = (
                     spec if isinstance(spec, np.ndarray) else _read_array(zf, name, f.name, spec)
                 )
-            elif f.name in ("input_format", "output_format"):
+            elif f.name in ("input_format", "output_format", "format"):
                 kw[f.name] = FixedFormat.from_dict(_require(entry, name, f.name))
             elif f.name == "weight_format":
                 kw[f.name] = weight_format_from_dict(_require(entry, name, f.name))
@@ -984,7 +1097,7 @@ def _layer_from_manifest(
         raise IRError(name, f.name, str(exc)) from None
     except (KeyError, TypeError, AttributeError) as exc:
         raise IRError(name, f.name, f"malformed: {exc}") from None
-    if "kernel" in kw and cls is Conv2d:
+    if "kernel" in kw and cls in (Conv2d, AvgPool2d):
         kernel = kw["kernel"]
         if not isinstance(kernel, list) or not all(_is_int(k) for k in kernel):
             raise IRError(name, "kernel", f"must be a list of two integers, got {kernel!r}")
@@ -999,6 +1112,7 @@ def _layer_from_manifest(
         "padding",
         "in_features",
         "out_features",
+        "groups",
     ):
         if key in kw and not _is_int(kw[key]):
             raise IRError(name, key, f"must be an integer, got {kw[key]!r}")

@@ -78,6 +78,11 @@ class StepEntry:
     #: What the step's layer occupies in the engine's memories, by part
     #: (:func:`squeezeforge.sim.storage.layer_storage`).
     storage_bytes: dict[str, int] = field(default_factory=dict)
+    #: The hardware layer the step belongs to (a grouped conv runs one step per group, all of
+    #: one phase), and where in the activation buffers the step's input and output lie.
+    phase: int = 0
+    in_offset: int = 0
+    out_offset: int = 0
 
 
 @dataclass(frozen=True)

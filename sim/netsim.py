@@ -9,6 +9,7 @@ the build's manifest.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -35,8 +36,13 @@ class SimulationError(SqueezeforgeError, ValueError):
 def _golden(net, manifest: Manifest, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     taps = run_net(net, x, taps=True)
     names = [layer.name for layer in net.layers]
-    step_taps = [taps[names.index(s.layers[-1])] for s in manifest.steps]
-    return taps[-1], [t.reshape(len(x), -1) for t in step_taps]
+    step_taps = [
+        taps[names.index(s.layers[-1])].reshape(len(x), -1)[
+            :, s.out_offset : s.out_offset + math.prod(s.out_shape)
+        ]
+        for s in manifest.steps
+    ]
+    return taps[-1], step_taps
 
 
 def simulate(
@@ -193,7 +199,10 @@ def _locate(n: int, got: dict, want: np.ndarray, step_taps, manifest: Manifest) 
         where.update(output=i, expected=int(want[i]), got=int(scores[i]))
     taps = np.asarray(got["taps"], dtype=np.int64)
     offset = 0
-    for s, tap in zip(manifest.steps[:-1], step_taps[:-1], strict=True):
+    last_phase = manifest.steps[-1].phase
+    for s, tap in zip(manifest.steps, step_taps, strict=True):
+        if s.phase == last_phase:  # its outputs are the scores, not taps
+            continue
         ref = tap[n]
         mine = taps[offset : offset + ref.size]
         if mine.shape != ref.shape or np.any(mine != ref):

@@ -42,6 +42,12 @@ Arithmetic of one layer
    left shift when ``shift < 0``; then saturation to ``out.bits``.
 4. ReLU (optional) after saturation: ``max(y, 0)``.
 5. 2x2 max pool (stride 2, odd edges dropped) on the integers; formats pass through unchanged.
+6. Average pooling over a window of ``n`` values keeps the format too: the exact sum ``S``, times
+   a fixed-point reciprocal ``r / 2**s`` of ``n`` (:func:`avg_pool_multiplier`), rounded half up
+   and saturated: ``y = sat((S * r + 2**(s-1)) >> s)``. Where ``n`` is a power of two, ``r = 1``
+   and the division is exact but for that rounding. As ``S * r`` is the sum of the products
+   ``x * r``, this is exactly a depthwise convolution with every weight ``r`` (fraction length
+   ``s``), no bias and the same output format: how the reference and the hardware compute it.
 
 Float inputs enter through :func:`quantize` (round half up, saturate).
 """
@@ -68,6 +74,8 @@ MAX_ACC_BITS = 62
 MAX_SHIFT = 63
 
 __all__ = [
+    "AVG_MULTIPLIER_BITS",
+    "avg_pool_multiplier",
     "MAX_ACC_BITS",
     "MAX_BITS",
     "MAX_FRAC",
@@ -381,6 +389,29 @@ def pow2_decode(codes: np.ndarray, fmt: Pow2Weights | int) -> np.ndarray:
     neg = (c >> (bits - 1)) & 1
     val = np.where(mag > 0, np.left_shift(1, np.maximum(mag - 1, 0)), 0)
     return np.where(neg == 1, -val, val)
+
+
+#: Width of the fixed-point reciprocal an average pool multiplies its sum by (a weight of the
+#: conv engine that runs it: 8 bits fit the engines' usual weight width).
+AVG_MULTIPLIER_BITS = 8
+
+
+def avg_pool_multiplier(window: int, bits: int = AVG_MULTIPLIER_BITS) -> tuple[int, int]:
+    """The reciprocal ``r / 2**s`` of an average pool over ``window`` values: ``(r, s)``.
+
+    ``r = 1, s = log2(window)`` for a power of two; otherwise the largest ``s`` whose
+    ``r = round(2**s / window)`` still fits ``bits`` signed bits, which makes the relative error
+    of the reciprocal at most ``2**-(bits-2)``.
+    """
+    if not isinstance(window, int) or window < 1:
+        raise FormatError(f"average pool window {window!r} must be a positive integer")
+    if window & (window - 1) == 0:
+        return 1, window.bit_length() - 1
+    limit = (1 << (bits - 1)) - 1
+    s = 0
+    while (((1 << (s + 1)) + window // 2) // window) <= limit:
+        s += 1
+    return ((1 << s) + window // 2) // window, s
 
 
 def bias_bits(act: FixedFormat, weights: WeightFormat) -> int:

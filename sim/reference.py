@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import UserError
-from .ir import Conv2d, Dense, Flatten, Layer, MaxPool2d, Net, SparseDense
+from .ir import AvgPool2d, Conv2d, Dense, Flatten, Layer, MaxPool2d, Net, SparseDense
 from .metrics import predictions  # re-exported: callers import it from here
 from .numerics import quantize, requantize
 
@@ -42,9 +42,14 @@ def conv2d_acc(layer: Conv2d, x: np.ndarray) -> np.ndarray:
     win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))
     win = win[:, :, ::s, ::s]  # (N, C, OH, OW, kh, kw)
     _, _, oh, ow = win.shape[:4]
-    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
-    wmat = layer.weight_values().reshape(layer.out_channels, -1).T
-    acc = _matmul(cols, wmat, layer.acc_bits) + layer.bias.astype(np.int64)
+    g = layer.groups
+    cg, mg = c // g, layer.out_channels // g
+    # One GEMM per group: its input channels against its filters.
+    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, g, cg * kh * kw)
+    wmat = layer.weight_values().reshape(g, mg, cg * kh * kw)
+    acc = np.concatenate(
+        [_matmul(cols[:, j], wmat[j].T, layer.acc_bits) for j in range(g)], axis=1
+    ) + layer.bias.astype(np.int64)
     return acc.reshape(n, oh, ow, layer.out_channels).transpose(0, 3, 1, 2)
 
 
@@ -67,6 +72,8 @@ def run_layer(layer: Layer, x: np.ndarray) -> np.ndarray:
         acc = dense_acc(layer, x)
     elif isinstance(layer, MaxPool2d):
         return maxpool2x2(x)
+    elif isinstance(layer, AvgPool2d):
+        return run_layer(layer.as_conv(x.shape[1]), x)
     elif isinstance(layer, Flatten):
         return x.reshape(x.shape[0], -1)
     else:  # pragma: no cover - the IR admits no other kind

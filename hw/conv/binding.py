@@ -108,10 +108,10 @@ class ConvBinding(EngineBinding):
         return cfgs, {"weight": weights, "bias": biases}
 
     def cycles(
-        self, step: EngineStep, params: ConvEngineParams, x: np.ndarray
+        self, step: EngineStep, params: ConvEngineParams, x: np.ndarray, input_delay: int = 0
     ) -> tuple[float, float]:
         # The engine's schedule does not depend on the activations' values.
-        c = conv_cycles(step.layer, step.in_shape, params, pool=step.pool)
+        c = conv_cycles(step.layer, step.in_shape, params, pool=step.pool, input_delay=input_delay)
         return float(c.cycles), float(c.ideal_cycles)
 
     def storage_bytes(self, params: ConvEngineParams) -> int:

@@ -96,7 +96,11 @@ class ConvCycles:
 
 
 def conv_cycles(
-    layer: Conv2d, in_shape: Sequence[int], params: ArrayShape, pool: bool = False
+    layer: Conv2d,
+    in_shape: Sequence[int],
+    params: ArrayShape,
+    pool: bool = False,
+    input_delay: int = 0,
 ) -> ConvCycles:
     """Cycles of ``layer`` on a conv engine with ``params.rows x params.cols`` PEs.
 
@@ -110,6 +114,9 @@ def conv_cycles(
         The engine's parameters (only ``rows`` and ``cols`` matter).
     pool
         The engine also applies the 2x2 max pool.
+    input_delay
+        Cycles after ``start`` before the first input word is offered (a buffer's read
+        latency): it delays the load, which the set-up may hide.
     """
     rows, cols = int(params.rows), int(params.cols)
     c, h, w = (int(s) for s in in_shape)
@@ -133,7 +140,7 @@ def conv_cycles(
     filter_blocks = -(-m // cols)
     per_channel_reads = (oh // 2) * (ow // 2) * 4 if pool else pixels
 
-    take = max(run_start + rows, load + 1)  # cycle the first fold is taken
+    take = max(run_start + rows, load + 1 + input_delay)  # cycle the first fold is taken
     emitted: list[int] = []  # cycle of each block's last read
     for b in range(filter_blocks):
         if b >= 2:

@@ -25,13 +25,28 @@ from squeezeforge.sim.numerics import FixedFormat, FixedWeights
 from ..quant import (
     CompressedLayer,
     FixedQuantizer,
+    QuantAvgPool,
     activation_frac,
     compute_stages,
+    leaf_modules,
     weight_frac,
 )
 from .base import Context, Finetune, LayerSpec, select_layers
 
-__all__ = ["FixedPoint", "calibrate"]
+__all__ = ["FixedPoint", "bind_pool_formats", "calibrate"]
+
+
+def bind_pool_formats(model: nn.Module) -> None:
+    """Give each average pool the format of the activations it pools (and keeps): the output
+    format of the compute layer before it, or the first layer's input format."""
+    leaves = [m for _, m in leaf_modules(model)]
+    first = next(m for m in leaves if isinstance(m, CompressedLayer))
+    fmt = first.input_format
+    for m in leaves:
+        if isinstance(m, CompressedLayer):
+            fmt = m.output_format
+        elif isinstance(m, QuantAvgPool):
+            m.format = fmt
 
 
 def calibrate(model: nn.Module, x: np.ndarray) -> tuple[float, dict[str, float]]:
@@ -84,6 +99,9 @@ class FixedPoint:
 
     def apply(self, model: nn.Module, ctx: Context) -> nn.Module:
         stages = compute_stages(model)
+        pools = [m for _, m in leaf_modules(model) if isinstance(m, QuantAvgPool)]
+        for pool in pools:
+            pool.format = None  # float averages while calibrating
         selected = {name for name, _ in select_layers(model, self.layers, "fixed-point")}
         for st in stages:
             m = st.module
@@ -113,5 +131,7 @@ class FixedPoint:
             m.input_format = fmt
             m.output_format = FixedFormat(bits, out_frac)
             fmt = m.output_format
+        if pools:
+            bind_pool_formats(model)
         ctx.finetune(model, self.finetune, "fixed-point fine-tune")
         return model

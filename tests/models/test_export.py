@@ -72,9 +72,9 @@ def test_unsupported_module_is_named_before_any_work(monkeypatch):
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.LSTM(32, 16))
     with pytest.raises(UserError, match=r"module '2' \(LSTM\) cannot be expressed"):
         post_training_export(model)
-    grouped = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2))
-    with pytest.raises(UserError, match=r"'0' \(Conv2d\) is not supported: groups=2"):
-        post_training_export(grouped)
+    dilated = nn.Sequential(nn.Conv2d(4, 4, 3, dilation=2))
+    with pytest.raises(UserError, match=r"'0' \(Conv2d\) is not supported: dilation=\(2, 2\)"):
+        post_training_export(dilated)
     stray = nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(64, 10))
     with pytest.raises(UserError, match="ReLU '0' does not follow"):
         post_training_export(stray)

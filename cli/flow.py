@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..codegen.flow import FlowConfig, default_out_dir, run_flow
 from ..codegen.resources import TARGETS
+from ..models.nets import MODELS
 from ..sim.ir import check_writable
 from ._output import emit_json
 from .errors import UserError
@@ -24,7 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         " that was interrupted resumes at the first unfinished step.",
     )
     p.add_argument("-o", "--output", default=default_out_dir(), help="output folder")
-    p.add_argument("--model", default="cnn", choices=("cnn", "mlp"))
+    p.add_argument(
+        "--model",
+        default="cnn",
+        choices=sorted(MODELS),
+        help="built-in network: cnn (LeNet-5 style), mlp, mobile (depthwise-separable convs and"
+        " global average pooling); default cnn",
+    )
     p.add_argument("--recipes", default="inq5,deep-compression", help="comma-separated")
     p.add_argument("--images", type=int, default=100, help="test images to simulate")
     p.add_argument(

@@ -33,10 +33,11 @@ digits set (8x8 images, 1,437 train / 360 test, fixed split); nothing is downloa
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train the digits CNN or MLP and save a checkpoint",
-        description="Train a reference network (LeNet-5 style CNN or LeNet-300-100 style MLP)"
-        " on the embedded digits data set, deterministically on CPU, and save a checkpoint"
-        " for `squeezeforge export` or `squeezeforge compress`.",
+        help="train a digits CNN, MLP or compact CNN and save a checkpoint",
+        description="Train a reference network (LeNet-5 style CNN, LeNet-300-100 style MLP, or"
+        " `mobile`: depthwise-separable convs and global average pooling) on the embedded"
+        " digits data set, deterministically on CPU, and save a checkpoint for"
+        " `squeezeforge export` or `squeezeforge compress`.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -86,11 +86,20 @@ class Plan:
         return replace(self, log=(*self.log, message), **changes)
 
 
-def _engine_layer(layer: object, in_shape: tuple[int, ...]) -> Conv2d | Dense | SparseDense | None:
+def _pool_weight_kind(net: Net) -> str:
+    """The weight kind an average pool's conv asks for: power-of-two when every conv of the
+    net has power-of-two weights, so the pool needs no second conv engine."""
+    kinds = {layer.weight_format.kind for layer in net.layers if isinstance(layer, Conv2d)}
+    return "pow2" if kinds == {"pow2"} else "fixed"
+
+
+def _engine_layer(
+    layer: object, in_shape: tuple[int, ...], net: Net
+) -> Conv2d | Dense | SparseDense | None:
     """What an engine computes for ``layer``: itself, the depthwise conv an average pool is,
     or None for a layer that needs no engine of its own (flatten, a fused max pool)."""
     if isinstance(layer, AvgPool2d):
-        return layer.as_conv(in_shape[0])
+        return layer.as_conv(in_shape[0], _pool_weight_kind(net))
     if isinstance(layer, Conv2d | Dense | SparseDense):
         return layer
     return None
@@ -102,7 +111,7 @@ def check_supported(plan: Plan) -> Plan:
     for layer, shape in zip(plan.net.layers, plan.net.input_shapes(), strict=True):
         if isinstance(layer, MaxPool2d) and not isinstance(prev, Conv2d):
             raise IRError(layer.name, "kind", "a max pool must follow a conv layer to be fused")
-        work = _engine_layer(layer, shape)
+        work = _engine_layer(layer, shape, plan.net)
         if work is not None:
             binding_for(work, plan.target)  # raises, naming the layer and the reason
         prev = layer
@@ -119,7 +128,7 @@ def fuse_steps(plan: Plan) -> Plan:
     i = 0
     phase = 0
     while i < len(layers):
-        layer = _engine_layer(layers[i], shapes[i])
+        layer = _engine_layer(layers[i], shapes[i], plan.net)
         if layer is None:  # flatten
             i += 1
             continue

@@ -2,7 +2,8 @@
 
 The flow's entry points:
 
-* :func:`train` a reference net (``"cnn"`` or ``"mlp"``) and :func:`save_checkpoint` it;
+* :func:`train` a reference net (``"cnn"``, ``"mlp"`` or ``"mobile"``) and
+  :func:`save_checkpoint` it;
 * :func:`load_checkpoint` it back;
 * ``squeezeforge.models.compress.compress`` a checkpoint (or model) with a recipe name or file
   into an IR net file, returning the report (the subpackage ``compress`` holds the passes, so the
@@ -13,7 +14,7 @@ The flow's entry points:
 from .compress import load_recipe, shipped_recipes
 from .data import Dataset, load_digits, load_mnist_idx
 from .export import check_supported, post_training_export, to_net
-from .nets import MODELS, DigitsCNN, DigitsMLP, build_model
+from .nets import MODELS, DigitsCNN, DigitsMLP, DigitsMobile, build_model
 from .train import Checkpoint, evaluate, fit, load_checkpoint, predict, save_checkpoint, train
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "Dataset",
     "DigitsCNN",
     "DigitsMLP",
+    "DigitsMobile",
     "build_model",
     "check_supported",
     "evaluate",

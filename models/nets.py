@@ -1,4 +1,4 @@
-"""The two reference networks, sized for 8x8 digits.
+"""The reference networks, sized for 8x8 digits.
 
 Both are plain :class:`torch.nn.Sequential` stacks with named children, so every pass and the
 export walk their modules in execution order, and a layer is addressed by a stable name
@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-__all__ = ["MODELS", "DigitsCNN", "DigitsMLP", "build_model"]
+__all__ = ["MODELS", "DigitsCNN", "DigitsMLP", "DigitsMobile", "build_model"]
 
 
 class DigitsCNN(nn.Sequential):
@@ -63,7 +63,38 @@ class DigitsMLP(nn.Sequential):
         )
 
 
-MODELS: dict[str, type[nn.Sequential]] = {"cnn": DigitsCNN, "mlp": DigitsMLP}
+class DigitsMobile(nn.Sequential):
+    """Compact filters (MobileNet's depthwise-separable block, global average pooling instead
+    of large FC layers) for 8x8 inputs.
+
+    conv1 1->16 3x3 pad 1, ReLU, 2x2 max pool (8x8 -> 4x4); dw2 16->16 3x3 pad 1 depthwise, ReLU;
+    pw2 16->32 1x1, ReLU; gap: 4x4 average (16 values, an exact shift); flatten; fc 32->10.
+    """
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__(
+            OrderedDict(
+                [
+                    ("conv1", nn.Conv2d(1, 16, 3, padding=1)),
+                    ("relu1", nn.ReLU()),
+                    ("pool1", nn.MaxPool2d(2)),
+                    ("dw2", nn.Conv2d(16, 16, 3, padding=1, groups=16)),
+                    ("relu2", nn.ReLU()),
+                    ("pw2", nn.Conv2d(16, 32, 1)),
+                    ("relu3", nn.ReLU()),
+                    ("gap", nn.AvgPool2d(4)),
+                    ("flatten", nn.Flatten()),
+                    ("fc", nn.Linear(32, num_classes)),
+                ]
+            )
+        )
+
+
+MODELS: dict[str, type[nn.Sequential]] = {
+    "cnn": DigitsCNN,
+    "mlp": DigitsMLP,
+    "mobile": DigitsMobile,
+}
 
 
 def build_model(name: str) -> nn.Sequential:

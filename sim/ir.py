@@ -41,6 +41,7 @@ from .numerics import (
     FixedFormat,
     FixedWeights,
     FormatError,
+    Pow2Weights,
     WeightFormat,
     accumulator_bits,
     bias_bits,
@@ -384,10 +385,19 @@ class AvgPool2d:
             (w - self.kernel[1]) // self.stride + 1,
         )
 
-    def as_conv(self, channels: int) -> Conv2d:
+    def as_conv(self, channels: int, weight_kind: str = "fixed") -> Conv2d:
         """The depthwise conv that computes this pooling exactly (every weight the multiplier,
-        fraction length the shift, no bias): what the reference and the conv engine run."""
-        wf = FixedWeights(max(2, self.multiplier.bit_length() + 1), self.shift)
+        fraction length the shift, no bias): what the reference and the conv engine run.
+
+        ``weight_kind="pow2"`` asks for power-of-two weights where the multiplier is 1 (a
+        power-of-two window), so an engine with shift-add PEs runs it; the arithmetic is the
+        same (the weight value 1, fraction length ``shift``).
+        """
+        wf: FixedWeights | Pow2Weights = FixedWeights(
+            max(2, self.multiplier.bit_length() + 1), self.shift
+        )
+        if weight_kind == "pow2" and self.multiplier == 1:
+            wf = Pow2Weights(2, -self.shift, -self.shift)
         return Conv2d(
             name=self.name,
             in_channels=channels,

@@ -21,9 +21,12 @@ from squeezeforge.codegen.build import write_build
 from squeezeforge.codegen.plan import compile_net
 from squeezeforge.models.capture import capture
 from squeezeforge.models.compress.base import Context
+from squeezeforge.models.compress.filters import FilterPrune
 from squeezeforge.models.compress.fixed import FixedPoint
+from squeezeforge.models.compress.lowrank import LowRank
 from squeezeforge.models.data import load_digits
-from squeezeforge.models.export import to_net
+from squeezeforge.models.export import post_training_export, to_net
+from squeezeforge.models.nets import build_model
 from squeezeforge.models.quant import prepare
 from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import AvgPool2d, Conv2d, IRError, load_net, net_to_bytes, save_net
@@ -202,3 +205,23 @@ def test_rtl_bit_exact_and_cycles(exported, tmp_path: Path) -> None:
     report = simulate(tmp_path / "bad", IMAGES)
     assert report["bit_exact"] < IMAGES
     assert report["first_mismatch"]["first_bad_layer"] == "dw"
+
+
+def test_passes_that_would_break_groups_say_so() -> None:
+    data = load_digits()
+    model = prepare(capture(TinyMobile().eval(), data.input_shape))
+    ctx = Context(data=data)
+    with pytest.raises(UserError, match="filter-prune: layer 'dw' is a grouped conv"):
+        FilterPrune(ratio=0.5, layers=["stem"]).apply(model, ctx)
+    with pytest.raises(UserError, match="low-rank: layer 'dw' is a grouped conv"):
+        LowRank(layers=["dw"]).apply(model, ctx)
+
+
+def test_builtin_compact_net_exports_and_compiles() -> None:
+    torch.manual_seed(0)
+    net = post_training_export(build_model("mobile"), bits=8)
+    kinds = {layer.name: (layer.kind, getattr(layer, "groups", 1)) for layer in net.layers}
+    assert kinds["dw2"] == ("conv2d", 16) and kinds["gap"] == ("avgpool2d", 1)
+    plan = compile_net(net)
+    assert sum(s.layers[0] == "dw2" for s in plan.steps) == 16
+    assert sum(s.layers[0] == "gap" for s in plan.steps) == 32

@@ -64,6 +64,12 @@ def remove_filters(
     if nxt is None:
         raise UserError(f"filter-prune: {name!r} is the last layer; its filters are the outputs")
     for n, m in ((name, conv), nxt):
+        if isinstance(m.layer, nn.Conv2d) and m.layer.groups != 1:
+            # Removing a filter would remove a whole group's channel from both layers.
+            raise UserError(
+                f"filter-prune: layer {n!r} is a grouped conv (groups={m.layer.groups}); prune the"
+                " filters of ungrouped convs (select layers by name)"
+            )
         if m.weight_quantizer is not None:
             raise UserError(f"filter-prune: layer {n!r} is already quantized; prune filters first")
 

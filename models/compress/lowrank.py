@@ -148,6 +148,11 @@ class LowRank:
                 second.bias = nn.Parameter(bias.detach().clone())
             return [(f"{name}_a", CompressedLayer(first)), (f"{name}_b", CompressedLayer(second))]
         conv = m.layer
+        if conv.groups != 1:
+            raise UserError(
+                f"low-rank: layer {name!r} is a grouped conv (groups={conv.groups}); its"
+                " factors would not be grouped (select the other layers by name)"
+            )
         mo, c = w.shape[:2]
         if rank is not None:
             if int(rank) < 1:

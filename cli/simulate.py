@@ -9,7 +9,7 @@ import numpy as np
 from ..codegen.build import BuildError, read_manifest
 from ..sim.ir import check_writable, load_net
 from ..sim.metrics import describe
-from ..sim.netsim import SimulationError, simulate
+from ..sim.netsim import SimulationError, layer_cycles, simulate
 from ._inputs import INPUTS_HELP, load_inputs, save_outputs
 from ._output import emit_json, markdown_table
 from .errors import UserError
@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
 
 def print_report(report: dict) -> None:
     rows = [
-        ["+".join(s["layers"]), s["engine"], f"{s['cycles_measured']:.1f}", s["cycles_estimated"]]
-        for s in report["steps"]
+        [s["label"], s["engine"], f"{s['cycles_measured']:.1f}", s["cycles_estimated"]]
+        for s in layer_cycles(report["steps"])
     ]
     t = report.get("target")
     if t:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..sim.ir import atomic_write_bytes
+from ..sim.netsim import layer_cycles
 
 __all__ = ["headline_rows", "write_report"]
 
@@ -72,9 +73,9 @@ def _markdown(report: dict) -> str:
             "| layers | engine | measured | estimated |",
             "|---|---|---:|---:|",
         ]
-        for s in sim["steps"]:
+        for s in layer_cycles(sim["steps"]):
             lines.append(
-                f"| {'+'.join(s['layers'])} | {s['engine']} | {s['cycles_measured']:.1f}"
+                f"| {s['label']} | {s['engine']} | {s['cycles_measured']:.1f}"
                 f" | {s['cycles_estimated']} |"
             )
         lines.append("")

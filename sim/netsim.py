@@ -24,13 +24,40 @@ from .progress import activity
 from .reference import net_inputs, predictions, run_net
 from .rtl import build_verilog, run_cocotb
 
-__all__ = ["SimulationError", "simulate"]
+__all__ = ["SimulationError", "layer_cycles", "simulate"]
 
 BENCH_DIR = Path(__file__).parent / "benches"
 
 
 class SimulationError(SqueezeforgeError, ValueError):
     """A request the simulator cannot run (too many images, a broken build)."""
+
+
+def layer_cycles(steps: list[dict]) -> list[dict]:
+    """A report's ``steps`` with the steps of one layer (the groups of a grouped conv or a pool,
+    which follow each other) summed into one row: ``layers``, ``engine``, ``groups``,
+    ``cycles_measured``, ``cycles_estimated`` and a ``label`` for tables (``dw2 (16 groups)``)."""
+    rows: list[dict] = []
+    for s in steps:
+        if rows and rows[-1]["layers"] == list(s["layers"]):
+            row = rows[-1]
+            row["groups"] += 1
+            row["cycles_measured"] += s["cycles_measured"]
+            row["cycles_estimated"] += s["cycles_estimated"]
+        else:
+            rows.append(
+                {
+                    "layers": list(s["layers"]),
+                    "engine": s["engine"],
+                    "groups": 1,
+                    "cycles_measured": s["cycles_measured"],
+                    "cycles_estimated": s["cycles_estimated"],
+                }
+            )
+    for row in rows:
+        groups = f" ({row['groups']} groups)" if row["groups"] > 1 else ""
+        row["label"] = "+".join(row["layers"]) + groups
+    return rows
 
 
 def _golden(net, manifest: Manifest, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -30,7 +30,7 @@ from squeezeforge.models.nets import build_model
 from squeezeforge.models.quant import prepare
 from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import AvgPool2d, Conv2d, IRError, load_net, net_to_bytes, save_net
-from squeezeforge.sim.netsim import simulate
+from squeezeforge.sim.netsim import layer_cycles, simulate
 from squeezeforge.sim.numerics import FixedFormat, FixedWeights, avg_pool_multiplier
 from squeezeforge.sim.reference import run_layer, run_net
 
@@ -225,3 +225,17 @@ def test_builtin_compact_net_exports_and_compiles() -> None:
     plan = compile_net(net)
     assert sum(s.layers[0] == "dw2" for s in plan.steps) == 16
     assert sum(s.layers[0] == "gap" for s in plan.steps) == 32
+
+
+def test_reports_sum_the_groups_of_a_layer() -> None:
+    steps = [
+        {"layers": ["c1", "p1"], "engine": "conv", "cycles_measured": 10.0, "cycles_estimated": 10},
+        *[
+            {"layers": ["dw"], "engine": "conv", "cycles_measured": 5.0, "cycles_estimated": 6}
+            for _ in range(3)
+        ],
+        {"layers": ["fc"], "engine": "fc", "cycles_measured": 2.5, "cycles_estimated": 3},
+    ]
+    rows = layer_cycles(steps)
+    assert [r["label"] for r in rows] == ["c1+p1", "dw (3 groups)", "fc"]
+    assert (rows[1]["cycles_measured"], rows[1]["cycles_estimated"]) == (15.0, 18)

@@ -128,6 +128,7 @@ def random_conv2d(
     extreme: bool = False,
     relu: bool | None = None,
     name: str = "conv",
+    groups: int = 1,
 ) -> Conv2d:
     inp, wf, out = _formats(rng, kind, act_bits, weight_bits)
     c = in_channels or int(rng.integers(1, 5))
@@ -144,13 +145,14 @@ def random_conv2d(
         weight_format=wf,
         output_format=out,
         relu=bool(rng.integers(0, 2)) if relu is None else relu,
-        weight=np.zeros((m, c, *k), dtype=np.int64),
+        weight=np.zeros((m, c // groups, *k), dtype=np.int64),
         bias=np.zeros(m, dtype=np.int64),
+        groups=groups,
     )
     return Conv2d(
         **{
             **probe.__dict__,
-            "weight": random_stored_weights(rng, wf, (m, c, *k), density, extreme),
+            "weight": random_stored_weights(rng, wf, (m, c // groups, *k), density, extreme),
             "bias": _bias(rng, probe.bias_bits, m, extreme),
         }
     )

@@ -8,6 +8,7 @@ the cycle model's count, and fails on one corrupted weight of a depthwise group.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,9 +30,19 @@ from squeezeforge.models.export import post_training_export, to_net
 from squeezeforge.models.nets import build_model
 from squeezeforge.models.quant import prepare
 from squeezeforge.sim.errors import UserError
-from squeezeforge.sim.ir import AvgPool2d, Conv2d, IRError, load_net, net_to_bytes, save_net
+from squeezeforge.sim.ir import (
+    AvgPool2d,
+    Conv2d,
+    Flatten,
+    IRError,
+    Net,
+    load_net,
+    net_to_bytes,
+    save_net,
+)
 from squeezeforge.sim.netsim import layer_cycles, simulate
 from squeezeforge.sim.numerics import FixedFormat, FixedWeights, avg_pool_multiplier
+from squeezeforge.sim.random_layers import random_activations, random_conv2d, random_dense
 from squeezeforge.sim.reference import run_layer, run_net
 
 
@@ -239,3 +250,41 @@ def test_reports_sum_the_groups_of_a_layer() -> None:
     rows = layer_cycles(steps)
     assert [r["label"] for r in rows] == ["c1+p1", "dw (3 groups)", "fc"]
     assert (rows[1]["cycles_measured"], rows[1]["cycles_estimated"]) == (15.0, 18)
+
+
+def _random_compact_net(rng: np.random.Generator) -> Net:
+    """A grouped conv and an average pool of random shapes, formats chained, then a dense."""
+    inp, act = FixedFormat(8, 4), FixedFormat(8, 3)
+    groups = int(rng.integers(2, 5))
+    c = groups * int(rng.integers(1, 3))
+    m = groups * int(rng.integers(1, 3))
+    side = int(rng.integers(5, 9))
+    conv = random_conv2d(
+        rng, in_channels=c, out_channels=m, act_bits=8, relu=True, name="gconv", groups=groups
+    )
+    conv = replace(conv, input_format=inp, output_format=act)
+    _, oh, ow = conv.output_shape((c, side, side))
+    k = (int(rng.integers(1, min(oh, 3) + 1)), int(rng.integers(1, min(ow, 3) + 1)))
+    r, s = avg_pool_multiplier(k[0] * k[1])
+    pool = AvgPool2d("avg", k, int(rng.integers(1, 3)), r, s, act)
+    features = math.prod(pool.output_shape((m, oh, ow)))
+    fc = random_dense(rng, in_features=features, out_features=3, act_bits=8, name="fc")
+    fc = replace(fc, input_format=act, output_format=FixedFormat(8, 0))
+    x = random_activations(rng, inp, (3, c, side, side))
+    layers = (conv, pool, Flatten("flatten"), fc)
+    probe = Net("compact", (c, side, side), inp, layers, x, np.zeros(3, np.int64),
+                np.zeros((3, 3), np.int64))  # fmt: skip
+    return probe.replace(test_outputs=run_net(probe, x))
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("seed", [5])
+def test_random_grouped_conv_and_pool_on_rtl(seed: int, tmp_path: Path) -> None:
+    net = _random_compact_net(np.random.default_rng(seed))
+    plan = compile_net(net)
+    write_build(plan, tmp_path / "b")
+    report = simulate(tmp_path / "b", 3)
+    assert report["bit_exact"] == 3 and report["golden_consistent"], net.layers
+    for s, measured in zip(plan.steps, report["steps"], strict=True):
+        if s.engine.startswith("conv"):
+            assert measured["cycles_measured"] == s.cycles_estimated, s.layers

@@ -94,12 +94,13 @@ def _pool_weight_kind(net: Net) -> str:
 
 
 def _engine_layer(
-    layer: object, in_shape: tuple[int, ...], net: Net
+    layer: object, in_shape: tuple[int, ...], pool_kind: str
 ) -> Conv2d | Dense | SparseDense | None:
-    """What an engine computes for ``layer``: itself, the depthwise conv an average pool is,
-    or None for a layer that needs no engine of its own (flatten, a fused max pool)."""
+    """What an engine computes for ``layer``: itself, the depthwise conv an average pool is
+    (with ``pool_kind`` weights where it can), or None for a layer that needs no engine of its
+    own (flatten, a fused max pool)."""
     if isinstance(layer, AvgPool2d):
-        return layer.as_conv(in_shape[0], _pool_weight_kind(net))
+        return layer.as_conv(in_shape[0], pool_kind)
     if isinstance(layer, Conv2d | Dense | SparseDense):
         return layer
     return None
@@ -108,10 +109,11 @@ def _engine_layer(
 def check_supported(plan: Plan) -> Plan:
     """Every layer must map onto an engine; say which one does not, before any long step."""
     prev: object = None
+    pool_kind = _pool_weight_kind(plan.net)
     for layer, shape in zip(plan.net.layers, plan.net.input_shapes(), strict=True):
         if isinstance(layer, MaxPool2d) and not isinstance(prev, Conv2d):
             raise IRError(layer.name, "kind", "a max pool must follow a conv layer to be fused")
-        work = _engine_layer(layer, shape, plan.net)
+        work = _engine_layer(layer, shape, pool_kind)
         if work is not None:
             binding_for(work, plan.target)  # raises, naming the layer and the reason
         prev = layer
@@ -127,8 +129,9 @@ def fuse_steps(plan: Plan) -> Plan:
     outs = plan.net.shapes()
     i = 0
     phase = 0
+    pool_kind = _pool_weight_kind(plan.net)
     while i < len(layers):
-        layer = _engine_layer(layers[i], shapes[i], plan.net)
+        layer = _engine_layer(layers[i], shapes[i], pool_kind)
         if layer is None:  # flatten
             i += 1
             continue

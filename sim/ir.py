@@ -9,8 +9,13 @@ vectors and free-form metadata. Everything is validated on load; any disagreemen
 Layer kinds: ``conv2d`` (grouped and depthwise too), ``maxpool2d`` (2x2, stride 2),
 ``avgpool2d`` (any window, global included), ``flatten`` (C, H, W order, as PyTorch),
 ``dense`` and ``sparse_dense`` (a pruned matrix for the sparse unit; its EIE compressed sparse
-column layout over the unit's PEs, :func:`encode_csc`, is made by the compiler from the Target).
-Version 1 files, which held that layout for one PE count, are still read.
+column layout over the unit's PEs, :func:`encode_csc`, is made by the compiler from the Target),
+``add`` (a residual connection) and ``concat`` (along the channels).
+
+The layers form a graph of named tensors listed in a topological order: each layer reads the
+tensors its ``inputs`` name (layer names, or :data:`NET_INPUT`), by default the previous layer's
+output; the last layer's output is the net's. Version 1 files, which held the CSC layout for one
+PE count, and version 2 files (plain stacks) are still read.
 Arrays hold *stored* weights: integer values for fixed-point and power-of-two formats, indices for
 codebook formats; in every format a stored 0 is an exact zero weight.
 """
@@ -34,6 +39,7 @@ import numpy as np
 from .errors import SqueezeforgeError, UserError
 from .metrics import task_of
 from .numerics import (
+    ADD_MAX_ALIGN,
     AVG_MULTIPLIER_BITS,
     MAX_ACC_BITS,
     MAX_SHIFT,
@@ -50,14 +56,20 @@ from .numerics import (
 )
 
 FORMAT_NAME = "squeezeforge-net"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # Version 1 stored sparse_dense layers in CSC form for a fixed PE count; they are still read
-# (decoded to the matrix), and written as version 2.
-READ_VERSIONS = (1, 2)
+# (decoded to the matrix). Version 3 added the graph (``inputs``, ``add``, ``concat``); a net
+# that is a plain stack is still written as version 2, byte for byte as before, so that older
+# readers take it.
+CHAIN_VERSION = 2
+READ_VERSIONS = (1, 2, 3)
 
 __all__ = [
     "FORMAT_VERSION",
+    "NET_INPUT",
+    "Add",
     "AvgPool2d",
+    "Concat",
     "Conv2d",
     "CscMatrix",
     "Dense",
@@ -242,6 +254,7 @@ class Conv2d(_ComputeLayer):
     kind: ClassVar[str] = "conv2d"
     arrays: ClassVar[tuple[str, ...]] = ("weight", "bias")
     groups: int = 1
+    inputs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kernel", tuple(int(k) for k in self.kernel))
@@ -323,6 +336,7 @@ class MaxPool2d:
     name: str
     kernel: int = 2
     stride: int = 2
+    inputs: tuple[str, ...] = ()
     kind: ClassVar[str] = "maxpool2d"
     arrays: ClassVar[tuple[str, ...]] = ()
 
@@ -355,6 +369,7 @@ class AvgPool2d:
     multiplier: int
     shift: int
     format: FixedFormat
+    inputs: tuple[str, ...] = ()
     kind: ClassVar[str] = "avgpool2d"
     arrays: ClassVar[tuple[str, ...]] = ()
 
@@ -431,6 +446,7 @@ class Flatten:
     """(C, H, W) to C*H*W features in C, H, W order."""
 
     name: str
+    inputs: tuple[str, ...] = ()
     kind: ClassVar[str] = "flatten"
     arrays: ClassVar[tuple[str, ...]] = ()
 
@@ -456,6 +472,7 @@ class Dense(_ComputeLayer):
     bias: np.ndarray
     kind: ClassVar[str] = "dense"
     arrays: ClassVar[tuple[str, ...]] = ("weight", "bias")
+    inputs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for fname in ("in_features", "out_features"):
@@ -671,6 +688,7 @@ class SparseDense(_ComputeLayer):
     bias: np.ndarray
     kind: ClassVar[str] = "sparse_dense"
     arrays: ClassVar[tuple[str, ...]] = ("weight", "bias")
+    inputs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for fname in ("in_features", "out_features"):
@@ -722,11 +740,70 @@ class SparseDense(_ComputeLayer):
         }
 
 
-Layer = Conv2d | MaxPool2d | AvgPool2d | Flatten | Dense | SparseDense
+@dataclass(frozen=True, eq=False)
+class Add:
+    """Element-wise sum of two tensors of one shape (a residual connection), item 7 of the
+    numeric contract: the inputs aligned exactly to the larger fraction length, summed, then
+    requantized to ``format`` (round half up, saturate) and, with ``relu``, clipped at 0."""
+
+    name: str
+    inputs: tuple[str, ...]
+    format: FixedFormat
+    relu: bool = False
+    kind: ClassVar[str] = "add"
+    arrays: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        if not isinstance(self.format, FixedFormat):
+            raise IRError(self.name, "format", f"expected {FixedFormat}, got {self.format!r}")
+        if len(self.inputs) != 2:
+            raise IRError(self.name, "inputs", f"an add takes 2 inputs, got {len(self.inputs)}")
+
+    def output_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
+        return tuple(in_shape)
+
+    def to_manifest(self) -> dict:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "format": self.format.to_dict(),
+            "relu": self.relu,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class Concat:
+    """Its inputs joined along the channels (the first axis: channels of a (C, H, W) tensor,
+    features of a flat one) in the order listed; they share one format, which is kept."""
+
+    name: str
+    inputs: tuple[str, ...]
+    kind: ClassVar[str] = "concat"
+    arrays: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        if len(self.inputs) < 2:
+            raise IRError(self.name, "inputs", f"a concat takes 2 or more, got {len(self.inputs)}")
+
+    def output_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
+        return tuple(in_shape)  # of one input; Net joins the shapes of all of them
+
+    def to_manifest(self) -> dict:
+        return {"kind": self.kind, "name": self.name}
+
+
+Layer = Conv2d | MaxPool2d | AvgPool2d | Flatten | Dense | SparseDense | Add | Concat
 LAYER_KINDS: dict[str, type] = {
-    cls.kind: cls for cls in (Conv2d, MaxPool2d, AvgPool2d, Flatten, Dense, SparseDense)
+    cls.kind: cls
+    for cls in (Conv2d, MaxPool2d, AvgPool2d, Flatten, Dense, SparseDense, Add, Concat)
 }
 COMPUTE_KINDS = (Conv2d, Dense, SparseDense)
+#: Kinds that take more than one input.
+JOIN_KINDS = (Add, Concat)
+#: The name by which a layer refers to the net's input.
+NET_INPUT = "input"
 
 
 def busiest_pe_entries(layer: Dense | SparseDense, n_pe: int, index_bits: int) -> int:
@@ -767,20 +844,16 @@ class Net:
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise IRError(sorted(dup)[0], "name", "layer names must be unique")
-        shapes = self.shapes()
-        fmt = self.input_format
-        for layer in self.layers:
-            if isinstance(layer, COMPUTE_KINDS):
-                if layer.input_format != fmt:
-                    raise IRError(
-                        layer.name,
-                        "input_format",
-                        f"{layer.input_format} disagrees with the previous output {fmt}",
-                    )
-                fmt = layer.output_format
-            elif isinstance(layer, AvgPool2d) and layer.format != fmt:
+        if NET_INPUT in names:
+            raise IRError(NET_INPUT, "name", f"{NET_INPUT!r} names the net's input, not a layer")
+        out_shape = self._tensors()[0][self.layers[-1].name]
+        used = {src for k in range(len(self.layers)) for src in self.sources(k)}
+        for layer in self.layers[:-1]:
+            if layer.name not in used:
                 raise IRError(
-                    layer.name, "format", f"{layer.format} disagrees with its input's {fmt}"
+                    layer.name,
+                    "inputs",
+                    "its output is used by no layer (only the last layer's output leaves the net)",
                 )
         n = self.test_inputs.shape[0] if isinstance(self.test_inputs, np.ndarray) else -1
         _check_array(
@@ -793,12 +866,12 @@ class Net:
         )
         if isinstance(self.test_labels, np.ndarray) and self.test_labels.dtype.kind == "f":
             # Regression: real-valued targets, one per output.
-            if tuple(self.test_labels.shape) != (n, *shapes[-1]):
+            if tuple(self.test_labels.shape) != (n, *out_shape):
                 raise IRError(
                     "<net>",
                     "test_labels",
                     f"shape {tuple(self.test_labels.shape)} disagrees with expected"
-                    f" {(n, *shapes[-1])} (float targets, one per output)",
+                    f" {(n, *out_shape)} (float targets, one per output)",
                 )
             if not np.all(np.isfinite(self.test_labels)):
                 raise IRError("<net>", "test_labels", "holds NaN or infinite values")
@@ -808,30 +881,135 @@ class Net:
             "<net>",
             "test_outputs",
             self.test_outputs,
-            (n, *shapes[-1]),
+            (n, *out_shape),
             self.output_format.min,
             self.output_format.max,
         )
 
+    def sources(self, index: int) -> tuple[str, ...]:
+        """The tensors layer ``index`` reads: its ``inputs``, or when it names none, the
+        previous layer's output (:data:`NET_INPUT` for the first layer)."""
+        layer = self.layers[index]
+        if layer.inputs:
+            return tuple(layer.inputs)
+        return (self.layers[index - 1].name if index else NET_INPUT,)
+
+    @property
+    def is_chain(self) -> bool:
+        """Whether every layer reads only the layer before it (the net is a plain stack)."""
+        previous = NET_INPUT
+        for k, layer in enumerate(self.layers):
+            if self.sources(k) != (previous,):
+                return False
+            previous = layer.name
+        return True
+
+    def consumers(self, tensor: str) -> list[int]:
+        """Indices of the layers that read ``tensor`` (a layer name or :data:`NET_INPUT`)."""
+        return [k for k in range(len(self.layers)) if tensor in self.sources(k)]
+
+    def _tensors(self) -> tuple[dict[str, tuple[int, ...]], dict[str, FixedFormat]]:
+        """Shape and format of every tensor, checking the graph on the way: inputs that exist
+        and come earlier, the input count of each kind, shapes and formats that agree."""
+        shapes: dict[str, tuple[int, ...]] = {NET_INPUT: self.input_shape}
+        formats: dict[str, FixedFormat] = {NET_INPUT: self.input_format}
+        names = {layer.name for layer in self.layers}
+        for k, layer in enumerate(self.layers):
+            srcs = self.sources(k)
+            if not isinstance(layer.inputs, tuple) or not all(
+                isinstance(x, str) for x in layer.inputs
+            ):
+                raise IRError(layer.name, "inputs", f"must be layer names, got {layer.inputs!r}")
+            for src in srcs:
+                if src == layer.name:
+                    raise IRError(layer.name, "inputs", "a layer cannot read its own output")
+                if src not in shapes:
+                    why = (
+                        "comes later in the net (a cycle, or layers out of order)"
+                        if src in names
+                        else "is not a layer of the net (a dangling input)"
+                    )
+                    raise IRError(layer.name, "inputs", f"{src!r} {why}")
+            if not isinstance(layer, JOIN_KINDS) and len(srcs) != 1:
+                raise IRError(
+                    layer.name, "inputs", f"a {layer.kind} layer takes 1 input, got {len(srcs)}"
+                )
+            in_shapes = [shapes[src] for src in srcs]
+            in_formats = [formats[src] for src in srcs]
+            if isinstance(layer, Add):
+                if in_shapes[0] != in_shapes[1]:
+                    raise IRError(
+                        layer.name,
+                        "inputs",
+                        f"shapes {in_shapes[0]} and {in_shapes[1]} of {srcs[0]!r} and"
+                        f" {srcs[1]!r} differ",
+                    )
+                align = abs(in_formats[0].frac - in_formats[1].frac)
+                if align > ADD_MAX_ALIGN:
+                    raise IRError(
+                        layer.name,
+                        "inputs",
+                        f"fraction lengths {in_formats[0].frac} and {in_formats[1].frac} lie"
+                        f" {align} apart (at most {ADD_MAX_ALIGN})",
+                    )
+                shape, fmt = in_shapes[0], layer.format
+            elif isinstance(layer, Concat):
+                rest = {s[1:] for s in in_shapes}
+                if len(rest) != 1 or len({len(s) for s in in_shapes}) != 1:
+                    raise IRError(
+                        layer.name,
+                        "inputs",
+                        f"shapes {', '.join(map(str, in_shapes))} differ beyond the first axis",
+                    )
+                if len(set(in_formats)) != 1:
+                    raise IRError(
+                        layer.name,
+                        "inputs",
+                        f"formats {', '.join(map(str, in_formats))} differ (a concat keeps its"
+                        " inputs' one format)",
+                    )
+                shape = (sum(s[0] for s in in_shapes), *in_shapes[0][1:])
+                fmt = in_formats[0]
+            else:
+                shape = layer.output_shape(in_shapes[0])
+                fmt = in_formats[0]
+                if isinstance(layer, COMPUTE_KINDS):
+                    if layer.input_format != fmt:
+                        raise IRError(
+                            layer.name,
+                            "input_format",
+                            f"{layer.input_format} disagrees with its input's {fmt}",
+                        )
+                    fmt = layer.output_format
+                elif isinstance(layer, AvgPool2d) and layer.format != fmt:
+                    raise IRError(
+                        layer.name, "format", f"{layer.format} disagrees with its input's {fmt}"
+                    )
+            shapes[layer.name] = shape
+            formats[layer.name] = fmt
+        return shapes, formats
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of every tensor by name: :data:`NET_INPUT` and each layer's output."""
+        return self._tensors()[0]
+
+    def tensor_formats(self) -> dict[str, FixedFormat]:
+        """Format of every tensor by name: :data:`NET_INPUT` and each layer's output."""
+        return self._tensors()[1]
+
     def shapes(self) -> list[tuple[int, ...]]:
         """Output shape of every layer."""
-        out = []
-        shape: tuple[int, ...] = self.input_shape
-        for layer in self.layers:
-            shape = layer.output_shape(shape)
-            out.append(shape)
-        return out
+        shapes = self.tensor_shapes()
+        return [shapes[layer.name] for layer in self.layers]
 
     def input_shapes(self) -> list[tuple[int, ...]]:
-        return [self.input_shape, *self.shapes()[:-1]]
+        """Shape of every layer's (first) input."""
+        shapes = self.tensor_shapes()
+        return [shapes[self.sources(k)[0]] for k in range(len(self.layers))]
 
     @property
     def output_format(self) -> FixedFormat:
-        fmt = self.input_format
-        for layer in self.layers:
-            if isinstance(layer, COMPUTE_KINDS):
-                fmt = layer.output_format
-        return fmt
+        return self.tensor_formats()[self.layers[-1].name]
 
     def compute_layers(self) -> Iterator[tuple[Layer, tuple[int, ...]]]:
         for layer, shape in zip(self.layers, self.input_shapes(), strict=True):
@@ -893,6 +1071,8 @@ def net_to_bytes(net: Net) -> bytes:
     layer_entries = []
     for layer in net.layers:
         entry = layer.to_manifest()
+        if layer.inputs:
+            entry["inputs"] = list(layer.inputs)
         if layer.arrays:
             entry["arrays"] = {}
         for aname in layer.arrays:
@@ -923,7 +1103,7 @@ def net_to_bytes(net: Net) -> bytes:
         tests[aname] = {"file": fname, "shape": list(arr.shape), "dtype": arr.dtype.name}
     manifest = {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": CHAIN_VERSION if net.is_chain else FORMAT_VERSION,
         "name": net.name,
         "input": {"shape": list(net.input_shape), "format": net.input_format.to_dict()},
         "layers": layer_entries,
@@ -1107,6 +1287,13 @@ def _layer_from_manifest(
         raise IRError(name, f.name, str(exc)) from None
     except (KeyError, TypeError, AttributeError) as exc:
         raise IRError(name, f.name, f"malformed: {exc}") from None
+    if "inputs" in kw:
+        inputs = kw["inputs"]
+        if not isinstance(inputs, list) or not all(isinstance(x, str) and x for x in inputs):
+            raise IRError(name, "inputs", f"must be a list of layer names, got {inputs!r}")
+        if version < 3:
+            raise IRError(name, "inputs", f"appears in a version {version} file (from version 3)")
+        kw["inputs"] = tuple(inputs)
     if "kernel" in kw and cls in (Conv2d, AvgPool2d):
         kernel = kw["kernel"]
         if not isinstance(kernel, list) or not all(_is_int(k) for k in kernel):

@@ -48,6 +48,11 @@ Arithmetic of one layer
    and the division is exact but for that rounding. As ``S * r`` is the sum of the products
    ``x * r``, this is exactly a depthwise convolution with every weight ``r`` (fraction length
    ``s``), no bias and the same output format: how the reference and the hardware compute it.
+7. A residual add of ``a`` (fraction length ``fa``) and ``b`` (``fb``) aligns both exactly to
+   ``m = max(fa, fb)`` by left shifts, sums them, and requantizes the sum (fraction length
+   ``m``) to its output format as in 3 and 4: ``y = sat(round((a << (m-fa)) + (b << (m-fb))))``
+   (:func:`add_aligned`). ``|fa - fb|`` is at most :data:`ADD_MAX_ALIGN`. A channel concat
+   moves values without changing them; its inputs share one format.
 
 Float inputs enter through :func:`quantize` (round half up, saturate).
 """
@@ -74,7 +79,9 @@ MAX_ACC_BITS = 62
 MAX_SHIFT = 63
 
 __all__ = [
+    "ADD_MAX_ALIGN",
     "AVG_MULTIPLIER_BITS",
+    "add_aligned",
     "avg_pool_multiplier",
     "MAX_ACC_BITS",
     "MAX_BITS",
@@ -412,6 +419,26 @@ def avg_pool_multiplier(window: int, bits: int = AVG_MULTIPLIER_BITS) -> tuple[i
     while (((1 << (s + 1)) + window // 2) // window) <= limit:
         s += 1
     return ((1 << s) + window // 2) // window, s
+
+
+#: Largest difference of the fraction lengths an add aligns: the hardware scales the input with
+#: the smaller one by ``2**d`` (a weight of a 1x1 conv), which must fit a 16-bit weight.
+ADD_MAX_ALIGN = MAX_BITS - 2
+
+
+def add_aligned(
+    a: np.ndarray, a_frac: int, b: np.ndarray, b_frac: int, out: FixedFormat, *, apply_relu: bool
+) -> np.ndarray:
+    """Item 7 of the contract: ``a + b`` aligned exactly, then requantized to ``out``."""
+    if abs(a_frac - b_frac) > ADD_MAX_ALIGN:
+        raise FormatError(
+            f"fraction lengths {a_frac} and {b_frac} lie more than {ADD_MAX_ALIGN} apart"
+        )
+    m = max(a_frac, b_frac)
+    acc = (np.asarray(a, dtype=np.int64) << (m - a_frac)) + (
+        np.asarray(b, dtype=np.int64) << (m - b_frac)
+    )
+    return requantize(acc, m, out, apply_relu=apply_relu)
 
 
 def bias_bits(act: FixedFormat, weights: WeightFormat) -> int:

@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from .ir import Conv2d, Dense, Flatten, MaxPool2d, Net, SparseDense
+from .ir import Add, Concat, Conv2d, Dense, Flatten, MaxPool2d, Net, SparseDense
 from .numerics import (
     CodebookWeights,
     FixedFormat,
@@ -24,6 +24,7 @@ __all__ = [
     "random_activations",
     "random_conv2d",
     "random_dense",
+    "random_graph_net",
     "random_net",
     "random_sparse_dense",
     "random_stored_weights",
@@ -254,5 +255,96 @@ def random_net(rng: np.random.Generator, n_tests: int = 4, kind: WeightKind = "f
         x,
         np.zeros(n_tests, np.int64),
         np.zeros((n_tests, 5), np.int64),
+    )
+    return probe.replace(test_outputs=run_net(probe, x))
+
+
+def random_graph_net(
+    rng: np.random.Generator,
+    n_tests: int = 4,
+    *,
+    channels: int | None = None,
+    size: int | None = None,
+    act_bits: int = 8,
+) -> Net:
+    """A small graph with a residual block and a fire module: stem conv, two convs, an add of
+    the stem and the second conv, two expand convs (1x1 and 3x3) joined by a concat, then a
+    dense layer. Every tensor has its own random fraction length, so the add aligns them."""
+    from .reference import run_net
+
+    c = channels or int(rng.integers(1, 4))
+    e = int(rng.integers(1, 4))
+    hw = size or int(rng.integers(3, 6))
+
+    def fmt() -> FixedFormat:
+        return FixedFormat(act_bits, int(rng.integers(1, act_bits)))
+
+    def conv(
+        name: str,
+        cin: int,
+        cout: int,
+        k: int,
+        fin: FixedFormat,
+        fout: FixedFormat,
+        relu: bool,
+        inputs: tuple[str, ...] = (),
+    ) -> Conv2d:
+        layer = random_conv2d(
+            rng,
+            in_channels=cin,
+            out_channels=cout,
+            kernel=(k, k),
+            stride=1,
+            padding=k // 2,
+            act_bits=act_bits,
+            weight_bits=int(rng.integers(3, 9)),
+            relu=relu,
+            name=name,
+        )
+        # Requantization shifts only right: the weights' fraction length covers the gap.
+        wf = layer.weight_format
+        wfrac = max(fout.frac - fin.frac, 0) + int(rng.integers(0, 3))
+        return Conv2d(
+            **{
+                **layer.__dict__,
+                "input_format": fin,
+                "output_format": fout,
+                "weight_format": FixedWeights(wf.bits, wfrac),
+                "inputs": inputs,
+            }
+        )
+
+    f_in, f_stem, f_b1, f_b2, f_res, f_cat = (fmt() for _ in range(6))
+    res_relu = bool(rng.integers(0, 2))
+    layers = [
+        conv("stem", 1, c, 3, f_in, f_stem, True),
+        conv("b1", c, c, 3, f_stem, f_b1, True),
+        conv("b2", c, c, 3, f_b1, f_b2, False),
+        Add("res", ("stem", "b2"), f_res, relu=res_relu),
+        conv("e1", c, e, 1, f_res, f_cat, True),
+        conv("e3", c, e, 3, f_res, f_cat, True, inputs=("res",)),
+        Concat("cat", ("e1", "e3")),
+        Flatten("flatten"),
+    ]
+    fc = random_dense(
+        rng,
+        in_features=2 * e * hw * hw,
+        out_features=3,
+        act_bits=act_bits,
+        weight_bits=8,
+        relu=False,
+        name="fc",
+    )
+    out = FixedFormat(act_bits, f_cat.frac)  # a shift of the weights' fraction length
+    layers.append(Dense(**{**fc.__dict__, "input_format": f_cat, "output_format": out}))
+    x = random_activations(rng, f_in, (n_tests, 1, hw, hw))
+    probe = Net(
+        "random-graph",
+        (1, hw, hw),
+        f_in,
+        tuple(layers),
+        x,
+        np.zeros(n_tests, np.int64),
+        np.zeros((n_tests, 3), np.int64),
     )
     return probe.replace(test_outputs=run_net(probe, x))

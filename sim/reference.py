@@ -10,9 +10,21 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import UserError
-from .ir import AvgPool2d, Conv2d, Dense, Flatten, Layer, MaxPool2d, Net, SparseDense
+from .ir import (
+    NET_INPUT,
+    Add,
+    AvgPool2d,
+    Concat,
+    Conv2d,
+    Dense,
+    Flatten,
+    Layer,
+    MaxPool2d,
+    Net,
+    SparseDense,
+)
 from .metrics import predictions  # re-exported: callers import it from here
-from .numerics import quantize, requantize
+from .numerics import FixedFormat, add_aligned, quantize, requantize
 
 __all__ = [
     "conv2d_acc",
@@ -20,6 +32,7 @@ __all__ = [
     "maxpool2x2",
     "net_inputs",
     "predictions",
+    "run_join",
     "run_layer",
     "run_net",
 ]
@@ -81,6 +94,14 @@ def run_layer(layer: Layer, x: np.ndarray) -> np.ndarray:
     return requantize(acc, layer.acc_frac, layer.output_format, apply_relu=layer.relu)
 
 
+def run_join(layer: Add | Concat, xs: list[np.ndarray], formats: list[FixedFormat]) -> np.ndarray:
+    """A layer of several inputs on batches ``xs`` whose formats are ``formats``."""
+    if isinstance(layer, Add):
+        (a, b), (fa, fb) = xs, formats
+        return add_aligned(a, fa.frac, b, fb.frac, layer.format, apply_relu=layer.relu)
+    return np.concatenate(xs, axis=1)
+
+
 def run_net(net: Net, x: np.ndarray, *, taps: bool = False) -> np.ndarray | list[np.ndarray]:
     """Run ``net`` on integer inputs ``x`` of shape (N, *input_shape).
 
@@ -93,9 +114,21 @@ def run_net(net: Net, x: np.ndarray, *, taps: bool = False) -> np.ndarray | list
     lo, hi = net.input_format.min, net.input_format.max
     if x.size and (x.min() < lo or x.max() > hi):
         raise ValueError(f"inputs outside the input format's range [{lo}, {hi}]")
+    formats = net.tensor_formats()
+    values = {NET_INPUT: x}
+    # A tensor is dropped after its last reader, so a plain stack holds two at a time.
+    last_use = {src: k for k in range(len(net.layers)) for src in net.sources(k)}
     outs: list[np.ndarray] = []
-    for layer in net.layers:
-        x = run_layer(layer, x)
+    for k, layer in enumerate(net.layers):
+        srcs = net.sources(k)
+        if isinstance(layer, Add | Concat):
+            x = run_join(layer, [values[s] for s in srcs], [formats[s] for s in srcs])
+        else:
+            x = run_layer(layer, values[srcs[0]])
+        for src in srcs:
+            if last_use[src] == k and not taps:
+                values.pop(src, None)
+        values[layer.name] = x
         outs.append(x)
     return outs if taps else x
 

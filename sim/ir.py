@@ -135,6 +135,7 @@ class _ComputeLayer:
     output_format: FixedFormat
     relu: bool
     bias: np.ndarray
+    clamp_max: int | None
 
     def __repr__(self) -> str:
         # The dataclass repr would print the weight and bias arrays.
@@ -142,7 +143,8 @@ class _ComputeLayer:
         return (
             f"{type(self).__name__}({self.name!r}, fan-in {self.fan_in},"
             f" {w.kind} weights {w.stored_bits} bits, in {format_summary(self.input_format)},"
-            f" out {format_summary(self.output_format)}{', relu' if self.relu else ''})"
+            f" out {format_summary(self.output_format)}{', relu' if self.relu else ''}"
+            f"{f', clamp {self.clamp_max}' if self.clamp_max is not None else ''})"
         )
 
     @property
@@ -196,6 +198,14 @@ class _ComputeLayer:
                 "weight_format",
                 f"accumulator needs {self.acc_bits} bits, at most {MAX_ACC_BITS} are supported",
             )
+        if self.clamp_max is not None:
+            hi = self.output_format.max
+            if not _is_int(self.clamp_max) or not 0 <= self.clamp_max <= hi:
+                raise IRError(
+                    self.name, "clamp_max", f"must be an integer in 0..{hi}, got {self.clamp_max!r}"
+                )
+            if not self.relu:
+                raise IRError(self.name, "clamp_max", "clamps only after a ReLU (relu: true)")
 
     def _check_bias(self, n_out: int) -> None:
         lo, hi = int_range(self.bias_bits)
@@ -207,6 +217,7 @@ class _ComputeLayer:
             "weight_format": self.weight_format.to_dict(),
             "output_format": self.output_format.to_dict(),
             "relu": bool(self.relu),
+            **({"clamp_max": int(self.clamp_max)} if self.clamp_max is not None else {}),
         }
 
     def _stored_range(self) -> tuple[int, int]:
@@ -255,6 +266,7 @@ class Conv2d(_ComputeLayer):
     arrays: ClassVar[tuple[str, ...]] = ("weight", "bias")
     groups: int = 1
     inputs: tuple[str, ...] = ()
+    clamp_max: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kernel", tuple(int(k) for k in self.kernel))
@@ -473,6 +485,7 @@ class Dense(_ComputeLayer):
     kind: ClassVar[str] = "dense"
     arrays: ClassVar[tuple[str, ...]] = ("weight", "bias")
     inputs: tuple[str, ...] = ()
+    clamp_max: int | None = None
 
     def __post_init__(self) -> None:
         for fname in ("in_features", "out_features"):
@@ -689,6 +702,7 @@ class SparseDense(_ComputeLayer):
     kind: ClassVar[str] = "sparse_dense"
     arrays: ClassVar[tuple[str, ...]] = ("weight", "bias")
     inputs: tuple[str, ...] = ()
+    clamp_max: int | None = None
 
     def __post_init__(self) -> None:
         for fname in ("in_features", "out_features"):

@@ -40,7 +40,9 @@ Arithmetic of one layer
 3. One requantization per layer (:func:`requantize`): arithmetic right shift by
    ``shift = act.frac + w.frac - out.frac`` with round-half-up (add ``2**(shift-1)`` first), or a
    left shift when ``shift < 0``; then saturation to ``out.bits``.
-4. ReLU (optional) after saturation: ``max(y, 0)``.
+4. ReLU (optional) after saturation: ``max(y, 0)``; then, where the layer has one, a clamp to
+   the integer ``clamp_max`` (ReLU6 is ``clamp_max = floor(6 * 2**out.frac)``, or ``out.max``
+   when 6 is beyond the format): ``min(y, clamp_max)``.
 5. 2x2 max pool (stride 2, odd edges dropped) on the integers; formats pass through unchanged.
 6. Average pooling over a window of ``n`` values keeps the format too: the exact sum ``S``, times
    a fixed-point reciprocal ``r / 2**s`` of ``n`` (:func:`avg_pool_multiplier`), rounded half up
@@ -479,10 +481,19 @@ def relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0)
 
 
-def requantize(acc: np.ndarray, acc_frac: int, out: FixedFormat, *, apply_relu: bool) -> np.ndarray:
-    """The one requantization step of a layer: round-shift, saturate, optional ReLU."""
+def requantize(
+    acc: np.ndarray,
+    acc_frac: int,
+    out: FixedFormat,
+    *,
+    apply_relu: bool,
+    clamp_max: int | None = None,
+) -> np.ndarray:
+    """The one requantization step of a layer: round-shift, saturate, optional ReLU, optional
+    clamp to ``clamp_max``."""
     y = saturate(round_shift(acc, acc_frac - out.frac), out)
-    return relu(y) if apply_relu else y
+    y = relu(y) if apply_relu else y
+    return np.minimum(y, clamp_max) if clamp_max is not None else y
 
 
 def quantize(x: np.ndarray, fmt: FixedFormat) -> np.ndarray:

@@ -91,7 +91,13 @@ def run_layer(layer: Layer, x: np.ndarray) -> np.ndarray:
         return x.reshape(x.shape[0], -1)
     else:  # pragma: no cover - the IR admits no other kind
         raise TypeError(f"unknown layer {layer!r}")
-    return requantize(acc, layer.acc_frac, layer.output_format, apply_relu=layer.relu)
+    return requantize(
+        acc,
+        layer.acc_frac,
+        layer.output_format,
+        apply_relu=layer.relu,
+        clamp_max=layer.clamp_max,
+    )
 
 
 def run_join(layer: Add | Concat, xs: list[np.ndarray], formats: list[FixedFormat]) -> np.ndarray:

@@ -87,7 +87,7 @@ def manifest_of(plan: Plan, top: Top) -> Manifest:
         top=TOP,
         target=plan.target.to_dict(),
         act_bits=plan.act_bits,
-        buffer_depth=top.buffer_depth,
+        memory_depth=top.memory_depth,
         input_shape=tuple(net.input_shape),
         input_format=net.input_format.to_dict(),
         output_count=plan.steps[-1].out_count,
@@ -113,9 +113,13 @@ def manifest_of(plan: Plan, top: Top) -> Manifest:
                 cycles_estimated=int(s.cycles_estimated),
                 cycles_ideal=float(s.cycles_ideal),
                 storage_bytes=layer_storage(s.layer, plan.target, plan.act_bits).bytes(),
-                phase=s.phase,
+                sources=s.sources,
                 in_offset=s.in_offset,
                 out_offset=s.out_offset,
+                in_segments=s.in_segments,
+                out_address=s.out_address,
+                from_pixels=s.from_pixels,
+                to_scores=s.to_scores,
             )
             for s in plan.steps
         ),

@@ -25,13 +25,25 @@ import numpy as np
 
 from ..hw.top import Top, TopEngine, TopParams, TopStep
 from ..sim.errors import UserError
-from ..sim.ir import AvgPool2d, Conv2d, Dense, IRError, MaxPool2d, Net, SparseDense
+from ..sim.ir import (
+    NET_INPUT,
+    Add,
+    AvgPool2d,
+    Concat,
+    Conv2d,
+    Dense,
+    Flatten,
+    IRError,
+    MaxPool2d,
+    Net,
+    SparseDense,
+)
 from ..sim.reference import run_net
 from ..sim.storage import net_act_bits
 from ..sim.target import Target
 from .engines import EngineBinding, binding_for
 
-__all__ = ["PASSES", "Plan", "Step", "compile_net", "top_params"]
+__all__ = ["PASSES", "Plan", "Step", "compile_net", "place_activations", "top_params"]
 
 
 @dataclass(frozen=True)
@@ -39,9 +51,15 @@ class Step:
     """One run of one engine: a compute layer, with a 2x2 pool fused when one follows.
 
     A grouped conv (depthwise included) and an average pool (a depthwise conv with constant
-    weights, item 6 of the numeric contract) run as one step per group, all in one *phase*:
-    they read the same activation buffer, group ``g`` at word ``in_offset``, and write group
-    ``g``'s channels at ``out_offset`` of the other. Each other layer is a phase of its own.
+    weights, item 6 of the numeric contract) run as one step per group; an add runs as the 1x1
+    conv over both its inputs that computes it exactly (:meth:`~squeezeforge.sim.ir.Add.as_conv`).
+
+    A step reads its ``sources`` (tensor names; a flatten or a concat is only a view of the
+    tensors under it) joined along the channels, the ``in_count`` words from ``in_offset`` of
+    that, and writes ``out_count`` words at ``out_offset`` of the tensor ``layers[-1]`` names.
+    Where these words lie in the activation memory (:class:`~squeezeforge.hw.top.Top`) is
+    decided by :func:`place_activations`: ``in_segments`` (address, count), ``out_address``,
+    or the pixel stream (``from_pixels``) and the score stream (``to_scores``).
     """
 
     index: int
@@ -54,9 +72,13 @@ class Step:
     cfg: dict[str, int] = field(default_factory=dict)
     cycles_estimated: int = 0
     cycles_ideal: float = 0.0
-    phase: int = 0
+    sources: tuple[str, ...] = ()
     in_offset: int = 0
     out_offset: int = 0
+    in_segments: tuple[tuple[int, int], ...] = ()
+    out_address: int = 0
+    from_pixels: bool = False
+    to_scores: bool = False
 
     @property
     def in_count(self) -> int:
@@ -65,6 +87,11 @@ class Step:
     @property
     def out_count(self) -> int:
         return math.prod(self.out_shape)
+
+    @property
+    def output(self) -> str:
+        """The tensor this step writes (part of, for a group)."""
+        return self.layers[-1]
 
 
 @dataclass(frozen=True)
@@ -87,81 +114,212 @@ class Plan:
 
 
 def _pool_weight_kind(net: Net) -> str:
-    """The weight kind an average pool's conv asks for: power-of-two when every conv of the
-    net has power-of-two weights, so the pool needs no second conv engine."""
+    """The weight kind the convs that pools and adds become ask for: power-of-two when every
+    conv of the net has power-of-two weights, so they need no second conv engine."""
     kinds = {layer.weight_format.kind for layer in net.layers if isinstance(layer, Conv2d)}
     return "pow2" if kinds == {"pow2"} else "fixed"
 
 
-def _engine_layer(
-    layer: object, in_shape: tuple[int, ...], pool_kind: str
-) -> Conv2d | Dense | SparseDense | None:
-    """What an engine computes for ``layer``: itself, the depthwise conv an average pool is
-    (with ``pool_kind`` weights where it can), or None for a layer that needs no engine of its
-    own (flatten, a fused max pool)."""
+def _engine_layer(net: Net, index: int, pool_kind: str) -> Conv2d | Dense | SparseDense | None:
+    """What an engine computes for layer ``index``: itself, the depthwise conv an average pool
+    is, the 1x1 conv an add is (with ``pool_kind`` weights where they can), or None for a layer
+    that needs no engine of its own (flatten and concat are views, a max pool is fused)."""
+    layer = net.layers[index]
+    shapes, formats = net.tensor_shapes(), net.tensor_formats()
+    srcs = net.sources(index)
     if isinstance(layer, AvgPool2d):
-        return layer.as_conv(in_shape[0], pool_kind)
+        return layer.as_conv(shapes[srcs[0]][0], pool_kind)
+    if isinstance(layer, Add):
+        if len(shapes[srcs[0]]) != 3:
+            raise IRError(
+                layer.name, "kind", "an add of flat tensors has no engine (add before the flatten)"
+            )
+        return layer.as_conv(formats[srcs[0]], formats[srcs[1]], shapes[srcs[0]][0], pool_kind)
     if isinstance(layer, Conv2d | Dense | SparseDense):
         return layer
     return None
 
 
+def _fused_pool(net: Net, index: int) -> bool:
+    """Whether a max pool follows layer ``index`` as the only reader of its output."""
+    nxt = index + 1
+    return (
+        nxt < len(net.layers)
+        and isinstance(net.layers[nxt], MaxPool2d)
+        and net.consumers(net.layers[index].name) == [nxt]
+    )
+
+
 def check_supported(plan: Plan) -> Plan:
     """Every layer must map onto an engine; say which one does not, before any long step."""
-    prev: object = None
-    pool_kind = _pool_weight_kind(plan.net)
-    for layer, shape in zip(plan.net.layers, plan.net.input_shapes(), strict=True):
-        if isinstance(layer, MaxPool2d) and not isinstance(prev, Conv2d):
-            raise IRError(layer.name, "kind", "a max pool must follow a conv layer to be fused")
-        work = _engine_layer(layer, shape, pool_kind)
+    net = plan.net
+    pool_kind = _pool_weight_kind(net)
+    for k, layer in enumerate(net.layers):
+        if isinstance(layer, MaxPool2d) and not (
+            k and _fused_pool(net, k - 1) and isinstance(net.layers[k - 1], Conv2d | Add)
+        ):
+            raise IRError(
+                layer.name,
+                "kind",
+                "a max pool must follow the conv (or add) it pools, as the"
+                " only reader of its output, to be fused",
+            )
+        work = _engine_layer(net, k, pool_kind)
         if work is not None:
             binding_for(work, plan.target)  # raises, naming the layer and the reason
-        prev = layer
     return plan.noted("check_supported: every layer maps onto an engine")
 
 
 def fuse_steps(plan: Plan) -> Plan:
-    """Group the IR layers into hardware steps: conv (+ pool), dense; flatten is free. A grouped
-    conv or an average pool becomes one step per group (see :class:`Step`)."""
+    """Group the IR layers into hardware steps: conv (+ pool), dense, add (+ pool); flatten and
+    concat are free. A grouped conv or an average pool becomes one step per group."""
+    net = plan.net
     steps: list[Step] = []
-    layers = plan.net.layers
-    shapes = plan.net.input_shapes()
-    outs = plan.net.shapes()
-    i = 0
-    phase = 0
-    pool_kind = _pool_weight_kind(plan.net)
-    while i < len(layers):
-        layer = _engine_layer(layers[i], shapes[i], pool_kind)
-        if layer is None:  # flatten
-            i += 1
+    shapes = net.tensor_shapes()
+    pool_kind = _pool_weight_kind(net)
+    k = 0
+    while k < len(net.layers):
+        layer = _engine_layer(net, k, pool_kind)
+        if layer is None:  # flatten, concat
+            k += 1
             continue
-        pool = i + 1 < len(layers) and isinstance(layers[i + 1], MaxPool2d)
-        names = (layers[i].name, layers[i + 1].name) if pool else (layers[i].name,)
-        in_shape, out_shape = shapes[i], outs[i + 1] if pool else outs[i]
+        pool = _fused_pool(net, k)
+        names = (net.layers[k].name, net.layers[k + 1].name) if pool else (net.layers[k].name,)
+        srcs = net.sources(k)
+        in_shape = (sum(shapes[s][0] for s in srcs), *shapes[srcs[0]][1:])
+        out_shape = shapes[names[-1]]
         groups = layer.groups if isinstance(layer, Conv2d) else 1
-        if groups == 1:
-            steps.append(Step(len(steps), layer, names, in_shape, out_shape, pool, phase=phase))
-        else:
-            assert isinstance(layer, Conv2d)
-            g_in = (in_shape[0] // groups, *in_shape[1:])
-            g_out = (out_shape[0] // groups, *out_shape[1:])
-            for g in range(groups):
-                steps.append(
-                    Step(
-                        len(steps),
-                        layer.group(g),
-                        names,
-                        g_in,
-                        g_out,
-                        pool,
-                        phase=phase,
-                        in_offset=g * math.prod(g_in),
-                        out_offset=g * math.prod(g_out),
-                    )
+        g_in = (in_shape[0] // groups, *in_shape[1:])
+        g_out = (out_shape[0] // groups, *out_shape[1:])
+        for g in range(groups):
+            steps.append(
+                Step(
+                    len(steps),
+                    layer.group(g) if groups > 1 else layer,
+                    names,
+                    g_in,
+                    g_out,
+                    pool,
+                    sources=srcs,
+                    in_offset=g * math.prod(g_in),
+                    out_offset=g * math.prod(g_out),
                 )
-        phase += 1
-        i += 2 if pool else 1
-    return plan.noted(f"fuse_steps: {len(layers)} layers -> {len(steps)} steps", steps=tuple(steps))
+            )
+        k += 2 if pool else 1
+    return plan.noted(
+        f"fuse_steps: {len(net.layers)} layers -> {len(steps)} steps", steps=tuple(steps)
+    )
+
+
+def _pieces(net: Net, tensor: str) -> list[tuple[str, int]]:
+    """The stored tensors a tensor is made of, in order, with their sizes: itself, or for a
+    flatten or a concat, the tensors under it."""
+    if tensor == NET_INPUT:
+        return [(NET_INPUT, math.prod(net.input_shape))]
+    k = [layer.name for layer in net.layers].index(tensor)
+    layer = net.layers[k]
+    if isinstance(layer, Flatten | Concat):
+        return [p for src in net.sources(k) for p in _pieces(net, src)]
+    return [(tensor, math.prod(net.tensor_shapes()[tensor]))]
+
+
+def _slice(pieces: list[tuple[str, int]], start: int, count: int) -> list[tuple[str, int, int]]:
+    """Words ``start`` to ``start + count`` of ``pieces`` joined: (tensor, offset, count)."""
+    out = []
+    base = 0
+    for name, size in pieces:
+        lo, hi = max(start, base), min(start + count, base + size)
+        if lo < hi:
+            out.append((name, lo - base, hi - lo))
+        base += size
+    return out
+
+
+def place_activations(plan: Plan) -> Plan:
+    """Lay the stored tensors out in the one activation memory, and turn each step's input
+    and output into addresses.
+
+    A tensor lives from the first step that writes it to the last that reads it; two tensors
+    whose lives overlap get disjoint words (first fit, in the order they are written), so a
+    plain stack ping-pongs between two regions. The net's input comes from the pixel stream,
+    which can be read once, in order; the steps that write the net's output send it to the
+    score stream.
+    """
+    net = plan.net
+    out_pieces = _pieces(net, net.layers[-1].name)
+    if any(name == NET_INPUT for name, _ in out_pieces):
+        raise IRError(net.layers[-1].name, "inputs", "the net's output is its input unchanged")
+    out_names = [name for name, _ in out_pieces]
+    reads = {
+        s.index: _slice(
+            [p for src in s.sources for p in _pieces(net, src)], s.in_offset, s.in_count
+        )
+        for s in plan.steps
+    }
+    first_write: dict[str, int] = {}
+    last_read: dict[str, int] = {}
+    for s in plan.steps:
+        first_write.setdefault(s.output, s.index)
+        for name, _, _ in reads[s.index]:
+            last_read[name] = s.index
+    # The pixel stream: read once, in order, by steps that read nothing else.
+    pixel_words = 0
+    for s in plan.steps:
+        names = {name for name, _, _ in reads[s.index]}
+        if NET_INPUT in names:
+            start = reads[s.index][0][1]
+            if names != {NET_INPUT} or start != pixel_words:
+                raise IRError(
+                    s.layers[0],
+                    "inputs",
+                    "the hardware streams the net's input once, in order: let one layer read"
+                    " it (a stem conv), and the others read that layer",
+                )
+            pixel_words += s.in_count
+    # The score stream: whole tensors, in the order the net's output lists them.
+    scored = [s for s in plan.steps if s.output in out_names]
+    if [s.output for s in scored] != sorted((s.output for s in scored), key=out_names.index) or any(
+        name in last_read for name in out_names
+    ):
+        raise IRError(
+            net.layers[-1].name,
+            "inputs",
+            "the layers that make the net's output must run in its order and feed nothing else",
+        )
+    sizes = dict(p for s in plan.steps for p in _pieces(net, s.output))
+    address: dict[str, int] = {}
+    placed: list[tuple[int, int, int, int]] = []  # (start, end, first write, last read)
+    for name, born in sorted(first_write.items(), key=lambda kv: kv[1]):
+        if name in out_names:
+            continue
+        dies = last_read.get(name, born)
+        busy = sorted((a, b) for a, b, w, r in placed if w <= dies and born <= r)
+        at = 0
+        for a, b in busy:
+            if at + sizes[name] <= a:
+                break
+            at = max(at, b)
+        address[name] = at
+        placed.append((at, at + sizes[name], born, dies))
+    steps = []
+    for s in plan.steps:
+        segs = tuple(
+            (address[name] + off, count) for name, off, count in reads[s.index] if name != NET_INPUT
+        )
+        steps.append(
+            replace(
+                s,
+                in_segments=segs,
+                out_address=address.get(s.output, 0) + s.out_offset,
+                from_pixels=not segs,
+                to_scores=s.output in out_names,
+            )
+        )
+    depth = max((b for _, b, _, _ in placed), default=0)
+    return plan.noted(
+        f"place_activations: {len(address)} stored tensors in {depth} words",
+        steps=tuple(steps),
+    )
 
 
 def assign_engines(plan: Plan) -> Plan:
@@ -221,17 +379,18 @@ def estimate_cycles(plan: Plan) -> Plan:
     """Cycles of every step from the engines' cycle models (plus the sequencer's launch)."""
     net = plan.net
     x = net.test_inputs[:ESTIMATE_IMAGES].astype(np.int64)
-    taps = run_net(net, x, taps=True) if len(x) else []
-    names = [layer.name for layer in net.layers]
+    values = {NET_INPUT: x}
+    if len(x):
+        values.update(zip([la.name for la in net.layers], run_net(net, x, taps=True), strict=True))
     steps = []
     for s in plan.steps:
-        i = names.index(s.layers[0])
-        step_in = x if i == 0 else taps[i - 1]
-        step_in = step_in.reshape(len(step_in), -1)[:, s.in_offset : s.in_offset + s.in_count]
-        if len(step_in) == 0:  # a net without test vectors: assume dense activations
+        if len(x):
+            joined = np.concatenate([values[src].reshape(len(x), -1) for src in s.sources], axis=1)
+            step_in = joined[:, s.in_offset : s.in_offset + s.in_count]
+        else:  # a net without test vectors: assume dense activations
             step_in = np.ones((1, s.in_count), dtype=np.int64)
-        # Phase 0 reads i_pixel; later phases a buffer, whose read port adds a cycle.
-        delay = Top.PREFETCH_CYCLES if s.phase else 0
+        # The pixel stream feeds a step at once; the memory's read port adds a cycle.
+        delay = 0 if s.from_pixels else Top.PREFETCH_CYCLES
         cycles, ideal = plan.engines[s.engine].cycles(s, plan.params[s.engine], step_in, delay)
         steps.append(
             replace(
@@ -247,6 +406,7 @@ def estimate_cycles(plan: Plan) -> Plan:
 PASSES: tuple[Callable[[Plan], Plan], ...] = (
     check_supported,
     fuse_steps,
+    place_activations,
     assign_engines,
     size_engines,
     check_fits,
@@ -260,7 +420,16 @@ def top_params(plan: Plan) -> TopParams:
     return TopParams(
         act_bits=plan.act_bits,
         steps=tuple(
-            TopStep(s.engine, s.in_count, s.out_count, s.cfg, s.phase, s.in_offset, s.out_offset)
+            TopStep(
+                s.engine,
+                s.in_count,
+                s.out_count,
+                s.cfg,
+                in_segments=s.in_segments,
+                out_address=s.out_address,
+                from_pixels=s.from_pixels,
+                to_scores=s.to_scores,
+            )
             for s in plan.steps
         ),
         engines=tuple(

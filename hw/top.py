@@ -32,11 +32,13 @@ Timing (one step, ``k`` = 0 reads ``i_pixel``, later steps the buffer the previo
     eng.o_act                    ... <y0><y1> ... (into the other buffer, or o_score)
     eng.done                                  ‾‾|
 
-Each engine takes its whole input before it emits its first output, so one step never reads
-and writes the same buffer. Steps come in *phases* (one per hardware layer); the two buffers
-swap roles every phase. The steps of one phase (the groups of a grouped conv) read the same
-buffer, each from its ``in_offset``, and write the other, each at its ``out_offset``; in phase 0
-they take the next words of ``i_pixel`` in turn, in the last phase they stream to ``o_score``.
+Each engine takes its whole input before it emits its first output. All activations live in
+one memory (one read and one write port); the compiler lays the tensors out in it
+(``codegen.plan.place_activations``). A step reads the words of its ``in_segments`` in order,
+(address, count) each: one segment for a plain layer, one per input for an add, a slice for a
+group of a grouped conv; it writes its outputs from ``out_address`` on. A step that reads the
+net's input takes the next words of ``i_pixel`` instead, and one that makes the net's output
+streams it to ``o_score``.
 """
 
 from __future__ import annotations
@@ -58,16 +60,17 @@ __all__ = ["Top", "TopEngine", "TopParams", "TopStep", "port_list"]
 
 @dataclass(frozen=True)
 class TopStep:
-    """One step the sequencer runs: which engine, how many words in and out, its ``cfg``, its
-    phase and where in the buffers its input and output lie."""
+    """One step the sequencer runs: which engine, how many words in and out, its ``cfg``, and
+    where its input and output lie (see the module docstring)."""
 
     engine: str
     in_count: int
     out_count: int
     cfg: Mapping[str, int]
-    phase: int = 0
-    in_offset: int = 0
-    out_offset: int = 0
+    in_segments: tuple[tuple[int, int], ...] = ()
+    out_address: int = 0
+    from_pixels: bool = False
+    to_scores: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,20 +98,29 @@ class TopParams:
         for k, s in enumerate(self.steps):
             if s.engine not in names:
                 raise ValueError(f"TopParams.steps[{k}] runs on {s.engine!r}, not an engine")
-            before = self.steps[k - 1].phase if k else 0
-            if s.phase not in (before, before + 1) or (k == 0 and s.phase):
-                raise ValueError(f"TopParams.steps[{k}]: phase {s.phase} after phase {before}")
+            if s.from_pixels != (not s.in_segments):
+                raise ValueError(f"TopParams.steps[{k}]: reads segments or pixels, not both")
+            if not s.from_pixels and (
+                sum(c for _, c in s.in_segments) != s.in_count
+                or min(c for _, c in s.in_segments) < 1
+            ):
+                raise ValueError(f"TopParams.steps[{k}]: segments do not make {s.in_count} words")
 
     @property
-    def last_phase(self) -> int:
-        return self.steps[-1].phase
+    def memory_depth(self) -> int:
+        """Words of the activation memory: the furthest word a step reads or writes."""
+        ends = [a + c for s in self.steps for a, c in s.in_segments]
+        ends += [s.out_address + s.out_count for s in self.steps if not s.to_scores]
+        return max([*ends, 1])
 
     @property
-    def buffer_depth(self) -> int:
-        """Words of each activation buffer: the furthest word a step writes between phases."""
-        return max(
-            [s.out_offset + s.out_count for s in self.steps if s.phase != self.last_phase] + [1]
-        )
+    def segments(self) -> list[tuple[int, int, bool]]:
+        """Every step's input segments in one table: (address, end, last of its step)."""
+        table = []
+        for s in self.steps:
+            for j, (a, c) in enumerate(s.in_segments):
+                table.append((a, a + c, j == len(s.in_segments) - 1))
+        return table
 
 
 def port_list(component: wiring.Component) -> list[tuple[str, str, str, int]]:
@@ -143,7 +155,7 @@ class Top(wiring.Component):
         self.params = params
         self.act_bits = params.act_bits
         self.n_steps = len(params.steps)
-        self.buffer_depth = params.buffer_depth
+        self.memory_depth = params.memory_depth
         act = signed(self.act_bits)
         super().__init__(
             {
@@ -166,29 +178,23 @@ class Top(wiring.Component):
             engines[e.name] = e.binding.build(e.params, e.images)
             m.submodules[e.name] = engines[e.name]
 
-        bufs = []
-        for k in range(2):
-            mem = Memory(shape=signed(self.act_bits), depth=self.buffer_depth, init=[])
-            m.submodules[f"buffer{k}"] = mem
-            bufs.append((mem.read_port(), mem.write_port()))
+        mem = Memory(shape=signed(self.act_bits), depth=self.memory_depth, init=[])
+        m.submodules.activations = mem
+        rd, wr = mem.read_port(), mem.write_port()
 
+        addr = range(self.memory_depth + 1)
+        table = p.segments
         step = Signal(range(max(self.n_steps, 2)))
-        # A step of phase k writes buffer k % 2 and (for k > 0) reads the one phase k - 1 wrote.
-        dst = Signal()
-        src = Signal()
-        m.d.comb += src.eq(~dst)
-        rd_addr = Signal(range(self.buffer_depth + 1))
-        wr_addr = Signal(range(self.buffer_depth + 1))
-        in_end = Signal(range(self.buffer_depth + 1))
-        in_offset = Signal(range(self.buffer_depth + 1))
-        out_offset = Signal(range(self.buffer_depth + 1))
-        first = Signal()  # a step of phase 0: reads i_pixel
+        seg = Signal(range(max(len(table), 2)))  # the segment now read, an index into table
+        rd_addr = Signal(addr)
+        wr_addr = Signal(addr)
         have = Signal()  # the read port's data is a word not yet taken by the engine
+        more = Signal()  # words are left to read
         cycles = Signal(32)
         launch = Signal()
         m.d.comb += [self.step.eq(step), self.cycles.eq(cycles)]
 
-        # Per-step constants: which engine, which words in, its cfg.
+        # Per-step constants: which engine, where its words come from and go, its cfg.
         cur_i_valid = Signal()
         cur_i_data = Signal(signed(self.act_bits))
         cur_i_ready = Signal()
@@ -196,19 +202,21 @@ class Top(wiring.Component):
         cur_o_data = Signal(signed(self.act_bits))
         cur_o_ready = Signal()
         cur_done = Signal()
-        last = Signal()  # a step of the last phase: writes o_score
+        pixels = Signal()  # the step reads i_pixel
+        scores = Signal()  # the step writes o_score
         final = Signal()  # the last step
+        first_seg = Signal.like(seg)
+        out_address = Signal(addr)
+        seg_index = 0
         with m.Switch(step):
             for index, s in enumerate(p.steps):
                 eng = engines[s.engine]
                 with m.Case(index):
                     m.d.comb += [
-                        dst.eq(s.phase % 2),
-                        first.eq(s.phase == 0),
-                        in_offset.eq(s.in_offset if s.phase else 0),
-                        in_end.eq(s.in_offset + s.in_count if s.phase else 0),
-                        out_offset.eq(s.out_offset if s.phase != p.last_phase else 0),
-                        last.eq(s.phase == p.last_phase),
+                        pixels.eq(s.from_pixels),
+                        scores.eq(s.to_scores),
+                        first_seg.eq(seg_index if s.in_segments else 0),
+                        out_address.eq(s.out_address if not s.to_scores else 0),
                         final.eq(index == self.n_steps - 1),
                         eng.i_act.valid.eq(cur_i_valid),
                         eng.i_act.payload.eq(cur_i_data),
@@ -219,6 +227,7 @@ class Top(wiring.Component):
                         cur_done.eq(eng.done),
                         eng.start.eq(launch),
                     ]
+                seg_index += len(s.in_segments)
         # Each engine sees the cfg of whichever of its steps runs now (held for the whole step).
         for name, eng in engines.items():
             with m.Switch(step):
@@ -227,17 +236,26 @@ class Top(wiring.Component):
                         with m.Case(index):
                             m.d.comb += eng.cfg.eq(eng.cfg.shape().const(dict(s.cfg)))
 
-        # Source of the step's input: the pixel stream for step 0, a buffer after that.
-        for rd, _ in bufs:
-            m.d.comb += rd.addr.eq(rd_addr)
-        rd_data = Signal(signed(self.act_bits))
-        with m.If(src):
-            m.d.comb += rd_data.eq(bufs[1][0].data)
-        with m.Else():
-            m.d.comb += rd_data.eq(bufs[0][0].data)
+        # The segment table: where segment ``seg`` ends, whether it is its step's last, and
+        # where the next one starts (read at the launch of a step, and on a segment's last word).
+        seg_end = Signal(addr)
+        seg_last = Signal()
+        next_start = Signal(addr)
+        launch_start = Signal(addr)
+        with m.Switch(seg):
+            for j, (_, end, last) in enumerate(table):
+                with m.Case(j):
+                    m.d.comb += [seg_end.eq(end), seg_last.eq(last)]
+                    if j + 1 < len(table):
+                        m.d.comb += next_start.eq(table[j + 1][0])
+        with m.Switch(first_seg):
+            for j, (start, _, _) in enumerate(table):
+                with m.Case(j):
+                    m.d.comb += launch_start.eq(start)
 
         running = Signal()
-        with m.If(running & first):
+        m.d.comb += [rd.addr.eq(rd_addr), more.eq(rd_addr < seg_end)]
+        with m.If(running & pixels):
             m.d.comb += [
                 cur_i_valid.eq(self.i_pixel.valid),
                 cur_i_data.eq(self.i_pixel.payload),
@@ -246,30 +264,32 @@ class Top(wiring.Component):
         with m.Elif(running):
             # A one-word prefetch over the synchronous read port: read the next word whenever
             # the current one is taken (or there is none), so the engine sees one per cycle.
+            # The last word of a segment moves the address to the next segment at once, so
+            # segments follow each other without a gap.
             advance = ~have | cur_i_ready
-            m.d.comb += [cur_i_valid.eq(have), cur_i_data.eq(rd_data)]
-            for k, (rd, _) in enumerate(bufs):
-                m.d.comb += rd.en.eq(advance & (src == k))
+            m.d.comb += [cur_i_valid.eq(have), cur_i_data.eq(rd.data), rd.en.eq(advance)]
             with m.If(advance):
-                m.d.sync += have.eq(rd_addr < in_end)
-                with m.If(rd_addr < in_end):
-                    m.d.sync += rd_addr.eq(rd_addr + 1)
+                m.d.sync += have.eq(more)
+                with m.If(more):
+                    with m.If((rd_addr + 1 == seg_end) & ~seg_last):
+                        m.d.sync += [seg.eq(seg + 1), rd_addr.eq(next_start)]
+                    with m.Else():
+                        m.d.sync += rd_addr.eq(rd_addr + 1)
 
-        # Sink of the step's output: the other buffer, or the score stream for the last step.
-        with m.If(running & last):
+        # Sink of the step's output: the memory, or the score stream.
+        with m.If(running & scores):
             m.d.comb += [
                 self.o_score.valid.eq(cur_o_valid),
                 self.o_score.payload.eq(cur_o_data),
                 cur_o_ready.eq(self.o_score.ready),
             ]
         with m.Elif(running):
-            m.d.comb += cur_o_ready.eq(1)
-            for k, (_, wr) in enumerate(bufs):
-                m.d.comb += [
-                    wr.addr.eq(wr_addr),
-                    wr.data.eq(cur_o_data),
-                    wr.en.eq(cur_o_valid & (dst == k)),
-                ]
+            m.d.comb += [
+                cur_o_ready.eq(1),
+                wr.addr.eq(wr_addr),
+                wr.data.eq(cur_o_data),
+                wr.en.eq(cur_o_valid),
+            ]
             with m.If(cur_o_valid):
                 m.d.sync += wr_addr.eq(wr_addr + 1)
         m.d.comb += [
@@ -285,8 +305,9 @@ class Top(wiring.Component):
             with m.State("LAUNCH"):
                 m.d.comb += [launch.eq(1), self.busy.eq(1)]
                 m.d.sync += [
-                    rd_addr.eq(in_offset),
-                    wr_addr.eq(out_offset),
+                    seg.eq(first_seg),
+                    rd_addr.eq(launch_start),
+                    wr_addr.eq(out_address),
                     have.eq(0),
                     cycles.eq(cycles + 1),
                 ]

@@ -777,6 +777,45 @@ class Add:
     def output_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
         return tuple(in_shape)
 
+    def as_conv(
+        self, a: FixedFormat, b: FixedFormat, channels: int, weight_kind: str = "fixed"
+    ) -> Conv2d:
+        """The 1x1 conv over the two inputs stacked along the channels (``a``'s first) that
+        computes this add exactly: filter ``c`` has weight ``2**(F - fa)`` on channel ``c`` of
+        ``a`` and ``2**(F - fb)`` on channel ``c`` of ``b``, no bias, ``F = max(fa, fb,
+        out.frac)``, so the accumulator is the aligned sum at fraction length ``F`` and the
+        conv's requantization (a right shift by ``F - out.frac``) is item 7's. What the
+        hardware runs; ``weight_kind="pow2"`` gives power-of-two weights (same values)."""
+        big = max(a.frac, b.frac, self.format.frac)
+        ea, eb = big - a.frac, big - b.frac
+        if max(ea, eb) > ADD_MAX_ALIGN:
+            raise IRError(
+                self.name,
+                "format",
+                f"inputs at fraction lengths {a.frac} and {b.frac} and the output at"
+                f" {self.format.frac} lie more than {ADD_MAX_ALIGN} apart",
+            )
+        wf: FixedWeights | Pow2Weights = FixedWeights(max(ea, eb) + 2, 0)
+        if weight_kind == "pow2":
+            bits = 2 + max(ea, eb).bit_length()
+            wf = Pow2Weights(bits, (1 << (bits - 2)) - 1, 0)
+        eye = np.eye(channels, dtype=np.int64)
+        weight = np.concatenate([eye << ea, eye << eb], axis=1)
+        return Conv2d(
+            name=self.name,
+            in_channels=2 * channels,
+            out_channels=channels,
+            kernel=(1, 1),
+            stride=1,
+            padding=0,
+            input_format=FixedFormat(max(a.bits, b.bits), big),
+            weight_format=wf,
+            output_format=self.format,
+            relu=self.relu,
+            weight=weight[:, :, None, None],
+            bias=np.zeros(channels, dtype=np.int64),
+        )
+
     def to_manifest(self) -> dict:
         return {
             "kind": self.kind,

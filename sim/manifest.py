@@ -35,7 +35,7 @@ __all__ = [
 BUILD_FORMAT = "squeezeforge-build"
 #: 2: typed; engine parameters without memory contents; ports from the top's signature; the
 #: SHA-256 of every file and a checksum of the manifest itself.
-BUILD_VERSION = 2
+BUILD_VERSION = 3
 
 
 class BuildError(SqueezeforgeError, ValueError):
@@ -78,11 +78,18 @@ class StepEntry:
     #: What the step's layer occupies in the engine's memories, by part
     #: (:func:`squeezeforge.sim.storage.layer_storage`).
     storage_bytes: dict[str, int] = field(default_factory=dict)
-    #: The hardware layer the step belongs to (a grouped conv runs one step per group, all of
-    #: one phase), and where in the activation buffers the step's input and output lie.
-    phase: int = 0
+    #: The tensors the step reads (joined along the channels) and the slice of them it takes
+    #: (a group of a grouped conv takes its channels); the slice of its output tensor
+    #: (``layers[-1]``) it writes.
+    sources: tuple[str, ...] = ()
     in_offset: int = 0
     out_offset: int = 0
+    #: Where they lie in the activation memory: (address, count) segments read in order and
+    #: the first address written; or the pixel stream and the score stream.
+    in_segments: tuple[tuple[int, int], ...] = ()
+    out_address: int = 0
+    from_pixels: bool = False
+    to_scores: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,7 @@ class Manifest:
     #: The Target the build was made for (:meth:`squeezeforge.sim.target.Target.to_dict`).
     target: dict[str, Any] | None
     act_bits: int
-    buffer_depth: int
+    memory_depth: int
     input_shape: tuple[int, ...]
     input_format: dict[str, int]
     output_count: int
@@ -152,7 +159,7 @@ class Manifest:
                 top=str(d["top"]),
                 target=dict(d["target"]) if d.get("target") is not None else None,
                 act_bits=int(d["act_bits"]),
-                buffer_depth=int(d["buffer_depth"]),
+                memory_depth=int(d["memory_depth"]),
                 input_shape=tuple(int(n) for n in d["input_shape"]),
                 input_format=dict(d["input_format"]),
                 output_count=int(d["output_count"]),
@@ -165,6 +172,10 @@ class Manifest:
                             "layers": tuple(s["layers"]),
                             "in_shape": tuple(s["in_shape"]),
                             "out_shape": tuple(s["out_shape"]),
+                            "sources": tuple(s.get("sources", ())),
+                            "in_segments": tuple(
+                                (int(a), int(c)) for a, c in s.get("in_segments", ())
+                            ),
                         }
                     )
                     for s in d["steps"]

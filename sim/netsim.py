@@ -63,6 +63,7 @@ def layer_cycles(steps: list[dict]) -> list[dict]:
 def _golden(net, manifest: Manifest, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     taps = run_net(net, x, taps=True)
     names = [layer.name for layer in net.layers]
+    # Each step writes a slice of its output tensor (a group's channels, or all of it).
     step_taps = [
         taps[names.index(s.layers[-1])].reshape(len(x), -1)[
             :, s.out_offset : s.out_offset + math.prod(s.out_shape)
@@ -226,9 +227,8 @@ def _locate(n: int, got: dict, want: np.ndarray, step_taps, manifest: Manifest) 
         where.update(output=i, expected=int(want[i]), got=int(scores[i]))
     taps = np.asarray(got["taps"], dtype=np.int64)
     offset = 0
-    last_phase = manifest.steps[-1].phase
     for s, tap in zip(manifest.steps, step_taps, strict=True):
-        if s.phase == last_phase:  # its outputs are the scores, not taps
+        if s.to_scores:  # its outputs are the scores, not taps
             continue
         ref = tap[n]
         mine = taps[offset : offset + ref.size]

@@ -12,6 +12,7 @@ import numpy as np
 
 from .ir import Add, Concat, Conv2d, Dense, Flatten, MaxPool2d, Net, SparseDense
 from .numerics import (
+    ADD_MAX_ALIGN,
     CodebookWeights,
     FixedFormat,
     FixedWeights,
@@ -109,6 +110,18 @@ def _formats(
     return inp, wf, out
 
 
+def _relu_and_clamp(
+    rng: np.random.Generator, out: FixedFormat, relu: bool | None, clamp: bool
+) -> tuple[bool, int | None]:
+    """ReLU (random unless given) and, when ``clamp``, a ``clamp_max`` after it: 0, ``out.max``
+    or a value between, a third of the time each. Without ``clamp`` nothing more is drawn, so a
+    seed gives the layers it gave before."""
+    if not clamp:
+        return (bool(rng.integers(0, 2)) if relu is None else relu), None
+    picks = (0, out.max, int(rng.integers(0, out.max + 1)))
+    return (True if relu is None else relu), picks[int(rng.integers(0, 3))]
+
+
 def _bias(rng: np.random.Generator, layer_bias_bits: int, n: int, extreme: bool) -> np.ndarray:
     lo, hi = int_range(layer_bias_bits)
     return np.full(n, lo) if extreme else rng.integers(lo, hi + 1, size=n)
@@ -130,22 +143,28 @@ def random_conv2d(
     relu: bool | None = None,
     name: str = "conv",
     groups: int = 1,
+    clamp: bool = False,
 ) -> Conv2d:
+    """A random conv layer; ``clamp`` gives it a random ``clamp_max`` (and a ReLU)."""
     inp, wf, out = _formats(rng, kind, act_bits, weight_bits)
     c = in_channels or int(rng.integers(1, 5))
     m = out_channels or int(rng.integers(1, 6))
     k = kernel or (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    stride = stride or int(rng.integers(1, 3))
+    padding = int(rng.integers(0, 2)) if padding is None else padding
+    use_relu, clamp_max = _relu_and_clamp(rng, out, relu, clamp)
     probe = Conv2d(
         name=name,
         in_channels=c,
         out_channels=m,
         kernel=k,
-        stride=stride or int(rng.integers(1, 3)),
-        padding=int(rng.integers(0, 2)) if padding is None else padding,
+        stride=stride,
+        padding=padding,
         input_format=inp,
         weight_format=wf,
         output_format=out,
-        relu=bool(rng.integers(0, 2)) if relu is None else relu,
+        relu=use_relu,
+        clamp_max=clamp_max,
         weight=np.zeros((m, c // groups, *k), dtype=np.int64),
         bias=np.zeros(m, dtype=np.int64),
         groups=groups,
@@ -171,10 +190,13 @@ def random_dense(
     extreme: bool = False,
     relu: bool | None = None,
     name: str = "fc",
+    clamp: bool = False,
 ) -> Dense:
+    """A random dense layer; ``clamp`` gives it a random ``clamp_max`` (and a ReLU)."""
     inp, wf, out = _formats(rng, kind, act_bits, weight_bits)
     fi = in_features or int(rng.integers(1, 40))
     fo = out_features or int(rng.integers(1, 20))
+    use_relu, clamp_max = _relu_and_clamp(rng, out, relu, clamp)
     probe = Dense(
         name=name,
         in_features=fi,
@@ -182,7 +204,8 @@ def random_dense(
         input_format=inp,
         weight_format=wf,
         output_format=out,
-        relu=bool(rng.integers(0, 2)) if relu is None else relu,
+        relu=use_relu,
+        clamp_max=clamp_max,
         weight=np.zeros((fo, fi), dtype=np.int64),
         bias=np.zeros(fo, dtype=np.int64),
     )
@@ -201,7 +224,8 @@ def random_sparse_dense(
     density: float = 0.2,
     **kw,
 ) -> SparseDense:
-    """A random sparse dense layer (``kind`` may be ``pow2`` or ``codebook`` or ``fixed``)."""
+    """A random sparse dense layer (``kind`` may be ``pow2`` or ``codebook`` or ``fixed``;
+    ``clamp`` as in :func:`random_dense`)."""
     d = random_dense(rng, density=density, **kw)
     return SparseDense.from_dense(
         d.weight,
@@ -210,6 +234,7 @@ def random_sparse_dense(
         weight_format=d.weight_format,
         output_format=d.output_format,
         relu=d.relu,
+        clamp_max=d.clamp_max,
         bias=d.bias,
     )
 
@@ -269,25 +294,23 @@ def random_graph_net(
 ) -> Net:
     """A small graph with a residual block and a fire module: stem conv, two convs, an add of
     the stem and the second conv, two expand convs (1x1 and 3x3) joined by a concat, then a
-    dense layer. Every tensor has its own random fraction length, so the add aligns them."""
-    from .reference import run_net
+    dense layer. Each output's fraction length is calibrated on the test inputs (the widest
+    that holds the largest sum, sometimes one more so a few values saturate), so the tensors
+    carry information and the add aligns different fraction lengths."""
+    from .reference import conv2d_acc, dense_acc, run_layer, run_net
 
     c = channels or int(rng.integers(1, 4))
     e = int(rng.integers(1, 4))
     hw = size or int(rng.integers(3, 6))
+    f_in = FixedFormat(act_bits, int(rng.integers(1, act_bits)))
+    x = random_activations(rng, f_in, (n_tests, 1, hw, hw))
 
-    def fmt() -> FixedFormat:
-        return FixedFormat(act_bits, int(rng.integers(1, act_bits)))
+    def out_frac(acc: np.ndarray, acc_frac: int) -> int:
+        top = int(np.abs(acc).max(initial=0)).bit_length()
+        return acc_frac - max(0, top - (act_bits - 1)) + int(rng.integers(0, 2))
 
     def conv(
-        name: str,
-        cin: int,
-        cout: int,
-        k: int,
-        fin: FixedFormat,
-        fout: FixedFormat,
-        relu: bool,
-        inputs: tuple[str, ...] = (),
+        name: str, cin: int, cout: int, k: int, fin: FixedFormat, relu: bool, inputs=()
     ) -> Conv2d:
         layer = random_conv2d(
             rng,
@@ -301,31 +324,51 @@ def random_graph_net(
             relu=relu,
             name=name,
         )
-        # Requantization shifts only right: the weights' fraction length covers the gap.
-        wf = layer.weight_format
-        wfrac = max(fout.frac - fin.frac, 0) + int(rng.integers(0, 3))
+        wf = FixedWeights(layer.weight_format.bits, int(rng.integers(0, 4)))
         return Conv2d(
             **{
                 **layer.__dict__,
                 "input_format": fin,
-                "output_format": fout,
-                "weight_format": FixedWeights(wf.bits, wfrac),
+                "weight_format": wf,
+                "output_format": FixedFormat(act_bits, fin.frac + wf.frac),
                 "inputs": inputs,
             }
         )
 
-    f_in, f_stem, f_b1, f_b2, f_res, f_cat = (fmt() for _ in range(6))
-    res_relu = bool(rng.integers(0, 2))
-    layers = [
-        conv("stem", 1, c, 3, f_in, f_stem, True),
-        conv("b1", c, c, 3, f_stem, f_b1, True),
-        conv("b2", c, c, 3, f_b1, f_b2, False),
-        Add("res", ("stem", "b2"), f_res, relu=res_relu),
-        conv("e1", c, e, 1, f_res, f_cat, True),
-        conv("e3", c, e, 3, f_res, f_cat, True, inputs=("res",)),
-        Concat("cat", ("e1", "e3")),
-        Flatten("flatten"),
-    ]
+    def calibrated(layer: Conv2d, x_in: np.ndarray, frac: int | None = None) -> Conv2d:
+        if frac is None:
+            frac = out_frac(conv2d_acc(layer, x_in), layer.acc_frac)
+        frac = min(frac, layer.acc_frac)  # requantization shifts right only
+        return Conv2d(**{**layer.__dict__, "output_format": FixedFormat(act_bits, frac)})
+
+    stem = calibrated(conv("stem", 1, c, 3, f_in, True), x)
+    t_stem = run_layer(stem, x)
+    b1 = calibrated(conv("b1", c, c, 3, stem.output_format, True), t_stem)
+    t_b1 = run_layer(b1, t_stem)
+    b2 = calibrated(conv("b2", c, c, 3, b1.output_format, False), t_b1)
+    if stem.output_format.frac - b2.output_format.frac > ADD_MAX_ALIGN:
+        b2 = calibrated(b2, t_b1, stem.output_format.frac - ADD_MAX_ALIGN)
+    t_b2 = run_layer(b2, t_b1)
+    fa, fb = stem.output_format.frac, b2.output_format.frac
+    m = max(fa, fb)
+    total = (t_stem << (m - fa)) + (t_b2 << (m - fb))
+    res = Add(
+        "res",
+        ("stem", "b2"),
+        FixedFormat(act_bits, out_frac(total, m)),
+        relu=bool(rng.integers(0, 2)),
+    )
+    t_res = run_layer(
+        res.as_conv(stem.output_format, b2.output_format, c),
+        np.concatenate([t_stem, t_b2], axis=1),
+    )
+    e1 = conv("e1", c, e, 1, res.format, True)
+    e3 = conv("e3", c, e, 3, res.format, True, inputs=("res",))
+    # A concat's inputs share one format: the narrower of the two calibrations.
+    f_cat = min(calibrated(e1, t_res).output_format.frac, calibrated(e3, t_res).output_format.frac)
+    e1, e3 = calibrated(e1, t_res, f_cat), calibrated(e3, t_res, f_cat)
+    f_cat = min(e1.output_format.frac, e3.output_format.frac)
+    e1, e3 = calibrated(e1, t_res, f_cat), calibrated(e3, t_res, f_cat)
     fc = random_dense(
         rng,
         in_features=2 * e * hw * hw,
@@ -335,14 +378,17 @@ def random_graph_net(
         relu=False,
         name="fc",
     )
-    out = FixedFormat(act_bits, f_cat.frac)  # a shift of the weights' fraction length
-    layers.append(Dense(**{**fc.__dict__, "input_format": f_cat, "output_format": out}))
-    x = random_activations(rng, f_in, (n_tests, 1, hw, hw))
+    cat_fmt = e1.output_format
+    fc = Dense(**{**fc.__dict__, "input_format": cat_fmt, "output_format": cat_fmt})
+    t_cat = np.concatenate([run_layer(e1, t_res), run_layer(e3, t_res)], axis=1)
+    frac = min(out_frac(dense_acc(fc, t_cat.reshape(n_tests, -1)), fc.acc_frac), fc.acc_frac)
+    fc = Dense(**{**fc.__dict__, "output_format": FixedFormat(act_bits, frac)})
+    layers = (stem, b1, b2, res, e1, e3, Concat("cat", ("e1", "e3")), Flatten("flatten"), fc)
     probe = Net(
         "random-graph",
         (1, hw, hw),
         f_in,
-        tuple(layers),
+        layers,
         x,
         np.zeros(n_tests, np.int64),
         np.zeros((n_tests, 3), np.int64),

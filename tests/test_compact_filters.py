@@ -180,14 +180,17 @@ def test_unsupported_pooling_is_one_line() -> None:
         capture(Uneven(), (1, 8, 8))
 
 
-def test_plan_runs_groups_as_steps_of_one_phase(exported) -> None:
+def test_plan_runs_groups_as_slices_of_one_tensor(exported) -> None:
     _, net = exported
     plan = compile_net(net)
     dw = [s for s in plan.steps if s.layers[0] == "dw"]
     assert [s.in_offset for s in dw] == [0, 64, 128, 192]  # 1 channel of 8x8 each
     assert [s.out_offset for s in dw] == [0, 16, 32, 48]  # pooled to 4x4
-    assert len({s.phase for s in dw}) == 1
-    assert [s.phase for s in plan.steps] == sorted(s.phase for s in plan.steps)
+    # Group g reads channel g of one stored tensor and writes channel g of another.
+    src = dw[0].in_segments[0][0]
+    assert [s.in_segments for s in dw] == [((src + 64 * g, 64),) for g in range(4)]
+    dst = dw[0].out_address
+    assert [s.out_address for s in dw] == [dst + 16 * g for g in range(4)]
 
 
 IMAGES = 4

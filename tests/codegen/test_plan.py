@@ -26,7 +26,7 @@ def test_passes_one_by_one(net) -> None:
     for p in PASSES:
         plan = p(plan)
         names.append(p.__name__)
-    assert names[:3] == ["check_supported", "fuse_steps", "assign_engines"]
+    assert names[:4] == ["check_supported", "fuse_steps", "place_activations", "assign_engines"]
     assert len(plan.log) == len(PASSES)
     # conv + pool fused, flatten free, two fully connected steps.
     assert [s.layers for s in plan.steps] == [("conv1", "pool1"), ("fc1",), ("fc2",)]
@@ -34,6 +34,13 @@ def test_passes_one_by_one(net) -> None:
     assert [s.engine for s in plan.steps] == ["conv_mac", "fc_fixed", "fc_codebook"]
     assert all(s.cycles_estimated > 0 for s in plan.steps)
     assert plan.steps[0].cfg["pool"] == 1 and plan.steps[0].cfg["shift"] == net.layers[0].shift
+    # The input streams in, the output streams out; in between, two regions ping-pong.
+    assert [(s.from_pixels, s.to_scores) for s in plan.steps] == [
+        (True, False),
+        (False, False),
+        (False, True),
+    ]
+    assert plan.steps[1].in_segments == ((0, 27),) and plan.steps[1].out_address == 27
 
 
 def test_layers_share_an_engine_at_different_bases(net) -> None:

@@ -46,7 +46,15 @@ def test_bench_names_a_port_the_top_lacks(params: TopParams) -> None:
 
 
 def test_params_are_checked(params: TopParams) -> None:
-    assert params.buffer_depth == max(s.out_count for s in params.steps[:-1])
+    # A plain stack ping-pongs between two regions of the one activation memory.
+    counts = [s.out_count for s in params.steps[:-1]]
+    assert params.memory_depth == max(a + b for a, b in zip(counts, counts[1:], strict=False))
+    with pytest.raises(ValueError, match=r"steps\[0\]: segments do not make 4 words"):
+        TopParams(
+            params.act_bits,
+            (TopStep(params.steps[0].engine, 4, 4, {}, in_segments=((0, 3),)),),
+            params.engines,
+        )
     with pytest.raises(ValueError, match=r"steps\[0\] runs on 'nowhere', not an engine"):
         TopParams(params.act_bits, (TopStep("nowhere", 4, 4, {}),), params.engines)
     with pytest.raises(ValueError, match="at least one step"):

@@ -215,3 +215,19 @@ def test_files_with_bad_graphs_are_refused_on_load(tmp_path: Path) -> None:
 
     with pytest.raises(IRError, match="'cat', field 'inputs': is missing"):
         load_net(_rewrite(path, no_inputs))
+
+
+@pytest.mark.parametrize("kind", ["fixed", "pow2"])
+@pytest.mark.parametrize(("fa", "fb", "fo"), [(3, 3, 3), (5, 2, 4), (1, 6, 7), (4, 4, 0)])
+def test_add_as_conv_is_exact(kind, fa, fb, fo) -> None:
+    """What the hardware runs for an add (a 1x1 conv over both inputs) equals item 7."""
+    rng = np.random.default_rng(fa * 100 + fb * 10 + fo)
+    a_fmt, b_fmt, out = FixedFormat(8, fa), FixedFormat(6, fb), FixedFormat(8, fo)
+    a = rng.integers(a_fmt.min, a_fmt.max + 1, size=(5, 3, 2, 2))
+    b = rng.integers(b_fmt.min, b_fmt.max + 1, size=(5, 3, 2, 2))
+    for relu in (False, True):
+        add = Add("res", ("x", "y"), out, relu=relu)
+        conv = add.as_conv(a_fmt, b_fmt, 3, kind)
+        assert conv.weight_format.kind == kind
+        want = add_aligned(a, fa, b, fb, out, apply_relu=relu)
+        assert np.array_equal(run_layer(conv, np.concatenate([a, b], axis=1)), want)

@@ -6,9 +6,9 @@ weight code. Both are stream components (valid/ready, :mod:`amaranth.lib.stream`
 ``data.StructLayout`` payloads; their latency is a class constant that the cycle models read.
 
 :class:`Requantizer`
-    bias add, round-half-up arithmetic right shift, saturation to a run-time output width, ReLU
-    (:func:`squeezeforge.sim.numerics.requantize`); pipelined (two register stages) or
-    combinational.
+    bias add, round-half-up arithmetic right shift, saturation to a run-time output width, ReLU,
+    clamp to an upper bound (:func:`squeezeforge.sim.numerics.requantize`); pipelined (two
+    register stages) or combinational.
 :class:`Pow2Decoder`
     a power-of-two weight code (:func:`squeezeforge.sim.numerics.pow2_encode`) to the shift,
     sign and zero flag a shift-add datapath applies.
@@ -27,6 +27,7 @@ __all__ = [
     "SHIFT_BITS",
     "Pow2Decoder",
     "Requantizer",
+    "clamp_max_shape",
     "pow2_term_layout",
     "requant_cfg_layout",
     "requant_input_layout",
@@ -37,13 +38,21 @@ __all__ = [
 OUT_BITS_BITS = 5
 
 
-def requant_cfg_layout() -> data.StructLayout:
-    """Per-layer settings of a :class:`Requantizer`: shift, output width, ReLU."""
+def clamp_max_shape(act_bits: int) -> ShapeLike:
+    """Shape of a clamp bound: ``0..2**(act_bits - 1) - 1``, the non-negative activations."""
+    return unsigned(act_bits - 1)
+
+
+def requant_cfg_layout(act_bits: int) -> data.StructLayout:
+    """Per-layer settings of a :class:`Requantizer` with ``act_bits``-bit outputs: shift, output
+    width, ReLU, and the clamp (``clamp`` enables it, ``clamp_max`` is the bound)."""
     return data.StructLayout(
         {
             "shift": unsigned(SHIFT_BITS),
             "out_bits": unsigned(OUT_BITS_BITS),
             "relu": unsigned(1),
+            "clamp": unsigned(1),
+            "clamp_max": clamp_max_shape(act_bits),
         }
     )
 
@@ -59,16 +68,19 @@ def requant_output_layout(act_bits: int, tag: ShapeLike) -> data.StructLayout:
 
 
 class Requantizer(wiring.Component):
-    """``relu(saturate(round_shift(acc + bias, shift), out_bits))`` on a stream.
+    """``clamp(relu(saturate(round_shift(acc + bias, shift), out_bits)))`` on a stream.
 
     Round half up as the numeric contract defines it, ``(s + 2**(shift-1)) >> shift``, computed
     as ``((2*s >> shift) + 1) >> 1``: the same value for every ``shift >= 1``, ``s`` itself for
     ``shift == 0``, and zero or -1 rounded to zero once the shift passes the sum's width, so no
     rounding constant and no special case are needed. Saturation is to ``cfg.out_bits`` (2..
-    ``act_bits``; any other value saturates to ``act_bits``), ReLU after saturation.
+    ``act_bits``; any other value saturates to ``act_bits``), ReLU after saturation, then, when
+    ``cfg.clamp`` is set, ``min(y, cfg.clamp_max)``. The bound must not exceed the saturation
+    maximum of ``cfg.out_bits`` (the IR's ``0 <= clamp_max <= out.max``); a larger one gives an
+    unspecified value.
 
-    Pipelined, stage 1 registers the sum, stage 2 the shifted value; saturation and ReLU are
-    combinational behind it. The whole pipeline moves when the output is empty or taken, so a
+    Pipelined, stage 1 registers the sum, stage 2 the shifted value; saturation, ReLU and clamp
+    are combinational behind it. The whole pipeline moves when the output is empty or taken, so a
     stalled output holds it (``i.ready`` follows ``o.ready``)::
 
         clk      __/‾\\_/‾\\_/‾\\_/‾\\_
@@ -93,8 +105,9 @@ class Requantizer(wiring.Component):
 
     Members
     -------
-    cfg : ``In(requant_cfg_layout())``
-        ``shift``, ``out_bits``, ``relu``; held while sums are in the pipeline.
+    cfg : ``In(requant_cfg_layout(act_bits))``
+        ``shift``, ``out_bits``, ``relu``, ``clamp``, ``clamp_max``; held while sums are in the
+        pipeline.
     i : ``In(stream.Signature(requant_input_layout(acc_bits, bias_bits, tag_shape)))``
     o : ``Out(stream.Signature(requant_output_layout(act_bits, tag_shape)))``
     """
@@ -133,7 +146,7 @@ class Requantizer(wiring.Component):
         self.tag_shape = tag_shape
         super().__init__(
             {
-                "cfg": In(requant_cfg_layout()),
+                "cfg": In(requant_cfg_layout(act_bits)),
                 "i": In(stream.Signature(requant_input_layout(acc_bits, bias_bits, tag_shape))),
                 "o": Out(stream.Signature(requant_output_layout(act_bits, tag_shape))),
             }
@@ -189,19 +202,30 @@ class Requantizer(wiring.Component):
             ]
 
         # Bounds per output width from constants: a case per width, no variable shifter.
-        hi = Signal(signed(act))
-        lo = Signal(signed(act))
+        sat_hi = Signal(signed(act))
+        sat_lo = Signal(signed(act))
         with m.Switch(self.cfg.out_bits):
             for b in range(2, act):
                 with m.Case(b):
-                    m.d.comb += [hi.eq((1 << (b - 1)) - 1), lo.eq(-(1 << (b - 1)))]
+                    m.d.comb += [sat_hi.eq((1 << (b - 1)) - 1), sat_lo.eq(-(1 << (b - 1)))]
             with m.Default():
-                m.d.comb += [hi.eq((1 << (act - 1)) - 1), lo.eq(-(1 << (act - 1)))]
-        sat = Signal(signed(act))
-        m.d.comb += sat.eq(Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted)))
+                m.d.comb += [sat_hi.eq((1 << (act - 1)) - 1), sat_lo.eq(-(1 << (act - 1)))]
+        # ReLU and clamp fold into the saturation bounds: with lo < 0 <= clamp_max <= hi,
+        # min(max(sat(x, lo, hi), 0), clamp_max) is sat(x, 0, clamp_max) (without the ReLU,
+        # sat(x, lo, clamp_max)). The bounds depend only on the cfg, held for a whole layer, so
+        # the data path is one pair of compares and muxes whether or not a layer clamps: shorter
+        # than a ReLU mux and a clamp compare-and-mux behind the saturation. An enable bit rather
+        # than a bound that is always applied, so that a cfg whose clamp fields are left zero
+        # means no clamp, not a clamp to zero.
+        hi = Signal(signed(act))
+        lo = Signal(signed(act))
+        m.d.comb += [
+            hi.eq(Mux(self.cfg.clamp, self.cfg.clamp_max, sat_hi)),
+            lo.eq(Mux(self.cfg.relu, 0, sat_lo)),
+        ]
         m.d.comb += [
             self.o.valid.eq(out_valid),
-            self.o.payload.value.eq(Mux(self.cfg.relu & (sat < 0), 0, sat)),
+            self.o.payload.value.eq(Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted))),
             self.o.payload.tag.eq(shifted_tag),
         ]
         return m

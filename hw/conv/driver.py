@@ -175,6 +175,8 @@ def conv_layer_config(
         "shift": int(layer.shift),
         "out_bits": int(layer.output_format.bits),
         "relu": int(bool(layer.relu)),
+        "clamp": int(layer.clamp_max is not None),
+        "clamp_max": int(layer.clamp_max or 0),
         "pool": int(bool(pool)),
         "weight_base": int(weight_base),
         "bias_base": int(bias_base),

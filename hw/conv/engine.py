@@ -36,7 +36,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ...sim.numerics import pow2_max_shift
-from ..arith import OUT_BITS_BITS, SHIFT_BITS, Requantizer
+from ..arith import OUT_BITS_BITS, SHIFT_BITS, Requantizer, clamp_max_shape
 from ..fifo import StreamFIFO
 from ..interface import check_int, discard, engine_members
 from ..pe import MAX_ACC_BITS, pe_for
@@ -222,6 +222,8 @@ def conv_cfg_layout(params: ConvEngineParams) -> data.StructLayout:
             "shift": unsigned(SHIFT_BITS),
             "out_bits": unsigned(OUT_BITS_BITS),
             "relu": unsigned(1),
+            "clamp": unsigned(1),
+            "clamp_max": clamp_max_shape(params.act_bits),
             "pool": unsigned(1),
             "weight_base": unsigned(params.weight_addr_bits),
             "bias_base": unsigned(params.bias_addr_bits),
@@ -1062,8 +1064,9 @@ class ConvEngine(wiring.Component):
     """Convolution engine: output-stationary ``rows x cols`` array, one build for many layers.
 
     Computes a :class:`~squeezeforge.sim.ir.Conv2d` layer (bias, requantization by ``shift``
-    with round-half-up, saturation to ``out_bits``, optional ReLU) and, when ``cfg.pool`` is set,
-    the 2x2 max pool that follows it, bit-exactly with :mod:`squeezeforge.sim.reference`.
+    with round-half-up, saturation to ``out_bits``, optional ReLU and clamp to ``clamp_max``)
+    and, when ``cfg.pool`` is set, the 2x2 max pool that follows it, bit-exactly with
+    :mod:`squeezeforge.sim.reference`.
     Weights are fixed-point values (multiply-accumulate PEs) or power-of-two codes (shift-add
     PEs, no multiplier), per ``params.weight_kind``.
 
@@ -1292,6 +1295,8 @@ class ConvEngine(wiring.Component):
                 rq.cfg.shift.eq(cfg.shift),
                 rq.cfg.out_bits.eq(cfg.out_bits),
                 rq.cfg.relu.eq(cfg.relu),
+                rq.cfg.clamp.eq(cfg.clamp),
+                rq.cfg.clamp_max.eq(cfg.clamp_max),
                 rq.i.valid.eq(drain.col[c].valid),
                 rq.i.payload.acc.eq(drain.col[c].payload.acc),
                 rq.i.payload.bias.eq(bias_rps[c].data.as_signed()),

@@ -188,6 +188,8 @@ def sparse_fc_config(
         "shift": layer.shift,
         "out_bits": layer.output_format.bits,
         "relu": int(layer.relu),
+        "clamp": int(layer.clamp_max is not None),
+        "clamp_max": int(layer.clamp_max or 0),
     }
 
 

@@ -20,7 +20,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ...sim.numerics import pow2_max_shift
-from ..arith import SHIFT_BITS, Pow2Decoder, Requantizer
+from ..arith import SHIFT_BITS, Pow2Decoder, Requantizer, clamp_max_shape
 from ..fifo import StreamFIFO
 from ..interface import check_int, discard, engine_members
 
@@ -262,6 +262,8 @@ class SparseFCParams:
                 "shift": unsigned(SHIFT_BITS),
                 "out_bits": range(self.act_bits + 1),
                 "relu": unsigned(1),
+                "clamp": unsigned(1),
+                "clamp_max": clamp_max_shape(self.act_bits),
             }
         )
 
@@ -641,8 +643,8 @@ class SparseFC(wiring.Component):
     accepted and dropped at one per cycle, each non-zero one is broadcast with its column to every
     PE's activation FIFO (the stream stalls while any FIFO is full). When all inputs are in and
     every PE is idle, the rows are read out in row order: accumulator plus bias, round-half-up
-    shift by ``cfg.shift``, saturation to ``cfg.out_bits``, optional ReLU, on ``o_act``; the read
-    clears the accumulator for the next layer.
+    shift by ``cfg.shift``, saturation to ``cfg.out_bits``, optional ReLU and clamp to
+    ``cfg.clamp_max``, on ``o_act``; the read clears the accumulator for the next layer.
 
     ::
 
@@ -666,7 +668,8 @@ class SparseFC(wiring.Component):
     -------
     cfg : ``In(params.cfg_layout())``
         Layer configuration: ``in_features``, ``out_features``, the bases of the layer in the
-        pointer, entry, bias and codebook memories, ``shift``, ``out_bits``, ``relu``.
+        pointer, entry, bias and codebook memories, ``shift``, ``out_bits``, ``relu``,
+        ``clamp`` and ``clamp_max``.
     start : ``In(1)``
         Starts one layer.
     busy : ``Out(1)``
@@ -801,6 +804,8 @@ class SparseFC(wiring.Component):
             requant.cfg.shift.eq(cfg.shift),
             requant.cfg.out_bits.eq(cfg.out_bits),
             requant.cfg.relu.eq(cfg.relu),
+            requant.cfg.clamp.eq(cfg.clamp),
+            requant.cfg.clamp_max.eq(cfg.clamp_max),
             requant.i.valid.eq(in_flight),
             requant.i.payload.acc.eq(acc),
             requant.i.payload.bias.eq(bias),

@@ -18,11 +18,33 @@ SHIFTS = (0, 1, 2, 3, 4, 5, 6, 63)
 OUT_BITS = (2, 3, 4, 0)  # 0 is outside 2..act_bits: saturates to act_bits
 
 
-def contract(acc: int, bias: int, shift: int, out_bits: int, relu: int) -> int:
+def contract(
+    acc: int, bias: int, shift: int, out_bits: int, relu: int, clamp_max: int | None = None
+) -> int:
     """The numeric contract's value of one sum (sim.numerics.requantize)."""
-    bits = out_bits if 2 <= out_bits <= ACT_BITS else ACT_BITS
-    y = requantize(np.asarray([acc + bias]), shift, FixedFormat(bits, 0), apply_relu=bool(relu))
+    y = requantize(
+        np.asarray([acc + bias]),
+        shift,
+        FixedFormat(saturation_bits(out_bits), 0),
+        apply_relu=bool(relu),
+        clamp_max=clamp_max,
+    )
     return int(y[0])
+
+
+def saturation_bits(out_bits: int) -> int:
+    return out_bits if 2 <= out_bits <= ACT_BITS else ACT_BITS
+
+
+def every_cfg():
+    """Every (shift, out_bits, relu, clamp_max) of the test widths: no clamp, and every bound
+    the IR allows (0..out.max), with ReLU as the IR requires and without it (the requantizer
+    clamps either way)."""
+    cfgs = []
+    for shift, out_bits, relu in itertools.product(SHIFTS, OUT_BITS, (0, 1)):
+        top = (1 << (saturation_bits(out_bits) - 1)) - 1
+        cfgs += [(shift, out_bits, relu, c) for c in (None, *range(top + 1))]
+    return cfgs
 
 
 def clocked(dut) -> Module:
@@ -43,6 +65,9 @@ def every_sum():
 def run_requantizer(dut: Requantizer, batches, ready_probability: float = 1.0, seed: int = 0):
     """Stream each batch ``(cfg, [(acc, bias, tag)])`` through ``dut``; outputs per batch.
 
+    ``cfg`` is ``(shift, out_bits, relu)`` or ``(shift, out_bits, relu, clamp_max)``, a
+    ``clamp_max`` of None (or none given) leaving the clamp off.
+
     The cfg changes only between batches, once the pipeline is empty (as an engine holds its
     cfg for a layer). ``o.ready`` is random with the given probability.
     """
@@ -51,10 +76,12 @@ def run_requantizer(dut: Requantizer, batches, ready_probability: float = 1.0, s
     async def bench(ctx):
         results = []
         for cfg, items in batches:
-            shift, out_bits, relu = cfg
+            shift, out_bits, relu, clamp_max = (*cfg, None)[:4]
             ctx.set(dut.cfg.shift, shift)
             ctx.set(dut.cfg.out_bits, out_bits)
             ctx.set(dut.cfg.relu, relu)
+            ctx.set(dut.cfg.clamp, clamp_max is not None)
+            ctx.set(dut.cfg.clamp_max, clamp_max or 0)
             got = []
             sent = 0
             while len(got) < len(items):
@@ -81,13 +108,12 @@ def run_requantizer(dut: Requantizer, batches, ready_probability: float = 1.0, s
 @pytest.mark.parametrize("pipelined", [True, False])
 def test_requantizer_matches_the_contract_on_every_input(pipelined):
     sums = every_sum()
-    cfgs = list(itertools.product(SHIFTS, OUT_BITS, (0, 1)))
-    batches = [(cfg, [(a, b, i % 8) for i, (a, b) in enumerate(sums)]) for cfg in cfgs]
+    batches = [(cfg, [(a, b, i % 8) for i, (a, b) in enumerate(sums)]) for cfg in every_cfg()]
     dut = Requantizer(ACC_BITS, BIAS_BITS, ACT_BITS, pipelined=pipelined, tag_shape=unsigned(3))
     results = run_requantizer(dut, batches)
     for (cfg, items), got in zip(batches, results, strict=True):
         expected = [(contract(a, b, *cfg), tag) for a, b, tag in items]
-        assert got == expected, f"cfg (shift, out_bits, relu) = {cfg}"
+        assert got == expected, f"cfg (shift, out_bits, relu, clamp_max) = {cfg}"
 
 
 def test_requantizer_latency_is_its_constant():
@@ -114,7 +140,7 @@ def test_requantizer_holds_its_outputs_under_backpressure():
     rng = random.Random(5)
     sums = every_sum()
     items = [(a, b, rng.randrange(8)) for a, b in rng.sample(sums, 60)]
-    batches = [((2, 3, 1), items), ((0, 0, 0), items)]
+    batches = [((2, 3, 1), items), ((0, 0, 0), items), ((1, 4, 1, 2), items)]
     dut = Requantizer(ACC_BITS, BIAS_BITS, ACT_BITS, tag_shape=unsigned(3))
     results = run_requantizer(dut, batches, ready_probability=0.4, seed=2)
     for (cfg, batch), got in zip(batches, results, strict=True):
@@ -131,6 +157,21 @@ def test_requantizer_comparison_fails_on_a_corrupted_reference():
     corrupted = list(expected)
     corrupted[7] = (corrupted[7][0] + 1, 0)
     assert got != corrupted
+
+
+def test_requantizer_comparison_fails_on_a_wrong_clamp():
+    """The bound the cfg carries is the one applied: one off, or no clamp, and the values of a
+    clamping batch differ from the contract's."""
+    sums = every_sum()
+    right = (0, 4, 1, 3)
+    items = [(a, b, 0) for a, b in sums]
+    expected = [(contract(a, b, *right), 0) for a, b, _ in items]
+    dut = Requantizer(ACC_BITS, BIAS_BITS, ACT_BITS, pipelined=False)
+    wrong = [(0, 4, 1, 2), (0, 4, 1, 4), (0, 4, 1, None)]
+    got, *corrupted = run_requantizer(dut, [(cfg, items) for cfg in (right, *wrong)])
+    assert got == expected
+    for cfg, values in zip(wrong, corrupted, strict=True):
+        assert values != expected, f"clamp_max {cfg[3]} instead of 3"
 
 
 def test_requantizer_parameters_are_checked():

@@ -228,6 +228,8 @@ def test_layer_config_and_packing():
         "shift": layer.shift,
         "out_bits": 8,
         "relu": 1,
+        "clamp": 0,
+        "clamp_max": 0,
         "pool": 1,
         "weight_base": 3,
         "bias_base": 1,
@@ -235,6 +237,9 @@ def test_layer_config_and_packing():
     word = pack_cfg(conv_cfg_layout(params), cfg)
     for name, field in conv_cfg_layout(params):
         assert (word >> field.offset) & ((1 << field.width) - 1) == cfg[name]
+    relu6 = replace(layer, clamp_max=layer.output_format.max)
+    clamped = conv_layer_config(relu6, (2, 5, 7), True, params, weight_base=3, bias_base=1)
+    assert clamped == {**cfg, "clamp": 1, "clamp_max": layer.output_format.max}
     with pytest.raises(ValueError, match="cfg field 'stride' = 300 does not fit 8 bits"):
         pack_cfg(conv_cfg_layout(params), {**cfg, "stride": 300})
 
@@ -451,6 +456,74 @@ def test_small_layers_match_reference_and_cycle_model(kind):
     for (layer, x, pool), (outputs, cycles) in zip(cases, simulate(params, cases), strict=True):
         assert_outputs_equal(layer.name, outputs, expected_outputs(layer, x, pool))
         assert cycles == conv_cycles(layer, x.shape, params, pool).cycles
+
+
+def clamped_cases(rng, kind: str) -> list:
+    """Random layers with a clamp: 0, the output maximum, then random bounds below the largest
+    unclamped output, so that they cut."""
+    cases = []
+    for i, (pool, stride, padding, shape, m) in enumerate(
+        [
+            (False, 1, 1, (2, 5, 6), 5),
+            (True, 1, 1, (2, 5, 6), 4),
+            (False, 2, 0, (1, 7, 5), 7),
+            (True, 1, 2, (3, 3, 4), 2),
+            (False, 1, 0, (2, 4, 4), 6),
+        ]
+    ):
+        layer = conv_layer(
+            rng,
+            kind,
+            in_channels=shape[0],
+            out_channels=m,
+            stride=stride,
+            padding=padding,
+            act_bits=int(rng.integers(2, 9)),
+            clamp=True,
+        )
+        x = random_activations(rng, layer.input_format, shape)
+        if i < 2:
+            layer = replace(layer, clamp_max=(0, layer.output_format.max)[i])
+        else:
+            top = int(expected_outputs(replace(layer, clamp_max=None), x, pool).max())
+            layer = replace(layer, clamp_max=int(rng.integers(0, max(top, 1))))
+        cases.append((layer, x, pool))
+    return cases
+
+
+@pytest.mark.parametrize("kind", ["fixed", "pow2"])
+def test_clamped_layers_match_reference_and_cycle_model(kind):
+    """ReLU then clamp (ReLU6 and the like) bit-exact, in the same cycles as without."""
+    rng = np.random.default_rng(13)
+    params = small_params(kind)
+    cases = clamped_cases(rng, kind)
+    binds = 0
+    for (layer, x, pool), (outputs, cycles) in zip(cases, simulate(params, cases), strict=True):
+        expected = expected_outputs(layer, x, pool)
+        assert_outputs_equal(layer.name, outputs, expected)
+        assert cycles == conv_cycles(layer, x.shape, params, pool).cycles
+        unclamped = expected_outputs(replace(layer, clamp_max=None), x, pool)
+        assert expected.max(initial=0) <= layer.clamp_max
+        binds += not np.array_equal(expected, unclamped)
+    assert binds >= 3  # the random bounds cut
+
+
+def test_wrong_clamp_in_the_cfg_fails_the_scoreboard():
+    rng = np.random.default_rng(14)
+    params = small_params()
+    layer = conv_layer(rng, out_channels=3, act_bits=8, clamp=True)
+    layer = replace(layer, clamp_max=17)
+    x = random_activations(rng, layer.input_format, (2, 4, 4))
+    expected = expected_outputs(layer, x, False)
+    assert expected.max() == 17  # outputs reach the bound
+    # The driver maps clamp_max straight to the cfg, so a layer with another bound is a cfg
+    # with a wrong clamp: one more, one less, and none.
+    wrong = [replace(layer, clamp_max=c) for c in (18, 16, None)]
+    results = simulate(params, [(lay, x, False) for lay in [layer, *wrong]])
+    assert_outputs_equal(layer.name, results[0][0], expected)
+    for outputs, _ in results[1:]:
+        with pytest.raises(AssertionError, match=r"layer conv: output \d+ .* expected"):
+            assert_outputs_equal(layer.name, outputs, expected)
 
 
 def test_stalled_streams_change_timing_not_results():

@@ -85,10 +85,25 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> _Builds:
     return _Builds(tmp_path_factory)
 
 
-def with_output(layer: Conv2d, bits: int, shift: int, relu: bool | None = None) -> Conv2d:
-    """The layer with an output format of ``bits`` that requantizes by ``shift``."""
+def with_output(
+    layer: Conv2d,
+    bits: int,
+    shift: int,
+    relu: bool | None = None,
+    clamp_max: int | None = None,
+) -> Conv2d:
+    """The layer with an output format of ``bits`` that requantizes by ``shift``; a clamp the
+    layer had is cut to the new format's maximum, or replaced by ``clamp_max``."""
     out = FixedFormat(bits, layer.acc_frac - shift)
-    return replace(layer, output_format=out, relu=layer.relu if relu is None else relu)
+    relu = layer.relu if relu is None else relu
+    if clamp_max is None and layer.clamp_max is not None and relu:
+        clamp_max = min(layer.clamp_max, out.max)
+    return replace(layer, output_format=out, relu=relu, clamp_max=clamp_max)
+
+
+def relu6_bound(out: FixedFormat) -> int:
+    """ReLU6's clamp_max in ``out``: 6 at its fraction length, or ``out.max`` beyond it."""
+    return min((6 << out.frac) if out.frac >= 0 else 6 >> -out.frac, out.max)
 
 
 def fitting_layer(rng: np.random.Generator, params: ConvEngineParams, **kw) -> tuple:
@@ -166,12 +181,12 @@ def run_bench(kind: str, build: Path, layers: list[dict], tmp_path: Path) -> tup
     return result, measured
 
 
-def random_cases(kind: str, seed: int, n: int) -> list[dict]:
+def random_cases(kind: str, seed: int, n: int, *, clamp: bool = False) -> list[dict]:
     params = ENGINES[kind]
     rng = np.random.default_rng(seed)
     layers = []
     for i in range(n):
-        layer, shape = fitting_layer(rng, params)
+        layer, shape = fitting_layer(rng, params, **({"clamp": True} if clamp else {}))
         _, oh, ow = layer.output_shape(shape)
         pool = oh >= 2 and ow >= 2 and rng.random() < 0.4
         x = random_activations(rng, layer.input_format, shape)
@@ -240,6 +255,17 @@ def adversarial_cases(kind: str) -> list[dict]:
             params,
         )
     )
+    # Clamps after the ReLU on sums that saturate high: ReLU6, to zero, to the output maximum
+    # (the saturation bound itself), and a clamp before a max pool.
+    high = with_output(extreme, 8, extreme.acc_frac - 4, relu=True)
+    relu6 = replace(high, clamp_max=relu6_bound(high.output_format))
+    layers.append(case(f"{kind}-relu6", relu6, x_min, params))
+    layers.append(case(f"{kind}-clamp-zero", replace(high, clamp_max=0), x_min, params))
+    top = replace(high, clamp_max=high.output_format.max)
+    layers.append(case(f"{kind}-clamp-max", top, x_min, params))
+    x_mixed = random_activations(rng, extreme.input_format, shape)
+    mixed = with_output(extreme, 6, 12, relu=True, clamp_max=9)
+    layers.append(case(f"{kind}-clamp-pool", mixed, x_mixed, params, pool=True))
     return layers
 
 
@@ -248,6 +274,15 @@ def test_random_layers_match_reference(kind: str, builds, tmp_path: Path) -> Non
     result, measured = run_bench(kind, builds[kind], random_cases(kind, 11, 40), tmp_path)
     result.check()
     # Without stalls the measured cycles equal the model exactly (the bench allows 2%).
+    exact = [m for m in measured if m["cycles"] == m["model"]]
+    assert len(exact) >= len(measured) - len(measured) // 4 - 1, measured
+
+
+@pytest.mark.parametrize("kind", ["fixed", "pow2"])
+def test_clamped_random_layers_match_reference(kind: str, builds, tmp_path: Path) -> None:
+    layers = random_cases(kind, 12, 16, clamp=True)
+    result, measured = run_bench(kind, builds[kind], layers, tmp_path)
+    result.check()
     exact = [m for m in measured if m["cycles"] == m["model"]]
     assert len(exact) >= len(measured) - len(measured) // 4 - 1, measured
 

@@ -167,6 +167,8 @@ def test_pack_cfg_refuses_a_value_wider_than_its_field() -> None:
         shift=5,
         out_bits=8,
         relu=1,
+        clamp=1,
+        clamp_max=96,
     )
     assert pack_cfg(p.cfg_layout(), cfg) == p.cfg_layout().const(cfg).as_value().value
     with pytest.raises(ValueError, match="cfg field 'in_features' = 16 does not fit 4 bits"):

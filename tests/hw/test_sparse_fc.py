@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -311,6 +312,55 @@ def test_small_layers_match_reference_and_cycle_model(kind, n_pe, depth):
         assert cycles == model.cycles
 
 
+def clamped_layer(rng, params: SparseFCParams, i: int) -> tuple[SparseDense, np.ndarray]:
+    """A random layer with a clamp (0 for ``i == 0``, the output maximum for ``i == 1``, then a
+    random bound below the largest unclamped output, so that it cuts) and an input."""
+    layer = random_layer(rng, params, clamp=True)
+    x = random_activations(rng, layer.input_format, (layer.in_features,))
+    if i < 2:
+        return replace(layer, clamp_max=(0, layer.output_format.max)[i]), x
+    top = int(run_layer(replace(layer, clamp_max=None), x[None]).max())
+    return replace(layer, clamp_max=int(rng.integers(0, max(top, 1)))), x
+
+
+@pytest.mark.parametrize(("kind", "n_pe"), [("codebook", 4), ("pow2", 2), ("fixed", 1)])
+def test_clamped_layers_match_reference_and_cycle_model(kind, n_pe):
+    """ReLU then clamp (ReLU6 and the like) bit-exact, in the same cycles as without."""
+    rng = np.random.default_rng(20 + n_pe)
+    params = small_params(kind, n_pe)
+    cases = [clamped_layer(rng, params, i) for i in range(5)]
+    binds = 0
+    for (layer, x), (got, cycles) in zip(cases, simulate(params, cases), strict=True):
+        expected = run_layer(layer, x[None])[0]
+        np.testing.assert_array_equal(got, expected, err_msg=f"layer {layer.name}")
+        model = sparse_fc_cycles(
+            layer, x, n_pe=n_pe, index_bits=params.index_bits, fifo_depth=params.fifo_depth
+        )
+        assert cycles == model.cycles
+        assert expected.max(initial=0) <= layer.clamp_max
+        binds += not np.array_equal(expected, run_layer(replace(layer, clamp_max=None), x[None])[0])
+    assert binds >= 3  # the random bounds cut
+
+
+def test_wrong_clamp_in_the_cfg_gives_a_mismatch():
+    rng = np.random.default_rng(23)
+    params = small_params("fixed", 2)
+    layer = random_layer(rng, params, in_features=12, out_features=9, act_bits=8, clamp=True)
+    x = random_activations(rng, layer.input_format, (layer.in_features,))
+    top = int(run_layer(replace(layer, clamp_max=None), x[None]).max())
+    layer = replace(layer, clamp_max=top // 2)
+    expected = run_layer(layer, x[None])[0]
+    assert expected.max() == top // 2 < top  # the bound cuts
+    # The driver maps clamp_max straight to the cfg, so a layer with another bound is a cfg
+    # with a wrong clamp: one more, one less, and none.
+    wrong = [replace(layer, clamp_max=c) for c in (top // 2 + 1, top // 2 - 1, None)]
+    results = simulate(params, [(lay, x) for lay in [layer, *wrong]])
+    np.testing.assert_array_equal(results[0][0], expected)
+    for lay, (got, _) in zip(wrong, results[1:], strict=True):
+        with pytest.raises(AssertionError, match="Arrays are not equal"):
+            np.testing.assert_array_equal(got, expected, err_msg=f"clamp_max {lay.clamp_max}")
+
+
 def test_backpressure_and_input_gaps_keep_results_exact():
     rng = np.random.default_rng(7)
     params = small_params("codebook", 4, fifo_depth=1)
@@ -424,6 +474,14 @@ def test_driver_reencodes_for_the_unit_and_packs_cfg():
     cfg = sparse_fc_config(layer, params)
     const = params.cfg_layout().const(cfg)
     assert pack_cfg(params.cfg_layout(), cfg) == const.as_value().value
+    assert (cfg["clamp"], cfg["clamp_max"]) == (0, 0)
+    relu6 = replace(layer, relu=True, clamp_max=layer.output_format.max)
+    clamped = sparse_fc_config(relu6, params)
+    assert clamped == {**cfg, "relu": 1, "clamp": 1, "clamp_max": layer.output_format.max}
+    assert (
+        pack_cfg(params.cfg_layout(), clamped)
+        == params.cfg_layout().const(clamped).as_value().value
+    )
 
 
 def test_driver_init_rejects_overlapping_layers():

@@ -5,6 +5,7 @@ equal to the cycle model."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,7 @@ def _with_weights(layer: SparseDense, stored: np.ndarray, params: SparseFCParams
         weight_format=layer.weight_format,
         output_format=layer.output_format,
         relu=layer.relu,
+        clamp_max=layer.clamp_max,
         bias=layer.bias,
     )
 
@@ -187,10 +189,19 @@ def corner_cases(rng, params: SparseFCParams) -> list[dict]:
         rng, params, "backpressure", in_features=30, out_features=min(max_out, 40), density=0.5
     )
     cases.append(case_entry(params, layer, acts(layer, 0.6), valid_prob=0.7, ready_prob=0.5))
+
+    # Clamps after the ReLU: to half the largest unclamped output (it cuts), to zero, and to the
+    # output maximum (the saturation bound itself).
+    base = _layer(rng, params, "clamp", in_features=20, out_features=15, density=0.7, relu=True)
+    x = acts(base)
+    top = int(run_layer(base, x[None]).max())
+    for name, bound in (("half", top // 2), ("zero", 0), ("max", base.output_format.max)):
+        layer = replace(base, name=f"clamp_{name}", clamp_max=bound)
+        cases.append(case_entry(params, layer, x))
     return cases
 
 
-def random_cases(rng, params: SparseFCParams, count: int) -> list[dict]:
+def random_cases(rng, params: SparseFCParams, count: int, *, clamp: bool = False) -> list[dict]:
     cases = []
     densities = np.linspace(0.01, 1.0, count)
     act_densities = np.linspace(0.0, 1.0, count)
@@ -203,6 +214,7 @@ def random_cases(rng, params: SparseFCParams, count: int) -> list[dict]:
             in_features=int(rng.integers(1, 65)),
             out_features=int(rng.integers(1, min(params.max_out_features, 64) + 1)),
             density=float(densities[i]),
+            **({"clamp": True} if clamp else {}),
         )
         x = random_activations(
             rng, layer.input_format, (layer.in_features,), density=float(act_densities[i])
@@ -232,6 +244,16 @@ def test_layers_match_reference_and_cycle_model(tag: str, tmp_path: Path) -> Non
     params = build_params(tag)
     layers = random_cases(rng, params, 16) + corner_cases(rng, params)
     result = run_cases(tag, layers, tmp_path, seed=3)
+    result.check()
+    assert result.passed
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("tag", ["n2_pow2", "n8_codebook"])
+def test_clamped_layers_match_reference_and_cycle_model(tag: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(sorted(BUILDS).index(tag) + 200)
+    params = build_params(tag)
+    result = run_cases(tag, random_cases(rng, params, 10, clamp=True), tmp_path, seed=4)
     result.check()
     assert result.passed
 

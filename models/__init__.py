@@ -2,7 +2,8 @@
 
 The flow's entry points:
 
-* :func:`train` a reference net (``"cnn"``, ``"mlp"`` or ``"mobile"``) and
+* :func:`train` a reference net (``"cnn"``, ``"mlp"``, ``"mobile"``, ``"fire"`` or
+  ``"resnet"``) and
   :func:`save_checkpoint` it;
 * :func:`load_checkpoint` it back;
 * ``squeezeforge.models.compress.compress`` a checkpoint (or model) with a recipe name or file
@@ -14,16 +15,22 @@ The flow's entry points:
 from .compress import load_recipe, shipped_recipes
 from .data import Dataset, load_digits, load_mnist_idx
 from .export import check_supported, post_training_export, to_net
-from .nets import MODELS, DigitsCNN, DigitsMLP, DigitsMobile, build_model
+from .graph import ChannelConcat, LayerGraph, ResidualAdd
+from .nets import MODELS, DigitsCNN, DigitsFire, DigitsMLP, DigitsMobile, DigitsResNet, build_model
 from .train import Checkpoint, evaluate, fit, load_checkpoint, predict, save_checkpoint, train
 
 __all__ = [
     "MODELS",
     "Checkpoint",
     "Dataset",
+    "ChannelConcat",
     "DigitsCNN",
+    "DigitsFire",
     "DigitsMLP",
     "DigitsMobile",
+    "DigitsResNet",
+    "LayerGraph",
+    "ResidualAdd",
     "build_model",
     "check_supported",
     "evaluate",

@@ -1,22 +1,31 @@
-"""Capture a user's model, whatever its ``forward`` looks like, as a stack of supported layers.
+"""Capture a user's model, whatever its ``forward`` looks like, as layers the IR expresses.
 
 The compression passes and the export read a model as a :class:`torch.nn.Sequential` of leaf
-modules in execution order. A user's model rarely is one: it has a custom ``forward`` with
-functional calls (``F.relu``, ``F.max_pool2d``, ``torch.flatten``, ``x.view(x.size(0), -1)``),
-nested modules and unnamed ``nn.Sequential`` children. :func:`capture` traces it with
-:mod:`torch.fx`, follows the one tensor from input to output, turns each functional call into
-the equivalent module, and returns the stack. The stack shares the user's parameter tensors
-(nothing is copied) and is checked to compute the same outputs as the model on a random input.
+modules in execution order, or, when a layer reads another tensor than the previous layer's
+output (a residual add, a concat of branches), as a
+:class:`~squeezeforge.models.graph.LayerGraph`: the same stack, whose ``inputs`` name what such
+layers read. A user's model rarely is either: it has a custom ``forward`` with functional calls
+(``F.relu``, ``F.max_pool2d``, ``torch.flatten``, ``x.view(x.size(0), -1)``, ``x + y``,
+``torch.cat``), nested modules and unnamed ``nn.Sequential`` children. :func:`capture` traces it
+with :mod:`torch.fx`, follows the tensors from input to output, turns each functional call into
+the equivalent module (an add into :class:`~squeezeforge.models.graph.ResidualAdd`, a concat
+into :class:`~squeezeforge.models.graph.ChannelConcat`, ``F.relu6`` and ``clamp(x, 0, c)`` into
+``nn.ReLU6`` and ``nn.Hardtanh(0, c)``), and returns the layers in the tracer's (topological)
+order. A model that is a chain comes back as a plain stack, exactly as before graphs existed.
+The layers share the user's parameter tensors (nothing is copied) and are checked to compute
+the same outputs as the model on a random input.
 
-A node the IR cannot express (a residual add, a concat, a second input, an unknown function)
-is refused with one line naming the operation and where it is in ``forward``, before any
-training.
+A node the IR cannot express (a product, a second input, an unknown function, a concat along
+another axis than the channels, an add that broadcasts) is refused with one line naming the
+operation and where it is in ``forward``, before any training.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import operator
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -27,6 +36,9 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from squeezeforge.sim.errors import UserError
+from squeezeforge.sim.ir import NET_INPUT
+
+from .graph import ChannelConcat, LayerGraph, ResidualAdd
 
 if TYPE_CHECKING:
     from .data import Dataset
@@ -39,7 +51,11 @@ _FLATTEN_FUNCTIONS = {torch.flatten, torch.reshape}
 _FLATTEN_METHODS = {"view", "reshape", "flatten"}
 _SOFTMAX = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax}
 _SOFTMAX_MODULES = (nn.Softmax, nn.LogSoftmax)
-_RESIDUAL = {operator.add, operator.iadd, torch.add, torch.cat, torch.concat, operator.mul}
+_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
+_ADD_METHODS = {"add", "add_", "__add__", "__iadd__"}
+_CAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
+_CLAMP_FUNCTIONS = {torch.clamp, torch.clip, torch.clamp_, torch.clip_}
+_CLAMP_METHODS = {"clamp", "clip", "clamp_", "clip_"}
 
 
 def is_stack(model: nn.Module) -> bool:
@@ -54,6 +70,16 @@ def is_stack(model: nn.Module) -> bool:
     return all(
         isinstance(m, nn.Sequential) or not any(True for _ in m.children()) for m in model.modules()
     )
+
+
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, which keeps squeezeforge's add and concat modules as one call each
+    (named by their module path) instead of tracing into their ``forward``."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, ResidualAdd | ChannelConcat) or super().is_leaf_module(
+            m, module_qualified_name
+        )
 
 
 def _where(node: fx.Node) -> str:
@@ -132,6 +158,8 @@ def _as_module(node: fx.Node, modules: dict[str, nn.Module]) -> nn.Module | None
         if isinstance(module, nn.AdaptiveAvgPool2d):
             assert in_shape is not None
             return _adaptive_pool(node, in_shape, module.output_size)
+        if isinstance(module, nn.Hardtanh) and not isinstance(module, nn.ReLU6):
+            _clamp(node, module.min_val, module.max_val)  # refuses another range
         return module
     if target in _RELU_FUNCTIONS or (node.op == "call_method" and target in ("relu", "relu_")):
         return nn.ReLU()
@@ -170,16 +198,82 @@ def _as_module(node: fx.Node, modules: dict[str, nn.Module]) -> nn.Module | None
             f"reshapes {list(in_shape[1:])} to {list(out_shape[1:])}; only flattening to one"
             " vector per sample is supported",
         )
-    if target in _RESIDUAL:
-        raise _refuse(
-            node,
-            "combines two tensors; the IR is a chain of layers (no residual add or concat yet)",
-        )
+    if target is F.relu6:
+        return nn.ReLU6()
+    if target is F.hardtanh:
+        return _clamp(node, _arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0))
+    if target in _CLAMP_FUNCTIONS or (node.op == "call_method" and target in _CLAMP_METHODS):
+        return _clamp(node, _arg(node, 1, "min", None), _arg(node, 2, "max", None))
+    if target is F.hardsigmoid:
+        return nn.Hardsigmoid()
     raise _refuse(
         node,
-        "has no equivalent in the IR (supported: Conv2d, Linear, ReLU, max and average pool,"
-        " mean over H and W, flatten/view, BatchNorm, Dropout)",
+        "has no equivalent in the IR (supported: Conv2d, Linear, ReLU, ReLU6 and clamps to"
+        " [0, c], Hardsigmoid, max and average pool, mean over H and W, flatten/view, residual"
+        " adds, concats along the channels, BatchNorm, Dropout)",
     )
+
+
+def _clamp(node: fx.Node, lo: object, hi: object) -> nn.Module:
+    """A clamp to ``[lo, hi]`` as the module the IR takes: a ReLU (``hi`` None) or a ReLU with
+    a ceiling, ``nn.Hardtanh(0, hi)`` (ReLU6 when ``hi`` is 6)."""
+    numbers = all(v is None or isinstance(v, int | float) for v in (lo, hi))
+    if not numbers or lo is None or float(lo) != 0.0 or (hi is not None and not float(hi) > 0):
+        shown = ", ".join("a tensor" if isinstance(v, fx.Node) else str(v) for v in (lo, hi))
+        raise _refuse(
+            node,
+            f"clamps to [{shown}]; supported: a clamp to [0, c] with c > 0 (ReLU6) or to [0,"
+            " None] (ReLU)",
+        )
+    return nn.ReLU() if hi is None else nn.Hardtanh(0.0, float(hi))
+
+
+def _join(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[nn.Module, list[fx.Node]] | None:
+    """The add or concat ``node`` is, with the nodes it reads in order; None for another op."""
+    target = node.target
+    module = modules.get(str(target)) if node.op == "call_module" else None
+    if isinstance(module, ChannelConcat):
+        return module, [a for a in node.args if isinstance(a, fx.Node)]
+    is_add = (
+        (node.op == "call_function" and target in _ADD_FUNCTIONS)
+        or (node.op == "call_method" and target in _ADD_METHODS)
+        or isinstance(module, ResidualAdd)
+    )
+    if is_add:
+        a, b = _arg(node, 0, "input", None), _arg(node, 1, "other", None)
+        if _arg(node, 2, "alpha", 1) != 1:
+            raise _refuse(node, "scales the second addend (alpha); the IR adds two tensors")
+        if not all(isinstance(t, fx.Node) and _shape(t) is not None for t in (a, b)):
+            raise _refuse(
+                node,
+                "adds a constant to a tensor; the IR adds two tensors (fold a constant into the"
+                " bias of the layer before)",
+            )
+        assert isinstance(a, fx.Node) and isinstance(b, fx.Node)
+        if _shape(a) != _shape(b):
+            raise _refuse(
+                node,
+                f"adds tensors of shapes {list(_shape(a) or ())[1:]} and"
+                f" {list(_shape(b) or ())[1:]}; the IR adds tensors of one shape (no"
+                " broadcasting)",
+            )
+        return (module if isinstance(module, ResidualAdd) else ResidualAdd()), [a, b]
+    if node.op == "call_function" and target in _CAT_FUNCTIONS:
+        parts = _arg(node, 0, "tensors", None)
+        dim = node.kwargs.get("axis", _arg(node, 1, "dim", 0))
+        if not isinstance(parts, list | tuple) or not all(
+            isinstance(t, fx.Node) and _shape(t) is not None for t in parts
+        ):
+            raise _refuse(node, "concatenates something other than a list of tensors")
+        rank = len(_shape(parts[0]) or ())
+        if not isinstance(dim, int) or dim % rank != 1:
+            raise _refuse(
+                node,
+                f"concatenates {rank}-D tensors along dim {dim}; the IR joins along the channels"
+                " (dim 1, or -3 of (N, C, H, W); the features of (N, F)) only",
+            )
+        return ChannelConcat(), list(parts)
+    return None
 
 
 def capture(
@@ -194,7 +288,7 @@ def capture(
     """
     if is_stack(model):
         return model
-    tracer = fx.Tracer()
+    tracer = _Tracer()
     tracer.record_stack_traces = True
     try:
         graph = tracer.trace(model)
@@ -227,10 +321,38 @@ def capture(
         model.train(was_training)
 
     modules = dict(gm.named_modules())
-    stack = nn.Sequential()
-    current = inputs[0]
-    nodes = [n for n in graph.nodes if n.op not in ("placeholder", "output")]
     output = next(n for n in graph.nodes if n.op == "output")
+    live = _live(output)
+    nodes = [n for n in graph.nodes if n.op not in ("placeholder", "output") and n in live]
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    reads: dict[str, tuple[str, ...]] = {}
+    # The layer whose output each node's value is (NET_INPUT for the input).
+    tensor_of: dict[fx.Node, str] = {inputs[0]: NET_INPUT}
+    previous = NET_INPUT
+    used: set[int] = set()
+
+    def add_layer(name: str, module: nn.Module, srcs: tuple[str, ...]) -> str:
+        nonlocal previous
+        if id(module) in used:
+            # One module called twice: a ReLU or a pool is copied, weights are not shared.
+            if any(True for _ in module.parameters()):
+                raise _refuse(
+                    node,
+                    "calls a module with weights a second time; each layer of"
+                    " the IR has its own weights",
+                )
+            module = copy.deepcopy(module)
+        used.add(id(module))
+        base, k = name, 0
+        while name in layers or name == NET_INPUT:
+            k += 1
+            name = f"{base}_{k}"
+        if srcs != (previous,):
+            reads[name] = srcs
+        layers[name] = module
+        previous = name
+        return name
+
     for i, node in enumerate(nodes):
         if _shape(node) is None:
             # Sizes and other non-tensor values (x.size(0)) only feed a view's arguments.
@@ -238,12 +360,6 @@ def capture(
         if node.op == "get_attr":
             raise _refuse(node, "reads a tensor attribute directly; use a module instead")
         tensors = _tensor_inputs(node)
-        if len(tensors) != 1 or tensors[0] is not current:
-            raise _refuse(
-                node,
-                "combines two tensors or reads an earlier one; the IR is a chain of layers"
-                " (no residual add or concat yet)",
-            )
         is_last = all(_shape(n) is None for n in nodes[i + 1 :])
         softmax_module = node.op == "call_module" and isinstance(
             modules[str(node.target)], _SOFTMAX_MODULES
@@ -260,25 +376,53 @@ def capture(
                 if softmax_module:
                     what += f" ({type(modules[str(node.target)]).__name__})"
                 notes.append(f"{what} at {_where(node)} dropped: argmax is unchanged")
-            current = node
-            expected = None  # the stack ends before the softmax: compare the scores instead
+            tensor_of[node] = tensor_of[tensors[0]]
+            expected = None  # the layers end before the softmax: compare the scores instead
             continue
-        module = _as_module(node, modules)
-        if module is not None:
-            name = str(node.target).replace(".", "_") if node.op == "call_module" else node.name
-            if isinstance(module, nn.Sequential):  # one call, two layers (mean -> pool, flatten)
-                for k, part in enumerate(module):
-                    stack.add_module(f"{name}_{k}" if k else name, part)
-            else:
-                stack.add_module(name, module)
-        current = node
-    if output.args[0] is not current:
+        joined = _join(node, modules)
+        if joined is not None:
+            module, srcs = joined
+        elif len(tensors) != 1:
+            raise _refuse(
+                node,
+                f"combines {len(tensors)} tensors; the IR combines tensors only by an add or a"
+                " concat along the channels",
+            )
+        else:
+            module, srcs = _as_module(node, modules), tensors
+        if module is None:
+            tensor_of[node] = tensor_of[srcs[0]]
+            continue
+        name = str(node.target).replace(".", "_") if node.op == "call_module" else node.name
+        src_names = tuple(tensor_of[s] for s in srcs)
+        if isinstance(module, nn.Sequential):  # one call, two layers (mean -> pool, flatten)
+            first, *rest = list(module)
+            tensor_of[node] = add_layer(name, first, src_names)
+            for k, part in enumerate(rest, start=1):
+                tensor_of[node] = add_layer(f"{name}_{k}", part, (previous,))
+        else:
+            tensor_of[node] = add_layer(name, module, src_names)
+    result = output.args[0]
+    if not isinstance(result, fx.Node) or tensor_of.get(result) != previous or not layers:
         raise UserError(
             f"{type(model).__name__}.forward returns something other than its last layer's"
             " output (a tuple or an earlier tensor)"
         )
+    stack = LayerGraph(layers, reads) if reads else nn.Sequential(layers)
     _check_same(model, stack, example, expected)
     return stack
+
+
+def _live(output: fx.Node) -> set[fx.Node]:
+    """The nodes the output depends on: what forward computes and never uses is no layer."""
+    live: set[fx.Node] = set()
+    todo = [output]
+    while todo:
+        n = todo.pop()
+        if n not in live:
+            live.add(n)
+            todo.extend(n.all_input_nodes)
+    return live
 
 
 def _check_same(

@@ -3,8 +3,11 @@
 :func:`to_net` turns a model whose layers all carry formats (see
 :mod:`squeezeforge.models.quant`) into an IR :class:`~squeezeforge.sim.ir.Net`: conv and linear
 layers become ``conv2d``, ``dense`` or ``sparse_dense`` layers with their integer weights and
-biases, max pooling and flatten pass through, ReLU is folded into the layer before it. The test
-vectors are the whole test split quantized to the input format, with the reference model's outputs.
+biases, max pooling and flatten pass through, ReLU is folded into the layer before it (a ReLU6
+or other clamp becomes its ``clamp_max``), residual adds and concats become ``add`` and
+``concat`` layers, and a layer that does not read the previous layer's output names its
+``inputs``. The test vectors are the whole test split quantized to the input format, with the
+reference model's outputs.
 
 :func:`post_training_export` is the shortest way from a float model to the IR: dynamic fixed
 point by Ristretto's rules, calibrated on the training data, no fine-tuning.
@@ -13,6 +16,7 @@ point by Ristretto's rules, calibrated on the training data, no fine-tuning.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +24,10 @@ from torch import nn
 
 from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import (
+    NET_INPUT,
+    Add,
     AvgPool2d,
+    Concat,
     Conv2d,
     Dense,
     Flatten,
@@ -30,12 +37,23 @@ from squeezeforge.sim.ir import (
     SparseDense,
 )
 from squeezeforge.sim.metrics import quality
-from squeezeforge.sim.numerics import quantize
+from squeezeforge.sim.numerics import FixedFormat, quantize
 from squeezeforge.sim.reference import run_net
 
 from .capture import capture, check_input_shape, check_targets, is_stack
 from .data import Dataset, load_digits
-from .quant import CompressedLayer, QuantAvgPool, compute_stages, leaf_modules, prepare
+from .quant import (
+    CompressedLayer,
+    GraphNode,
+    NetGraph,
+    QuantAdd,
+    QuantAvgPool,
+    QuantConcat,
+    clamp_limit,
+    compute_stages,
+    net_graph,
+    prepare,
+)
 from .train import check_finite_state
 
 __all__ = [
@@ -53,9 +71,9 @@ def check_supported(model: nn.Module) -> None:
     check_finite_state(model.state_dict(), "model")
 
 
-def _ir_layer(
-    name: str, m: CompressedLayer, relu: bool, sparse: bool
-) -> Conv2d | Dense | SparseDense:
+def _ir_layer(node: GraphNode, sparse: bool) -> Conv2d | Dense | SparseDense:
+    name, m = node.name, node.module
+    assert isinstance(m, CompressedLayer)
     wf = m.weight_format()
     q = m.weight_quantizer
     if wf is None or m.input_format is None or m.output_format is None:
@@ -67,8 +85,9 @@ def _ir_layer(
         "input_format": m.input_format,
         "weight_format": wf,
         "output_format": m.output_format,
-        "relu": relu,
+        "relu": node.relu,
         "bias": m.stored_bias(),
+        "clamp_max": (None if node.clamp is None else clamp_limit(node.clamp, m.output_format)),
     }
     stored = m.stored_weights()
     layer = m.layer
@@ -91,6 +110,10 @@ def _ir_layer(
     )
 
 
+def _unformatted(kind: str, name: str) -> UserError:
+    return UserError(f"{kind} {name!r} has no format (run a fixed-point step)")
+
+
 def to_net(
     model: nn.Module,
     data: Dataset,
@@ -105,34 +128,54 @@ def to_net(
     accounted in CSC form over the Target's PEs).
     """
     sparse = set(sparse)
-    stages = {st.name: st for st in compute_stages(model)}
+    graph = net_graph(model)
     layers: list[Layer] = []
-    for lname, m in leaf_modules(model):
+    shapes: dict[str, tuple[int, ...]] = {NET_INPUT: tuple(data.input_shape)}
+    previous = NET_INPUT
+    for node in graph.nodes:
+        lname, m = node.name, node.module
+        # Only a layer that reads another tensor than the previous layer's names its inputs:
+        # a stack is written exactly as before.
+        inputs = node.sources if node.sources != (previous,) else ()
+        layer: Layer
         if isinstance(m, CompressedLayer):
             enc = lname in sparse
             sparse.discard(lname)
             if enc and m.is_conv:
                 raise UserError(f"layer {lname!r} is a convolution; only linear layers are sparse")
-            layers.append(_ir_layer(lname, m, stages[lname].relu, enc))
+            layer = _ir_layer(node, enc)
         elif isinstance(m, nn.MaxPool2d):
-            layers.append(MaxPool2d(name=lname))
+            layer = MaxPool2d(name=lname)
         elif isinstance(m, QuantAvgPool):
             if m.format is None:
-                raise UserError(f"average pool {lname!r} has no format (run a fixed-point step)")
+                raise _unformatted("average pool", lname)
             r, s = m.multiplier
-            layers.append(AvgPool2d(lname, m.kernel, m.stride, r, s, m.format))
+            layer = AvgPool2d(lname, m.kernel, m.stride, r, s, m.format)
         elif isinstance(m, nn.Flatten):
-            layers.append(Flatten(name=lname))
-        # ReLU is part of the layer before it; Identity and Dropout vanish in eval mode.
+            layer = Flatten(name=lname)
+        elif isinstance(m, QuantAdd):
+            if m.format is None:
+                raise _unformatted("add", lname)
+            layer = Add(lname, node.sources, m.format, relu=node.relu)
+        elif isinstance(m, QuantConcat):
+            layer = Concat(lname, node.sources)
+        else:
+            raise UserError(f"layer {lname!r} ({type(m).__name__}): run prepare() first")
+        if inputs and not isinstance(layer, Add | Concat):
+            layer = replace(layer, inputs=inputs)
+        in_shapes = [shapes[src] for src in node.sources]
+        if isinstance(layer, Concat):
+            shapes[lname] = (sum(s[0] for s in in_shapes), *in_shapes[0][1:])
+        else:
+            shapes[lname] = tuple(layer.output_shape(in_shapes[0]))
+        layers.append(layer)
+        previous = lname
+        # ReLU and clamps are part of the layer before them; Identity and Dropout vanish.
     if sparse:
         raise UserError(f"sparse encoding asked for unknown layer(s): {', '.join(sorted(sparse))}")
-    first = next(m for _, m in leaf_modules(model) if isinstance(m, CompressedLayer))
-    input_format = first.input_format
-    assert input_format is not None
+    input_format = _input_format(graph)
     test_inputs = quantize(data.x_test, input_format)
-    shape: tuple[int, ...] = data.input_shape
-    for layer in layers:
-        shape = layer.output_shape(shape)
+    shape = shapes[graph.output]
     net = Net(
         name=name,
         input_shape=data.input_shape,
@@ -144,6 +187,22 @@ def to_net(
         metadata=dict(metadata or {}),
     )
     return net.replace(test_outputs=run_net(net, test_inputs))
+
+
+def _input_format(graph: NetGraph) -> FixedFormat:
+    """The format of the net's input: that of the layers that read it (through pools)."""
+    for node in graph.nodes:
+        m = node.module
+        if isinstance(m, CompressedLayer):
+            fmt = m.input_format
+        elif isinstance(m, QuantAdd):
+            fmt = m.input_formats and m.input_formats[0]
+        else:
+            continue
+        if fmt is None:
+            raise UserError(f"layer {node.name!r} is not fully quantized (run a fixed-point step)")
+        return fmt
+    raise UserError("the model has no conv or linear layer")
 
 
 def _test_targets(data: Dataset, out_shape: tuple[int, ...]) -> np.ndarray:

@@ -14,7 +14,12 @@ grid:
 3. conv or matmul plus bias is the accumulator (scaled by ``2**-acc_frac``);
 4. one requantization: ``floor(acc * 2**out.frac + 0.5)`` saturated to the output format, which
    is exactly :func:`~squeezeforge.sim.numerics.round_shift` of the integer accumulator;
-5. ReLU and max pooling stay separate modules; both commute with the scaling.
+5. ReLU and max pooling stay separate modules; both commute with the scaling. A clamp after a
+   ReLU (ReLU6) is :class:`QuantClamp`, at the integer limit the IR stores (``clamp_max``).
+
+Graphs add two layers of several inputs: :class:`QuantAdd` computes item 7 of the contract (the
+exact sum of two values on their grids, rounded half up to the output format and saturated) and
+:class:`QuantConcat` joins tensors of one format.
 
 Scaling by powers of two is exact in binary floating point, so in float64 (53-bit mantissa) every
 step above is exact whenever the accumulator is at most 53 bits wide, and the fake-quantized model
@@ -27,7 +32,8 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -35,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from squeezeforge.sim.errors import UserError
+from squeezeforge.sim.ir import NET_INPUT
 from squeezeforge.sim.numerics import (
     CodebookWeights,
     FixedFormat,
@@ -46,19 +53,28 @@ from squeezeforge.sim.numerics import (
     int_range,
 )
 
+from .graph import ChannelConcat, LayerGraph, ResidualAdd
+
 __all__ = [
     "CodebookQuantizer",
     "CompressedLayer",
     "ComputeStage",
     "FixedQuantizer",
+    "GraphNode",
+    "NetGraph",
     "Pow2Quantizer",
+    "QuantAdd",
     "QuantAvgPool",
+    "QuantClamp",
+    "QuantConcat",
     "activation_frac",
     "avg_pool_geometry",
+    "clamp_limit",
     "compute_stages",
     "fake_quant",
     "fake_quant_format",
     "leaf_modules",
+    "net_graph",
     "prepare",
     "weight_frac",
 ]
@@ -346,6 +362,72 @@ class QuantAvgPool(nn.Module):
         return f"kernel={self.kernel}, stride={self.stride}, format={self.format}"
 
 
+def clamp_limit(max_value: float, fmt: FixedFormat) -> int:
+    """The IR's ``clamp_max`` of a clamp at ``max_value`` on ``fmt``: ``floor(max_value *
+    2**frac)``, or the format's largest value when ``max_value`` lies beyond it (item 4)."""
+    return max(0, min(math.floor(max_value * 2.0**fmt.frac), fmt.max))
+
+
+class QuantClamp(nn.Module):
+    """ReLU, then a clamp at ``max_value`` (ReLU6 is ``max_value = 6``). Once :attr:`format`
+    is set (by the fixed-point pass: the output format of the layer it follows), the clamp is
+    at :func:`clamp_limit` on that format's grid, as the IR's ``clamp_max`` is."""
+
+    def __init__(self, max_value: float) -> None:
+        super().__init__()
+        self.max_value = float(max_value)
+        self.format: FixedFormat | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fmt = self.format
+        top = self.max_value if fmt is None else clamp_limit(self.max_value, fmt) * fmt.scale
+        return torch.clamp(x, 0.0, top)
+
+    def extra_repr(self) -> str:
+        return f"max_value={self.max_value}, format={self.format}"
+
+
+class QuantAdd(ResidualAdd):
+    """A residual add. Once :attr:`format` and :attr:`input_formats` are set (by the
+    fixed-point pass), its forward computes item 7 of the numeric contract exactly: both inputs
+    sit on their grids, so their float sum is the exactly aligned sum, and rounding it half up
+    to ``format`` and saturating is the contract's requantization; the gradient passes by the
+    straight-through estimator of :func:`fake_quant`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.format: FixedFormat | None = None
+        self.input_formats: tuple[FixedFormat, FixedFormat] | None = None
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.format is None or self.input_formats is None:
+            return a + b
+        fa, fb = self.input_formats
+        # No-ops on values the layers before produced; they place an unquantized input.
+        a, b = fake_quant_format(a, fa), fake_quant_format(b, fb)
+        return fake_quant_format(a + b, self.format)
+
+    def extra_repr(self) -> str:
+        return f"inputs={self.input_formats}, format={self.format}"
+
+
+class QuantConcat(ChannelConcat):
+    """A concat along the channels; its inputs share :attr:`format`, which it keeps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.format: FixedFormat | None = None
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        fmt = self.format
+        if fmt is not None:
+            xs = tuple(fake_quant_format(x, fmt) for x in xs)
+        return torch.cat(xs, dim=1)
+
+    def extra_repr(self) -> str:
+        return f"format={self.format}"
+
+
 def avg_pool_geometry(m: nn.Module) -> tuple[tuple[int, int], int] | None:
     """``(kernel, stride)`` of an ``nn.AvgPool2d`` the IR can express, None if it cannot."""
     k = m.kernel_size
@@ -373,6 +455,11 @@ def leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     def visit(prefix: str, m: nn.Module) -> None:
         if isinstance(m, CompressedLayer):
             out.append((prefix, m))
+        elif isinstance(m, LayerGraph) and prefix:
+            raise UserError(
+                f"module {prefix!r} is a LayerGraph inside another module; a graph is read only"
+                " as the whole model"
+            )
         elif isinstance(m, nn.Sequential):
             for name, child in m.named_children():
                 visit(f"{prefix}.{name}" if prefix else name, child)
@@ -385,6 +472,35 @@ def leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
             out.append((prefix or type(m).__name__, m))
 
     visit("", model)
+    return out
+
+
+def graph_leaves(model: nn.Module) -> list[tuple[str, nn.Module, tuple[str, ...]]]:
+    """Leaf modules in execution order, each with the names of the tensors it reads (earlier
+    leaves, or :data:`~squeezeforge.sim.ir.NET_INPUT`): in a stack the previous leaf, in a
+    :class:`~squeezeforge.models.graph.LayerGraph` what its ``inputs`` say."""
+    if isinstance(model, LayerGraph):
+        out = model.sources()
+        for name, m, _ in out:
+            if not isinstance(m, CompressedLayer) and any(True for _ in m.children()):
+                raise UserError(
+                    f"layer {name!r} ({type(m).__name__}) of the graph holds other modules; a"
+                    " LayerGraph holds leaf layers"
+                )
+    else:
+        out = []
+        previous = NET_INPUT
+        for name, m in leaf_modules(model):
+            out.append((name, m, (previous,)))
+            previous = name
+    seen = {NET_INPUT}
+    for name, _, srcs in out:
+        if name == NET_INPUT:
+            raise UserError(f"a layer is named {NET_INPUT!r}, the name of the net's input")
+        for src in srcs:
+            if src not in seen:
+                raise UserError(f"layer {name!r} reads {src!r}, which is no earlier layer")
+        seen.add(name)
     return out
 
 
@@ -437,80 +553,242 @@ def _check_module(name: str, m: nn.Module) -> None:
     elif isinstance(m, nn.Flatten):
         if m.start_dim != 1 or m.end_dim != -1:
             raise UserError(f"{_describe(name, m)}: only Flatten(start_dim=1) is supported")
+    elif isinstance(m, nn.Hardtanh):  # nn.ReLU6 is Hardtanh(0, 6)
+        if m.min_val != 0 or not m.max_val > 0:
+            raise UserError(
+                f"{_describe(name, m)}: clamps to [{m.min_val}, {m.max_val}]; only a clamp to"
+                " [0, c] with c > 0 (a ReLU with a ceiling, as ReLU6) is supported"
+            )
     elif not isinstance(
-        m, (nn.Linear, nn.ReLU, CompressedLayer, QuantAvgPool, *_SKIPPED, *_BATCHNORM)
+        m,
+        (
+            nn.Linear,
+            nn.ReLU,
+            nn.Hardsigmoid,
+            CompressedLayer,
+            QuantAvgPool,
+            QuantClamp,
+            ResidualAdd,
+            ChannelConcat,
+            *_SKIPPED,
+            *_BATCHNORM,
+        ),
     ):
         raise UserError(
             f"module {_describe(name, m)} cannot be expressed in the IR (supported: Conv2d,"
-            " grouped and depthwise too, Linear, ReLU, MaxPool2d(2), AvgPool2d, global average"
-            " pooling, Flatten, BatchNorm after a conv or linear layer, Dropout and Identity)"
+            " grouped and depthwise too, Linear, ReLU, ReLU6 and clamps to [0, c], Hardsigmoid,"
+            " MaxPool2d(2), AvgPool2d, global average pooling, Flatten, residual adds, channel"
+            " concats, BatchNorm after a conv or linear layer, Dropout and Identity)"
         )
 
 
-@dataclass
-class ComputeStage:
-    """A conv or linear layer of the model, and whether a ReLU follows it."""
+_COMPUTE = (nn.Conv2d, nn.Linear, CompressedLayer)
+_POOLS = (nn.AvgPool2d, QuantAvgPool)
+# Layers of the IR that read one tensor and pass its format on.
+_PASS_THROUGH = (nn.MaxPool2d, nn.Flatten, *_POOLS)
+
+
+@dataclass(eq=False)
+class GraphNode:
+    """A layer of the IR net: a leaf module of the model, the IR tensors it reads (layer names
+    or :data:`~squeezeforge.sim.ir.NET_INPUT`), and, for a compute layer or an add, the ReLU and
+    the clamp (its ``max_value``) that fuse into it."""
 
     name: str
     module: nn.Module
-    relu: bool
+    sources: tuple[str, ...] = ()
+    relu: bool = False
+    clamp: float | None = None
 
 
-def compute_stages(model: nn.Module) -> list[ComputeStage]:
-    """Validate ``model`` and list its compute layers in order, with their fused ReLU.
+#: What :func:`compute_stages` lists: a conv or linear layer and what fuses into it.
+ComputeStage = GraphNode
+
+
+@dataclass
+class NetGraph:
+    """A model as the IR sees it: ``nodes`` are its layers in order (ReLU and clamps fused into
+    the layer before, BatchNorm, Dropout and Identity gone); ``folds`` names the layer each
+    BatchNorm and Hardsigmoid folds into; ``tensor_of`` gives, for every leaf, the IR tensor its
+    output is (a fused or dropped leaf passes its input's on)."""
+
+    nodes: list[GraphNode]
+    folds: dict[str, str]
+    tensor_of: dict[str, str]
+
+    @property
+    def output(self) -> str:
+        return self.nodes[-1].name
+
+    def node(self, name: str) -> GraphNode:
+        return next(n for n in self.nodes if n.name == name)
+
+    def readers(self, tensor: str) -> list[GraphNode]:
+        """The layers that read IR tensor ``tensor``."""
+        return [n for n in self.nodes if tensor in n.sources]
+
+
+@dataclass
+class _Path:
+    """How a tensor came from the compute layer or add whose ReLU it may still take: that layer
+    (None after the net's input or a concat), the modules since, and whether every tensor on
+    the way, this one excluded, has that one reader."""
+
+    stage: GraphNode | None
+    since: list[nn.Module] = field(default_factory=list)
+    sole: bool = True
+
+
+def net_graph(model: nn.Module) -> NetGraph:
+    """Validate ``model`` and give its layers as the IR will have them.
 
     Raises :class:`~squeezeforge.sim.errors.UserError` naming the first module the IR cannot
-    express, a BatchNorm that cannot be folded or a ReLU with no layer to attach to. Cheap: call
-    it before any training.
+    express, a ReLU, clamp, BatchNorm or Hardsigmoid with no layer to fuse into (or whose
+    layer's output another layer reads before it), an add or concat with the wrong number of
+    inputs, or a layer whose output nothing reads. Cheap: call it before any training.
     """
-    stages: list[ComputeStage] = []
-    # What lies between the last compute layer and here: max pool and flatten commute with ReLU,
-    # so a ReLU after them still belongs to that layer; a BatchNorm must follow it directly.
-    since_compute: list[nn.Module] = []
-    for name, m in leaf_modules(model):
-        _check_module(name, m)
-        if isinstance(m, nn.Conv2d | nn.Linear | CompressedLayer):
-            stages.append(ComputeStage(name, m, relu=False))
-            since_compute = []
-        elif isinstance(m, nn.ReLU) and any(
-            isinstance(p, nn.AvgPool2d | QuantAvgPool) for p in since_compute
-        ):
-            # An average of ReLU outputs is never negative: a ReLU after it changes nothing.
-            # Without a ReLU before the pool it would, and the IR has no ReLU of its own.
-            if not stages or not stages[-1].relu:
-                raise UserError(
-                    f"ReLU {name!r} follows an average pool of values that can be negative; the"
-                    " IR applies ReLU only as part of a conv or linear layer (put it before the"
-                    " pool)"
-                )
-            since_compute.append(m)
-        elif isinstance(m, nn.ReLU):
-            if not stages or stages[-1].relu or any(isinstance(p, nn.ReLU) for p in since_compute):
-                raise UserError(
-                    f"ReLU {name!r} does not follow a conv or linear layer; the IR applies ReLU"
-                    " only as part of a layer"
-                )
-            stages[-1].relu = True
-            since_compute.append(m)
-        elif isinstance(m, _BATCHNORM):
-            _check_batchnorm(name, m, stages, since_compute)
-            since_compute.append(m)
-        elif isinstance(m, _SKIPPED):
-            continue
-        else:
-            since_compute.append(m)
-    if not stages:
+    leaves = graph_leaves(model)
+    if not leaves:
         raise UserError("the model has no conv or linear layer")
-    return stages
+    readers = Counter(src for _, _, srcs in leaves for src in srcs)
+    readers[leaves[-1][0]] += 1  # the net's output
+    nodes: list[GraphNode] = []
+    folds: dict[str, str] = {}
+    tensor_of = {NET_INPUT: NET_INPUT}
+    paths = {NET_INPUT: _Path(None)}
+    for name, m, srcs in leaves:
+        _check_module(name, m)
+        if isinstance(m, ResidualAdd) and len(srcs) != 2:
+            raise UserError(f"add {name!r} reads {len(srcs)} tensors; an add takes 2")
+        if isinstance(m, ChannelConcat) and len(srcs) < 2:
+            raise UserError(f"concat {name!r} reads {len(srcs)} tensor; a concat takes 2 or more")
+        if not isinstance(m, ResidualAdd | ChannelConcat) and len(srcs) != 1:
+            raise UserError(f"layer {_describe(name, m)} reads {len(srcs)} tensors; it takes 1")
+        if readers[name] == 0:
+            raise UserError(
+                f"layer {name!r}: its output is read by no layer (only the last layer's output"
+                " leaves the net)"
+            )
+        before = paths[srcs[0]]
+        sole = before.sole and readers[srcs[0]] == 1
+        if isinstance(m, (*_COMPUTE, *_PASS_THROUGH, ResidualAdd, ChannelConcat)):
+            node = GraphNode(name, m, tuple(tensor_of[src] for src in srcs))
+            nodes.append(node)
+            tensor_of[name] = name
+            if isinstance(m, (*_COMPUTE, ResidualAdd)):
+                paths[name] = _Path(node)
+            elif isinstance(m, ChannelConcat):
+                paths[name] = _Path(None)
+            else:
+                paths[name] = _Path(before.stage, [*before.since, m], sole)
+            continue
+        # Fused into the layer before, or dropped: the IR tensor passes through.
+        tensor_of[name] = tensor_of[srcs[0]]
+        if isinstance(m, _SKIPPED):
+            paths[name] = _Path(before.stage, before.since, sole)
+            continue
+        if isinstance(m, nn.ReLU):
+            _fuse_relu(name, before, sole)
+        elif isinstance(m, nn.Hardtanh | QuantClamp):
+            _fuse_clamp(name, m, before, sole)
+        elif isinstance(m, nn.Hardsigmoid):
+            _fuse_hardsigmoid(name, m, before, sole)
+            assert before.stage is not None
+            folds[name] = before.stage.name
+        elif isinstance(m, _BATCHNORM):
+            _check_batchnorm(name, m, before, sole)
+            assert before.stage is not None
+            folds[name] = before.stage.name
+        paths[name] = _Path(before.stage, [*before.since, m], sole)
+    if not any(isinstance(n.module, _COMPUTE) for n in nodes):
+        raise UserError("the model has no conv or linear layer")
+    last = tensor_of[leaves[-1][0]]
+    if last != nodes[-1].name:
+        raise UserError(
+            f"the model's output is that of {last!r}, not of its last layer {nodes[-1].name!r}"
+        )
+    return NetGraph(nodes, folds, tensor_of)
 
 
-def _check_batchnorm(
-    name: str, bn: nn.Module, stages: list[ComputeStage], since: list[nn.Module]
-) -> None:
-    prev = stages[-1].module if stages else None
+def _read_before(name: str, what: str, stage: GraphNode) -> UserError:
+    return UserError(
+        f"{what} {name!r}: another layer reads the output of {stage.name!r} before it; the IR"
+        f" applies it as part of {stage.name!r}, so every reader would see it"
+    )
+
+
+def _fuse_relu(name: str, before: _Path, sole: bool) -> None:
+    stage = before.stage
+    if any(isinstance(p, _POOLS) for p in before.since):
+        # An average of ReLU outputs is never negative: a ReLU after it changes nothing.
+        # Without a ReLU before the pool it would, and the IR has no ReLU of its own.
+        if stage is None or not stage.relu:
+            raise UserError(
+                f"ReLU {name!r} follows an average pool of values that can be negative; the"
+                " IR applies ReLU only as part of a conv or linear layer (put it before the"
+                " pool)"
+            )
+        return
+    if stage is None or stage.relu:
+        raise UserError(
+            f"ReLU {name!r} does not follow a conv, linear or add layer; the IR applies ReLU"
+            " only as part of a layer"
+        )
+    if not sole:
+        raise _read_before(name, "ReLU", stage)
+    stage.relu = True
+
+
+def _fuse_clamp(name: str, m: nn.Module, before: _Path, sole: bool) -> None:
+    top = float(m.max_value if isinstance(m, QuantClamp) else m.max_val)
+    stage = before.stage
+    what = f"clamp {_describe(name, m)}"
+    if stage is None or not isinstance(stage.module, _COMPUTE):
+        after = f"add {stage.name!r}" if stage is not None else "no conv or linear layer"
+        raise UserError(
+            f"{what} follows {after}; the IR clamps only the output of a conv or linear layer"
+        )
+    if any(isinstance(p, _POOLS) for p in before.since):
+        if stage.clamp is not None and stage.clamp <= top:
+            return  # the average of clamped values: nothing left to clamp
+        raise UserError(
+            f"{what} follows an average pool; the IR clamps only as part of a conv or linear"
+            " layer (put it before the pool)"
+        )
+    if not sole:
+        raise _read_before(name, "clamp", stage)
+    stage.relu = True
+    stage.clamp = top if stage.clamp is None else min(stage.clamp, top)
+
+
+def _fuse_hardsigmoid(name: str, m: nn.Module, before: _Path, sole: bool) -> None:
+    """``hardsigmoid(y) = min(relu(y / 6 + 1/2), 1)``: folded into the layer's weights and
+    bias (:func:`~squeezeforge.models.compress.batchnorm.fold_hardsigmoid`), then a clamp."""
+    stage = before.stage
+    direct = (
+        stage is not None
+        and isinstance(stage.module, _COMPUTE)
+        and not stage.relu
+        and all(isinstance(p, _BATCHNORM) for p in before.since)
+    )
+    if not direct:
+        raise UserError(
+            f"{_describe(name, m)} does not directly follow a conv or linear layer; it folds"
+            " into that layer's weights and bias"
+        )
+    assert stage is not None
+    if not sole:
+        raise _read_before(name, "Hardsigmoid", stage)
+    stage.relu = True
+    stage.clamp = 1.0
+
+
+def _check_batchnorm(name: str, bn: nn.Module, before: _Path, sole: bool) -> None:
+    stage = before.stage
+    prev = stage.module if stage is not None else None
     if isinstance(prev, CompressedLayer):
         prev = prev.layer
-    direct = prev is not None and not since
+    direct = isinstance(prev, nn.Conv2d | nn.Linear) and not before.since
     why = None
     if not direct:
         why = "it does not directly follow a conv or linear layer"
@@ -520,32 +798,60 @@ def _check_batchnorm(
         why = "it keeps no running statistics"
     elif prev is not None and bn.num_features != prev.weight.shape[0]:
         why = f"it has {bn.num_features} features, the layer before has {prev.weight.shape[0]}"
+    elif not sole:
+        assert stage is not None
+        why = f"another layer reads the output of {stage.name!r} before it"
     if why:
         raise UserError(f"BatchNorm {name!r} cannot be folded: {why}")
+
+
+def compute_stages(model: nn.Module) -> list[GraphNode]:
+    """Validate ``model`` (:func:`net_graph`) and list its conv and linear layers in order,
+    with the ReLU and clamp fused into each. Cheap: call it before any training."""
+    return [n for n in net_graph(model).nodes if isinstance(n.module, _COMPUTE)]
 
 
 def prepare(model: nn.Module) -> nn.Sequential:
     """A copy of ``model`` ready for compression passes.
 
-    Validates the model (errors name the module), folds each BatchNorm into the layer before it,
-    drops Dropout/Identity, flattens nested stacks into one :class:`torch.nn.Sequential` whose
-    child names are the layer names of the IR, and wraps every conv and linear layer in a
-    :class:`CompressedLayer`. An already prepared model is just copied.
+    Validates the model (errors name the module), folds each BatchNorm and Hardsigmoid into the
+    layer before it, drops Dropout/Identity, flattens nested stacks into one
+    :class:`torch.nn.Sequential` (a :class:`~squeezeforge.models.graph.LayerGraph` when a layer
+    reads another tensor than the previous layer's output) whose child names are the layer
+    names of the IR, wraps every conv and linear layer in a :class:`CompressedLayer`, and turns
+    average pools, clamps, adds and concats into their fake-quantized modules. An already
+    prepared model is just copied.
     """
-    from .compress.batchnorm import fold_batchnorm
+    from .compress.batchnorm import fold_batchnorm, fold_hardsigmoid
 
-    compute_stages(model)
-    model = fold_batchnorm(copy.deepcopy(model))
-    out = nn.Sequential()
-    for name, m in leaf_modules(model):
+    net_graph(model)
+    model = fold_hardsigmoid(fold_batchnorm(copy.deepcopy(model)))
+    layers: dict[str, nn.Module] = {}
+    inputs: dict[str, tuple[str, ...]] = {}
+    renamed = {NET_INPUT: NET_INPUT}
+    previous = NET_INPUT
+    for name, m, srcs in graph_leaves(model):
         if isinstance(m, _SKIPPED):
+            renamed[name] = renamed[srcs[0]]
             continue
         if isinstance(m, nn.Conv2d | nn.Linear):
             m = CompressedLayer(m)
         elif isinstance(m, nn.AvgPool2d):
             geometry = avg_pool_geometry(m)
-            assert geometry is not None  # compute_stages checked it
+            assert geometry is not None  # net_graph checked it
             m = QuantAvgPool(*geometry)
-        out.add_module(name.replace(".", "_"), m)
+        elif isinstance(m, nn.Hardtanh):
+            m = QuantClamp(m.max_val)
+        elif isinstance(m, ResidualAdd) and not isinstance(m, QuantAdd):
+            m = QuantAdd()
+        elif isinstance(m, ChannelConcat) and not isinstance(m, QuantConcat):
+            m = QuantConcat()
+        new = name.replace(".", "_")
+        reads = tuple(renamed[src] for src in srcs)
+        if reads != (previous,):
+            inputs[new] = reads
+        layers[new] = m
+        renamed[name] = previous = new
+    out = LayerGraph(layers, inputs) if inputs else nn.Sequential(OrderedDict(layers))
     out.eval()
     return out

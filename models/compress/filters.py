@@ -1,7 +1,9 @@
 """Structured filter pruning (Li et al., "Pruning filters for efficient ConvNets").
 
-A conv layer loses the filters with the smallest L1 norm, and the next compute layer loses the
-matching input channels (for a linear layer behind a flatten: the features of those channels).
+A conv layer loses the filters with the smallest L1 norm, and the compute layers that read its
+channels (through pools and flattens; in a graph there may be several) lose the matching input
+channels (for a linear layer behind a flatten: the features of those channels). A conv whose
+channels reach an add or a concat is refused: its channels must line up with the other input's.
 Unlike masking, the layers are rebuilt smaller, so the exported net and its hardware shrink.
 """
 
@@ -17,10 +19,11 @@ from torch import nn
 
 from squeezeforge.sim.errors import UserError
 
-from ..quant import CompressedLayer, leaf_modules
+from ..graph import ChannelConcat, ResidualAdd
+from ..quant import CompressedLayer, leaf_modules, net_graph
 from .base import Context, Finetune, LayerSpec, per_layer, select_layers
 
-__all__ = ["FilterPrune", "remove_filters"]
+__all__ = ["FilterPrune", "channel_readers", "remove_filters"]
 
 
 def _flatten_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, torch.Size]:
@@ -43,27 +46,48 @@ def _flatten_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str,
     return shapes
 
 
+def channel_readers(model: nn.Module, name: str) -> list[tuple[str, CompressedLayer, str | None]]:
+    """The compute layers that read conv ``name``'s channels (through pools and flattens), each
+    with the flatten on the way (None if there is none). Raises a one-line
+    :class:`~squeezeforge.sim.errors.UserError` when the channels are the net's outputs or reach
+    an add or a concat, whose other inputs fix them."""
+    graph = net_graph(model)
+    found: list[tuple[str, CompressedLayer, str | None]] = []
+    todo: list[tuple[str, str | None]] = [(name, None)]
+    while todo:
+        tensor, flatten = todo.pop()
+        if tensor == graph.output:
+            raise UserError(
+                f"filter-prune: {name!r} is the last layer; its filters are the outputs"
+            )
+        for node in graph.readers(tensor):
+            m = node.module
+            if isinstance(m, CompressedLayer):
+                found.append((node.name, m, flatten))
+            elif isinstance(m, ResidualAdd | ChannelConcat):
+                kind = "an add" if isinstance(m, ResidualAdd) else "a concat"
+                raise UserError(
+                    f"filter-prune: layer {name!r} feeds {kind} ({node.name!r}), whose channels"
+                    " must stay as they are; prune the filters of other layers (select them by"
+                    " name)"
+                )
+            elif isinstance(m, nn.Flatten):
+                todo.append((node.name, node.name))
+            else:  # max and average pools keep the channels
+                todo.append((node.name, flatten))
+    return found
+
+
 def remove_filters(
     model: nn.Module, name: str, keep: torch.Tensor, input_shape: tuple[int, ...]
 ) -> None:
-    """Keep only filters ``keep`` (sorted indices) of conv layer ``name``; shrink the next layer."""
-    leaves = leaf_modules(model)
-    flat_shapes = _flatten_shapes(model, input_shape)
-    pos = next(i for i, (n, _) in enumerate(leaves) if n == name)
-    conv = leaves[pos][1]
+    """Keep only filters ``keep`` (sorted indices) of conv layer ``name``; shrink the layers
+    that read its channels. Refused for a conv whose channels reach an add or a concat."""
+    conv = dict(leaf_modules(model))[name]
     assert isinstance(conv, CompressedLayer) and conv.is_conv
-    features_per_channel = 1
-    nxt: tuple[str, CompressedLayer] | None = None
-    for n, m in leaves[pos + 1 :]:
-        if isinstance(m, nn.Flatten):
-            shape = flat_shapes[n]
-            features_per_channel = int(shape[1] * shape[2]) if len(shape) == 3 else 1
-        if isinstance(m, CompressedLayer):
-            nxt = (n, m)
-            break
-    if nxt is None:
-        raise UserError(f"filter-prune: {name!r} is the last layer; its filters are the outputs")
-    for n, m in ((name, conv), nxt):
+    followers = channel_readers(model, name)
+    flat_shapes = _flatten_shapes(model, input_shape)  # before any layer changes
+    for n, m in ((name, conv), *((f, m) for f, m, _ in followers)):
         if isinstance(m.layer, nn.Conv2d) and m.layer.groups != 1:
             # Removing a filter would remove a whole group's channel from both layers.
             raise UserError(
@@ -90,7 +114,13 @@ def remove_filters(
     conv.layer = new
     conv.mask = conv.mask[keep].clone()
 
-    next_name, follower = nxt
+    for _, follower, flatten in followers:
+        shape = flat_shapes[flatten] if flatten is not None else ()
+        _shrink_inputs(follower, keep, int(shape[1] * shape[2]) if len(shape) == 3 else 1)
+
+
+def _shrink_inputs(follower: CompressedLayer, keep: torch.Tensor, features_per_channel: int):
+    """Keep the input channels ``keep`` of ``follower`` (their features behind a flatten)."""
     prev = follower.layer
     with torch.no_grad():
         if isinstance(prev, nn.Conv2d):
@@ -126,27 +156,34 @@ class FilterPrune:
     layers: LayerSpec = "conv"
     finetune: Finetune = field(default_factory=Finetune)
 
-    def apply(self, model: nn.Module, ctx: Context) -> nn.Module:
+    def ratios(self, model: nn.Module) -> dict[str, float]:
+        """The ratio of each selected layer that loses filters; refuses, in one line, a layer
+        that is not a conv or whose channels cannot shrink (:func:`channel_readers`). Cheap:
+        the pipeline calls it before any training."""
         layers = select_layers(model, self.layers, "filter-prune")
         for name, m in layers:
             if not m.is_conv:
                 raise UserError(f"filter-prune: layer {name!r} is not a convolution")
-        table = (
-            per_layer(model, self.ratio, layers, "filter-prune: ratio")
-            if isinstance(self.ratio, Mapping)
-            else None
-        )
+        if isinstance(self.ratio, Mapping):
+            table = per_layer(model, self.ratio, layers, "filter-prune: ratio")
+        else:
+            table = {name: self.ratio for name, _ in layers}
+        out = {}
         for name, m in layers:
-            if table is not None:
-                if name not in table:
-                    continue
-                ratio = table[name]
-            else:
-                ratio = self.ratio
+            filters = m.layer.weight.shape[0]
+            if name in table and min(math.floor(table[name] * filters + 1e-9), filters - 1) > 0:
+                channel_readers(model, name)
+                out[name] = table[name]
+        return out
+
+    def check(self, model: nn.Module) -> None:
+        self.ratios(model)
+
+    def apply(self, model: nn.Module, ctx: Context) -> nn.Module:
+        for name, ratio in self.ratios(model).items():
+            m = dict(select_layers(model, [name], "filter-prune"))[name]
             filters = m.layer.weight.shape[0]
             n_remove = min(int(math.floor(ratio * filters + 1e-9)), filters - 1)
-            if n_remove <= 0:
-                continue
             l1 = (m.layer.weight.detach() * m.mask).abs().flatten(1).sum(1).double()
             order = torch.sort(l1, stable=True).indices
             keep = torch.sort(order[n_remove:]).values

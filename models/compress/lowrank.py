@@ -11,7 +11,9 @@
 The rank comes from an energy threshold (keep the fewest singular values whose squares sum to
 at least ``energy`` of the total) or is given per layer. The SVDs are :func:`torch.linalg.svd`;
 the new layers then fine-tune like any pass (with distillation if the recipe asks). A ReLU that
-followed the layer follows its last factor, so the IR fuses it there.
+followed the layer follows its last factor, so the IR fuses it there. In a graph the first
+factor reads what the layer read and every reader of the layer reads the last factor, so a
+layer feeding an add or a concat keeps its output channels.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import nn
 
 from squeezeforge.sim.errors import UserError
 
+from ..graph import LayerGraph
 from ..quant import CompressedLayer
 from .base import Context, Finetune, LayerSpec, per_layer, select_layers
 
@@ -103,11 +106,19 @@ class LowRank:
                 continue
             replaced[name] = self._decompose(name, m, energy.get(name), rank.get(name))
         children = OrderedDict()
-        for name, child in model.named_children():
+        for name, child in model._modules.items():
             for new_name, new in replaced.get(name, [(name, child)]):
                 if new_name in children or (new_name != name and hasattr(model, new_name)):
                     raise UserError(f"low-rank: layer name {new_name!r} is taken")
                 children[new_name] = new
+        if isinstance(model, LayerGraph):
+            # The first factor reads what the layer read; its readers read the last factor.
+            last = {name: parts[-1][0] for name, parts in replaced.items()}
+            inputs = {}
+            for name, srcs in model.inputs.items():
+                srcs = tuple(last.get(src, src) for src in srcs)
+                inputs[replaced[name][0][0] if name in replaced else name] = srcs
+            model.inputs = inputs
         for name in list(model._modules):
             del model._modules[name]
         for name, child in children.items():

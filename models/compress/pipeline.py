@@ -84,6 +84,11 @@ def _check_layer_names(recipe: Recipe, model: nn.Module) -> None:
             table = getattr(step, key, None)
             if isinstance(table, Mapping):
                 per_layer(model, table, selected, f"{what}: {key}")
+        reshaped = any(s.kind in ("low-rank", "filter-prune") for s in recipe.steps[:i])
+        if not reshaped and callable(getattr(step, "check", None)):
+            # A layer the pass cannot change (a filter-prune of a conv that feeds an add) is
+            # refused now, unless a pass before it reshapes the model first.
+            step.check(model)
     if isinstance(recipe.export.sparse, tuple):
         fc = {n for n, _ in select_layers(model, "fc", f"recipe {recipe.name!r}: export")}
         for name in recipe.export.sparse:

@@ -215,7 +215,7 @@ row("train-epochs-text", "invalid int value", lambda w, d: ["train", "--epochs",
 row("train-batch-0", "--batch-size must be >= 1", lambda w, d: ["train", "--batch-size", "0", "-o", str(d / "m.pt")])
 row("train-lr-negative", "--lr must be > 0", lambda w, d: ["train", "--lr", "-1", "-o", str(d / "m.pt")])
 row("train-lr-nan", "--lr must be > 0", lambda w, d: ["train", "--lr", "nan", "-o", str(d / "m.pt")])
-row("train-unknown-model", "invalid choice", lambda w, d: ["train", "--model", "resnet", "-o", str(d / "m.pt")])
+row("train-unknown-model", "invalid choice", lambda w, d: ["train", "--model", "vgg", "-o", str(d / "m.pt")])
 row("train-no-output", "required", lambda w, d: ["train"])
 row("export-bits-1", "--bits must be in 2..16", lambda w, d: ["export", str(w.ckpt), "--bits", "1", "-o", str(d / "n.sfnet")])
 row("export-bits-17", "--bits must be in 2..16", lambda w, d: ["export", str(w.ckpt), "--bits", "17", "-o", str(d / "n.sfnet")])

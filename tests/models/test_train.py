@@ -60,9 +60,9 @@ def test_checkpoint_errors(tmp_path, mlp_short):
     with pytest.raises(UserError, match="weights do not fit the cnn model"):
         load_checkpoint(wrong)
     blob = torch.load(wrong, weights_only=True)
-    blob["model"] = "resnet"
+    blob["model"] = "vgg"
     torch.save(blob, wrong)
-    with pytest.raises(UserError, match="unknown model 'resnet'"):
+    with pytest.raises(UserError, match="unknown model 'vgg'"):
         load_checkpoint(wrong)
 
 

@@ -23,7 +23,7 @@ def build(tmp_path_factory) -> Path:
 
 def test_round_trip_and_derived_total(build: Path) -> None:
     m = read_manifest(build)
-    assert isinstance(m, Manifest) and m.version == BUILD_VERSION == 2
+    assert isinstance(m, Manifest) and m.version == BUILD_VERSION == 3
     assert Manifest.from_json(m.to_json()) == m
     assert m.cycles_estimated == sum(s.cycles_estimated for s in m.steps) > 0
     assert json.loads(m.to_json())["cycles_estimated"] == m.cycles_estimated

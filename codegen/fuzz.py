@@ -1,7 +1,8 @@
 """Whole-net differential fuzzing: each mixed-engine net compiled into its own accelerator.
 
-:func:`squeezeforge.sim.fuzz.mixed_nets` draws the net and the shapes of its engines (conv
-rows x cols, FC PEs, FIFO depth, relative-index width). :func:`run_whole_net` compiles it with
+:func:`squeezeforge.sim.fuzz.mixed_nets` draws the net (a chain, or a graph with a residual
+add, a concat, grouped convs, average pools) and the shapes of its engines (conv rows x cols,
+FC PEs, FIFO depth, relative-index width). :func:`run_whole_net` compiles it with
 the ordinary passes, except that the engines take those small shapes, writes the build folder
 (:func:`~squeezeforge.codegen.build.write_build`), simulates it on Verilator
 (:func:`~squeezeforge.sim.netsim.simulate`) and compares every score with the reference and

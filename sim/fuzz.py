@@ -14,17 +14,21 @@ with the reference bit for bit and, when neither stream stalls, its cycles with 
 cycle model.
 
 *Mixed nets* (:func:`mixed_nets`) are whole nets over several engines (conv layers with fixed
-and power-of-two weights, pools, flatten, dense and sparse layers with fixed, power-of-two and
-codebook weights); :mod:`squeezeforge.codegen.fuzz` compiles each into its own accelerator.
+and power-of-two weights, plain, grouped or depthwise, max pools, flatten, dense and sparse
+layers with fixed, power-of-two and codebook weights), and graphs: after a conv there may be a
+residual block (one or two same-size convs and an :class:`~squeezeforge.sim.ir.Add` of their
+output and their input, at differing fraction lengths), a fire module's two expand convs
+joined by a :class:`~squeezeforge.sim.ir.Concat`, and an average pool (a window or global);
+:mod:`squeezeforge.codegen.fuzz` compiles each into its own accelerator.
 
 What the strategies draw: shapes, strides, padding, kernel sizes (k x 1 and 1 x k included),
 bit widths 2..16, fraction lengths from -8 to 24 (so negative, and larger than the width),
 fixed-point, power-of-two and codebook weights, weight patterns (random, sparse, all zero, one
 non-zero, 100 % dense, all most negative, all most positive), bias patterns (random, zero,
-extremes), ReLU on and off, pools, inputs (random, sparse, zero, extremes) and stalls on the
-streams. Weight and input values come from a NumPy generator seeded by a drawn integer, so an
-example stays small for Hypothesis to shrink: shapes, formats and patterns shrink, values follow
-the seed.
+extremes), ReLU on and off (and in whole nets, rarely, a clamp after it), pools, groups, graph
+blocks, inputs (random, sparse, zero, extremes) and stalls on the streams. Weight and input
+values come from a NumPy generator seeded by a drawn integer, so an example stays small for
+Hypothesis to shrink: shapes, formats and patterns shrink, values follow the seed.
 """
 
 from __future__ import annotations
@@ -66,13 +70,30 @@ from ..hw.sparse_fc import (
     sparse_fc_cycles,
     sparse_fc_memory_images,
 )
-from .ir import Conv2d, Dense, Flatten, MaxPool2d, Net, SparseDense, net_to_bytes, save_net
+from .ir import (
+    Add,
+    AvgPool2d,
+    Concat,
+    Conv2d,
+    Dense,
+    Flatten,
+    MaxPool2d,
+    Net,
+    SparseDense,
+    net_to_bytes,
+    save_net,
+)
 from .numerics import (
+    ADD_MAX_ALIGN,
+    MAX_FRAC,
+    MAX_SHIFT,
+    MIN_FRAC,
     CodebookWeights,
     FixedFormat,
     FixedWeights,
     Pow2Weights,
     WeightFormat,
+    avg_pool_multiplier,
     int_range,
 )
 from .reference import run_net
@@ -302,13 +323,23 @@ def weight_formats(draw, kind: str, max_bits: int = 16) -> WeightFormat:
 
 @st.composite
 def output_formats(
-    draw, inp: FixedFormat, wf: WeightFormat, fan_in: int, max_bits: int = 16
+    draw,
+    inp: FixedFormat,
+    wf: WeightFormat,
+    fan_in: int,
+    max_bits: int = 16,
+    window: tuple[int, int] | None = None,
 ) -> FixedFormat:
     """An output format whose requantization shift is in 0..63: mostly near the accumulator's
-    typical magnitude (outputs neither all saturated nor all zero), sometimes anywhere."""
+    typical magnitude (outputs neither all saturated nor all zero), sometimes anywhere.
+
+    ``window`` bounds the fraction length (an add's alignment limit, a format that a second
+    layer must also reach)."""
     bits = draw(st.integers(2, max_bits))
     acc_frac = inp.frac + wf.frac
     lo, hi = max(0, acc_frac - 32), min(63, acc_frac + 32)
+    if window is not None:
+        lo, hi = max(lo, acc_frac - window[1]), min(hi, acc_frac - window[0])
     assume(lo <= hi)
     typical = (inp.bits - 1) + (wf.value_bits - 1) + math.ceil(math.log2(fan_in)) // 2
     centre = typical - (bits - 1)
@@ -317,6 +348,96 @@ def output_formats(
     else:
         shift = draw(st.integers(lo, hi))
     return FixedFormat(bits=bits, frac=acc_frac - shift)
+
+
+@st.composite
+def add_formats(draw, a: FixedFormat, b: FixedFormat, max_bits: int = 16) -> FixedFormat:
+    """The output format of an add of tensors in ``a`` and ``b`` (numeric contract item 7):
+    mostly near the aligned sum's magnitude, sometimes anywhere the hardware's 1x1 conv takes
+    (within :data:`ADD_MAX_ALIGN` of both inputs, a shift of at most 63, above the larger
+    fraction length included)."""
+    bits = draw(st.integers(2, max_bits))
+    top = max(a.frac, b.frac)
+    lo = max(abs(a.frac - b.frac) - ADD_MAX_ALIGN, top - MAX_FRAC)
+    hi = min(MAX_SHIFT, top - MIN_FRAC)
+    width = max(a.bits + top - a.frac, b.bits + top - b.frac) + 1
+    centre = width - bits
+    if draw(st.integers(0, 4)):
+        shift = min(max(draw(st.integers(centre - 3, centre + 3)), lo), hi)
+    else:
+        shift = draw(st.integers(lo, hi))
+    return FixedFormat(bits=bits, frac=top - shift)
+
+
+@st.composite
+def conv_groups(draw, channels: int) -> int:
+    """Groups of a conv on ``channels`` input channels: 1 mostly, else depthwise
+    (``channels``) or a proper divisor (grouped)."""
+    if channels == 1:
+        return 1
+    proper = [g for g in range(2, channels) if channels % g == 0]
+    choice = draw(st.integers(0, 3))  # 0, 1: plain; 2: depthwise; 3: grouped
+    if choice == 3 and proper:
+        return draw(st.sampled_from(proper))
+    return channels if choice >= 2 else 1
+
+
+@st.composite
+def conv_layer(
+    draw,
+    name: str,
+    inp: FixedFormat,
+    in_channels: int,
+    out_channels: int,
+    kernel: tuple[int, int],
+    stride: int,
+    padding: int,
+    kind: str,
+    *,
+    groups: int = 1,
+    wf: WeightFormat | None = None,
+    out: FixedFormat | None = None,
+    window: tuple[int, int] | None = None,
+    inputs: tuple[str, ...] = (),
+    max_bits: int = 16,
+    max_weight_bits: int = 16,
+    clamp: bool = False,
+    seed: int = 0,
+) -> Conv2d:
+    """A conv of the given geometry: drawn weight format (unless ``wf``), output format
+    (unless ``out``; within ``window``), ReLU, with ``clamp`` sometimes a clamp, weights and
+    bias."""
+    rng = np.random.default_rng(seed)
+    wf = wf if wf is not None else draw(weight_formats(kind, max_weight_bits))
+    fan_in = in_channels // groups * kernel[0] * kernel[1]
+    if out is None:
+        out = draw(output_formats(inp, wf, fan_in, max_bits, window))
+    relu = draw(st.booleans())
+    clamp_max = None
+    if clamp and relu and draw(st.integers(0, 7)) == 7:
+        clamp_max = draw(st.integers(0, out.max))
+    m = out_channels
+    probe = Conv2d(
+        name,
+        in_channels,
+        m,
+        kernel,
+        stride,
+        padding,
+        inp,
+        wf,
+        out,
+        relu,
+        np.zeros((m, in_channels // groups, *kernel), dtype=np.int64),
+        np.zeros(m, dtype=np.int64),
+        groups=groups,
+        inputs=inputs,
+        clamp_max=clamp_max,
+    )
+    shape = (m, in_channels // groups, *kernel)
+    weight = fill_weights(rng, wf, shape, draw(st.sampled_from(_WEIGHT_DRAWS)))
+    bias = fill_bias(rng, probe.bias_bits, m, draw(st.sampled_from(_BIAS_DRAWS)))
+    return replace(probe, weight=weight, bias=bias)
 
 
 @st.composite
@@ -329,38 +450,38 @@ def conv_layers(
     max_bits: int = 16,
     max_weight_bits: int = 16,
     seed: int = 0,
+    *,
+    grouped: bool = False,
+    clamp: bool = False,
 ) -> tuple[Conv2d, bool]:
-    """A conv layer on a ``in_shape`` input, and whether a 2x2 max pool follows."""
+    """A conv layer on a ``in_shape`` input, and whether a 2x2 max pool follows; with
+    ``grouped`` sometimes grouped or depthwise, with ``clamp`` sometimes clamped."""
     c, h, w = in_shape
-    rng = np.random.default_rng(seed)
-    m = draw(st.integers(1, 7))
+    groups = draw(conv_groups(c)) if grouped else 1
+    m = groups * draw(st.integers(1, max(1, 7 // groups)))
     padding = draw(st.integers(0, 2))
     kernel = (
         draw(st.integers(1, min(4, h + 2 * padding))),
         draw(st.integers(1, min(4, w + 2 * padding))),
     )
     stride = draw(st.integers(1, 3))
-    wf = draw(weight_formats(kind, max_weight_bits))
-    fan_in = c * kernel[0] * kernel[1]
-    out = draw(output_formats(inp, wf, fan_in, max_bits))
-    relu = draw(st.booleans())
-    probe = Conv2d(
-        name,
-        c,
-        m,
-        kernel,
-        stride,
-        padding,
-        inp,
-        wf,
-        out,
-        relu,
-        np.zeros((m, c, *kernel), dtype=np.int64),
-        np.zeros(m, dtype=np.int64),
+    layer = draw(
+        conv_layer(
+            name,
+            inp,
+            c,
+            m,
+            kernel,
+            stride,
+            padding,
+            kind,
+            groups=groups,
+            max_bits=max_bits,
+            max_weight_bits=max_weight_bits,
+            clamp=clamp,
+            seed=seed,
+        )
     )
-    weight = fill_weights(rng, wf, (m, c, *kernel), draw(st.sampled_from(_WEIGHT_DRAWS)))
-    bias = fill_bias(rng, probe.bias_bits, m, draw(st.sampled_from(_BIAS_DRAWS)))
-    layer = replace(probe, weight=weight, bias=bias)
     _, oh, ow = layer.output_shape(in_shape)
     pool = oh >= 2 and ow >= 2 and draw(st.booleans())
     return layer, pool
@@ -377,13 +498,19 @@ def fc_layer(
     max_weight_bits: int = 16,
     max_out: int = MAX_OUT_FEATURES,
     seed: int = 0,
+    *,
+    clamp: bool = False,
 ) -> Dense | SparseDense:
-    """A dense or sparse-dense layer (the engine lays either out for its own PEs)."""
+    """A dense or sparse-dense layer (the engine lays either out for its own PEs); with
+    ``clamp`` sometimes clamped."""
     rng = np.random.default_rng(seed)
     fo = draw(st.integers(1, max_out))
     wf = draw(weight_formats(kind, max_weight_bits))
     out = draw(output_formats(inp, wf, in_features, max_bits))
     relu = draw(st.booleans())
+    clamp_max = None
+    if clamp and relu and draw(st.integers(0, 7)) == 7:
+        clamp_max = draw(st.integers(0, out.max))
     probe = Dense(
         name,
         in_features,
@@ -394,6 +521,7 @@ def fc_layer(
         relu,
         np.zeros((fo, in_features), dtype=np.int64),
         np.zeros(fo, dtype=np.int64),
+        clamp_max=clamp_max,
     )
     weight = fill_weights(rng, wf, (fo, in_features), draw(st.sampled_from(_WEIGHT_DRAWS)))
     bias = fill_bias(rng, probe.bias_bits, fo, draw(st.sampled_from(_BIAS_DRAWS)))
@@ -406,6 +534,7 @@ def fc_layer(
             output_format=out,
             relu=relu,
             bias=bias,
+            clamp_max=clamp_max,
         )
     return replace(probe, weight=weight, bias=bias)
 
@@ -416,10 +545,18 @@ def _with_tests(net: Net, rng: np.random.Generator, images: int) -> Net:
     return net.replace(test_inputs=x, test_labels=labels, test_outputs=run_net(net, x))
 
 
-def _empty_net(name: str, shape: tuple[int, ...], fmt: FixedFormat, layers: Sequence) -> Net:
-    out_shape: tuple[int, ...] = tuple(shape)
-    for layer in layers:
-        out_shape = layer.output_shape(out_shape)
+def _empty_net(
+    name: str,
+    shape: tuple[int, ...],
+    fmt: FixedFormat,
+    layers: Sequence,
+    out_shape: tuple[int, ...] | None = None,
+) -> Net:
+    """A net without test vectors; ``out_shape`` is needed for a graph (a chain's follows)."""
+    if out_shape is None:
+        out_shape = tuple(shape)
+        for layer in layers:
+            out_shape = layer.output_shape(out_shape)
     return Net(
         name,
         tuple(shape),
@@ -516,10 +653,147 @@ def engine_shapes(draw) -> dict[str, Any]:
     }
 
 
+#: A drawn block: its layers, and the shape and format of the tensor it ends with.
+Block = tuple[list, tuple[int, ...], FixedFormat]
+#: The graph blocks a whole net may hold after one of its convs, in the order they are placed.
+GRAPH_BLOCKS = ("residual", "fire", "avgpool")
+
+
+@st.composite
+def residual_blocks(
+    draw,
+    prefix: str,
+    source: str,
+    shape: tuple[int, int, int],
+    fmt: FixedFormat,
+    *,
+    clamp: bool = False,
+    seed: int = 0,
+) -> Block:
+    """A residual block on the tensor ``source`` ((C, H, W) in ``fmt``): one or two convs of C
+    filters (odd k x k kernel, padding k // 2, stride 1; grouped or depthwise at times) whose
+    output an :class:`~squeezeforge.sim.ir.Add` sums with ``source``, then maybe a 2x2 max pool.
+
+    The last conv's fraction length is drawn within :data:`ADD_MAX_ALIGN` of ``fmt``'s, so the
+    add aligns inputs whose fraction lengths differ (or agree); its output format and ReLU are
+    drawn too, and which input comes first."""
+    c, h, w = shape
+    layers: list = []
+    x_fmt, x_name = fmt, source
+    align = (fmt.frac - ADD_MAX_ALIGN, fmt.frac + ADD_MAX_ALIGN)
+    for j in range(draw(st.integers(1, 2))):
+        k = draw(st.sampled_from([1, 3, 5]))
+        conv = draw(
+            conv_layer(
+                f"{prefix}_conv{j}",
+                x_fmt,
+                c,
+                c,
+                (k, k),
+                1,
+                k // 2,
+                draw(st.sampled_from(["fixed", "pow2"])),
+                groups=draw(conv_groups(c)),
+                window=align,
+                inputs=(x_name,),
+                clamp=clamp,
+                seed=seed + j,
+            )
+        )
+        layers.append(conv)
+        x_fmt, x_name = conv.output_format, conv.name
+    out = draw(add_formats(fmt, x_fmt))
+    inputs = (x_name, source) if draw(st.booleans()) else (source, x_name)
+    layers.append(Add(f"{prefix}_add", inputs, out, relu=draw(st.booleans())))
+    if h >= 2 and w >= 2 and draw(st.booleans()):
+        layers.append(MaxPool2d(f"{prefix}_pool"))
+        shape = (c, h // 2, w // 2)
+    return layers, shape, out
+
+
+@st.composite
+def fire_blocks(
+    draw,
+    prefix: str,
+    source: str,
+    shape: tuple[int, int, int],
+    fmt: FixedFormat,
+    *,
+    clamp: bool = False,
+    seed: int = 0,
+) -> Block:
+    """Two convs that read ``source`` (a fire module's expand convs) joined by a
+    :class:`~squeezeforge.sim.ir.Concat`: 1..4 filters each (grouped or depthwise at times),
+    1x1 or 3x3 kernels with padding k // 2 and one stride, so the outputs agree in H x W, and
+    one output format (a concat keeps its inputs' format), which both requantize to."""
+    c, _, _ = shape
+    stride = draw(st.integers(1, 2))
+    branches = []
+    for _ in range(2):
+        k = draw(st.sampled_from([1, 3]))
+        groups = draw(conv_groups(c))
+        m = groups * draw(st.integers(1, max(1, 4 // groups)))
+        kind = draw(st.sampled_from(["fixed", "pow2"]))
+        branches.append((k, groups, m, kind, draw(weight_formats(kind))))
+    # The shared format must be reachable from the second conv's accumulator by a right shift
+    # of 0..63: that bounds the first conv's drawn format.
+    acc_b = fmt.frac + branches[1][4].frac
+    layers: list = []
+    out = None
+    for j, (k, groups, m, kind, wf) in enumerate(branches):
+        conv = draw(
+            conv_layer(
+                f"{prefix}_{'ab'[j]}",
+                fmt,
+                c,
+                m,
+                (k, k),
+                stride,
+                k // 2,
+                kind,
+                groups=groups,
+                wf=wf,
+                out=out,
+                window=(acc_b - MAX_SHIFT, acc_b),
+                inputs=(source,),
+                clamp=clamp,
+                seed=seed + j,
+            )
+        )
+        layers.append(conv)
+        out = conv.output_format
+    a, b = layers
+    layers.append(Concat(f"{prefix}_cat", (a.name, b.name)))
+    _, oh, ow = a.output_shape(shape)
+    return layers, (a.out_channels + b.out_channels, oh, ow), a.output_format
+
+
+@st.composite
+def avg_pools(draw, name: str, shape: tuple[int, int, int], fmt: FixedFormat) -> Block:
+    """An :class:`~squeezeforge.sim.ir.AvgPool2d`: global (the whole input) at times, else a
+    kh x kw window (1..4 each) with stride 1..3; multiplier and shift from
+    :func:`~squeezeforge.sim.numerics.avg_pool_multiplier`, the input's format kept."""
+    _, h, w = shape
+    if draw(st.integers(0, 2)) == 2:
+        kernel, stride = (h, w), 1
+    else:
+        kernel = (draw(st.integers(1, min(4, h))), draw(st.integers(1, min(4, w))))
+        stride = draw(st.integers(1, 3))
+    multiplier, shift = avg_pool_multiplier(kernel[0] * kernel[1])
+    pool = AvgPool2d(name, kernel, stride, multiplier, shift, fmt)
+    return [pool], pool.output_shape(shape), fmt
+
+
 @st.composite
 def mixed_nets(draw, images: int = FUZZ_IMAGES) -> Net:
-    """A whole net over several engines: conv (fixed or power-of-two, each with an optional
-    pool), flatten, then dense or sparse layers (fixed, power-of-two or codebook).
+    """A whole net over several engines: convs (fixed or power-of-two, plain, grouped or
+    depthwise, each with an optional max pool), flatten, then dense or sparse layers (fixed,
+    power-of-two or codebook); compute layers with a ReLU are sometimes clamped.
+
+    After a conv there may be, each with probability 2/5 and at most once per net, a residual
+    block (:func:`residual_blocks`), a fire module's expand convs and concat
+    (:func:`fire_blocks`) and an average pool (:func:`avg_pools`), in that order where they
+    follow the same conv. Each is drawn off first when Hypothesis shrinks.
 
     ``metadata["fuzz"]["engines"]`` holds the engine shapes to compile it with.
     """
@@ -539,16 +813,36 @@ def mixed_nets(draw, images: int = FUZZ_IMAGES) -> Net:
         )
     else:
         shape = (draw(st.integers(1, 32)),)
+    # Graph blocks follow a conv (the net's input is streamed once, to the first conv alone).
+    after = {
+        block: draw(st.integers(0, n_conv - 1))
+        for block in GRAPH_BLOCKS
+        if n_conv and draw(st.integers(0, 4)) >= 3
+    }
     cur = shape
     for i in range(n_conv):
         kind = draw(st.sampled_from(["fixed", "pow2"]))
-        layer, pool = draw(conv_layers(f"conv{i}", fmt, cur, kind, seed=seed + i + 1))
+        layer, pool = draw(
+            conv_layers(f"conv{i}", fmt, cur, kind, seed=seed + i + 1, grouped=True, clamp=True)
+        )
         layers.append(layer)
         cur = layer.output_shape(cur)
         if pool:
             layers.append(MaxPool2d(f"pool{i}"))
             cur = (cur[0], cur[1] // 2, cur[2] // 2)
         fmt = layer.output_format
+        for block in GRAPH_BLOCKS:
+            if after.get(block) != i:
+                continue
+            src = layers[-1].name
+            if block == "residual":
+                strategy = residual_blocks("res", src, cur, fmt, clamp=True, seed=seed + 20)
+            elif block == "fire":
+                strategy = fire_blocks("fire", src, cur, fmt, clamp=True, seed=seed + 30)
+            else:
+                strategy = avg_pools("avgpool", cur, fmt)
+            more, cur, fmt = draw(strategy)
+            layers += more
     if n_conv and n_fc:
         layers.append(Flatten("flatten"))
         cur = (math.prod(cur),)
@@ -563,12 +857,13 @@ def mixed_nets(draw, images: int = FUZZ_IMAGES) -> Net:
                 kind,
                 max_out=12,
                 seed=seed + 10 + i,
+                clamp=True,
             )
         )
         layers.append(layer)
         cur = (layer.out_features,)
         fmt = layer.output_format
-    net = _empty_net(f"fuzz-mixed-{seed}", shape, inp, layers)
+    net = _empty_net(f"fuzz-mixed-{seed}", shape, inp, layers, cur)
     return replace(
         _with_tests(net, rng, images),
         metadata={"fuzz": {"engine": "whole-net", "seed": seed, "engines": shapes}},

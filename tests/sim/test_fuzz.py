@@ -1,11 +1,13 @@
 """The differential fuzzer (sim/fuzz.py): its strategies draw valid nets with the corners they
-promise, its comparison fails on a corrupted golden value or cycle estimate, a failing example
-shrinks to a small net saved as a regression file, and - on Verilator - a bounded profile of
-random nets on every engine build, and every saved regression, match bit for bit."""
+promise (graph blocks in whole nets too), its comparison fails on a corrupted golden value or
+cycle estimate, a failing example shrinks to a small net saved as a regression file, and - on
+Verilator - a bounded profile of random nets on every engine build, and every saved regression,
+match bit for bit."""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from collections import Counter
@@ -24,11 +26,26 @@ from squeezeforge.sim.fuzz import (
     engine_nets,
     fill_weights,
     fuzz_engine,
+    mixed_nets,
     replay_net,
     score,
 )
-from squeezeforge.sim.ir import Conv2d, Dense, MaxPool2d, SparseDense, load_net
-from squeezeforge.sim.numerics import CodebookWeights, FixedWeights, Pow2Weights
+from squeezeforge.sim.ir import (
+    Add,
+    AvgPool2d,
+    Concat,
+    Conv2d,
+    Dense,
+    MaxPool2d,
+    SparseDense,
+    load_net,
+)
+from squeezeforge.sim.numerics import (
+    CodebookWeights,
+    FixedWeights,
+    Pow2Weights,
+    avg_pool_multiplier,
+)
 from squeezeforge.sim.reference import run_net
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,6 +121,49 @@ def test_strategies_reach_the_promised_corners() -> None:
     assert 0.0 in densities and 1.0 in densities
     assert any(np.count_nonzero(lay.weight_values()) == 1 for lay in computes)
     assert any(len(n.layers) >= 3 for n in conv + fc)  # chains of layers on one engine
+
+
+def test_mixed_nets_reach_the_graph_corners() -> None:
+    nets: list = []
+
+    @settings(
+        max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @hypothesis_seed(1)
+    @given(mixed_nets(images=2))
+    def collect(net) -> None:
+        np.testing.assert_array_equal(run_net(net, net.test_inputs), net.test_outputs)
+        nets.append(net)
+
+    collect()
+    seen: Counter = Counter()
+    for net in nets:
+        shapes, formats = net.tensor_shapes(), net.tensor_formats()
+        for k, lay in enumerate(net.layers):
+            src = net.sources(k)
+            if isinstance(lay, Conv2d) and lay.groups > 1:
+                seen["depthwise" if lay.groups == lay.in_channels else "grouped"] += 1
+            elif isinstance(lay, AvgPool2d):
+                seen["global" if lay.kernel == shapes[src[0]][1:] else "window"] += 1
+                assert (lay.multiplier, lay.shift) == avg_pool_multiplier(math.prod(lay.kernel))
+                assert lay.format == formats[src[0]]
+            elif isinstance(lay, Add):
+                a, b = (formats[s] for s in src)
+                seen["aligned" if a.frac != b.frac else "same frac"] += 1
+                seen["two convs" if lay.name.replace("add", "conv1") in shapes else "one"] += 1
+                seen[f"add relu {lay.relu}"] += 1
+            elif isinstance(lay, Concat):
+                index = {la.name: j for j, la in enumerate(net.layers)}
+                a, b = (net.layers[index[s]] for s in src)
+                assert isinstance(a, Conv2d) and isinstance(b, Conv2d)
+                assert net.sources(index[a.name]) == net.sources(index[b.name])
+                seen["concat"] += 1
+            if getattr(lay, "clamp_max", None) is not None:
+                seen["clamp"] += 1
+    for corner in ("depthwise", "grouped", "global", "window", "aligned", "two convs", "one"):
+        assert seen[corner] >= 2, (corner, seen)
+    assert seen["concat"] >= 2 and seen["clamp"] >= 1
+    assert seen["add relu True"] and seen["add relu False"]
 
 
 @pytest.mark.parametrize(

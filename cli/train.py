@@ -11,12 +11,18 @@ from squeezeforge.models.train import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
     DEFAULT_LR,
+    default_epochs,
     save_checkpoint,
     train,
 )
 
 from ..sim.ir import check_writable
 from .errors import UserError
+
+# Built-in models that train for more than the default epochs, for --help.
+_LONGER = {
+    name: default_epochs(name) for name in sorted(MODELS) if default_epochs(name) != DEFAULT_EPOCHS
+}
 
 __all__ = ["register", "run"]
 
@@ -35,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train a digits CNN, MLP or compact CNN and save a checkpoint",
         description="Train a reference network (LeNet-5 style CNN, LeNet-300-100 style MLP, or"
-        " `mobile`: depthwise-separable convs and global average pooling) on the embedded"
+        " the compact nets: `mobile` with depthwise-separable convs, `fire` with SqueezeNet's"
+        " fire modules, `resnet` with residual blocks) on the embedded"
         " digits data set, deterministically on CPU, and save a checkpoint for"
         " `squeezeforge export` or `squeezeforge compress`.",
         epilog=EPILOG,
@@ -43,7 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", choices=sorted(MODELS), default="cnn", help="network (default cnn)")
     p.add_argument(
-        "--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs (default {DEFAULT_EPOCHS})"
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"epochs (default: the model's; {DEFAULT_EPOCHS}, the compact nets train longer:"
+        f" {', '.join(f'{n} {e}' for n, e in _LONGER.items())})",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
@@ -62,6 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.epochs is None:
+        args.epochs = default_epochs(args.model)
     if args.epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {args.epochs}")
     if args.batch_size < 1:

@@ -119,7 +119,7 @@ def run_flow(cfg: FlowConfig, log: Callable[[str], None] = print, quiet: bool = 
     """Run (or resume) the flow; returns the report that is also written to report.json."""
     from ..models.compress import compress
     from ..models.data import load_digits
-    from ..models.train import DEFAULT_EPOCHS, evaluate, save_checkpoint, train
+    from ..models.train import default_epochs, evaluate, save_checkpoint, train
     from ..sim.netsim import simulate
     from .build import generate
     from .engines import check_supported
@@ -131,7 +131,7 @@ def run_flow(cfg: FlowConfig, log: Callable[[str], None] = print, quiet: bool = 
     out = steps.out
     check_writable(out, folder=True)  # before training, not after the whole flow
     ckpt = out / f"{cfg.model}.pt"
-    epochs = cfg.epochs or DEFAULT_EPOCHS
+    epochs = cfg.epochs or default_epochs(cfg.model)
 
     def do_train() -> dict:
         model, history = train(cfg.model, epochs, cfg.seed, quiet=quiet)

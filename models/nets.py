@@ -78,27 +78,34 @@ class DigitsMLP(nn.Sequential):
 
 
 class DigitsMobile(nn.Sequential):
-    """Compact filters (MobileNet's depthwise-separable block, global average pooling instead
-    of large FC layers) for 8x8 inputs.
+    """Compact filters (MobileNet's depthwise-separable block) for 8x8 inputs.
 
-    conv1 1->16 3x3 pad 1, ReLU, 2x2 max pool (8x8 -> 4x4); dw2 16->16 3x3 pad 1 depthwise, ReLU;
-    pw2 16->32 1x1, ReLU; gap: 4x4 average (16 values, an exact shift); flatten; fc 32->10.
+    conv1 1->8 3x3 pad 1, ReLU, 2x2 max pool (8x8 -> 4x4); dw2 8->8 3x3 pad 1 depthwise, ReLU;
+    pw2 8->32 1x1, ReLU; 2x2 max pool (4x4 -> 2x2); flatten; fc 128->10. 11,136 MACs, 3.2x
+    fewer than the CNN's 35,880.
+
+    The classifier reads a 2x2 map, not a global average: on maps this small a global average
+    throws away where the strokes are (the same block with a 4x4 global average pool and fc
+    48->10 trained to 87-93%, this one to 97-98%). Compact nets train longer from scratch
+    (:attr:`EPOCHS`), as the surveys note.
     """
+
+    EPOCHS = 120
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__(
             OrderedDict(
                 [
-                    ("conv1", nn.Conv2d(1, 16, 3, padding=1)),
+                    ("conv1", nn.Conv2d(1, 8, 3, padding=1)),
                     ("relu1", nn.ReLU()),
                     ("pool1", nn.MaxPool2d(2)),
-                    ("dw2", nn.Conv2d(16, 16, 3, padding=1, groups=16)),
+                    ("dw2", nn.Conv2d(8, 8, 3, padding=1, groups=8)),
                     ("relu2", nn.ReLU()),
-                    ("pw2", nn.Conv2d(16, 32, 1)),
+                    ("pw2", nn.Conv2d(8, 32, 1)),
                     ("relu3", nn.ReLU()),
-                    ("gap", nn.AvgPool2d(4)),
+                    ("pool2", nn.MaxPool2d(2)),
                     ("flatten", nn.Flatten()),
-                    ("fc", nn.Linear(32, num_classes)),
+                    ("fc", nn.Linear(128, num_classes)),
                 ]
             )
         )

@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_EPOCHS",
     "Checkpoint",
     "Distillation",
+    "default_epochs",
     "deterministic",
     "evaluate",
     "fit",
@@ -57,6 +58,12 @@ DEFAULT_BATCH_SIZE = 32
 # compression pass uses plain cross-entropy (fit's default): with smoothing, retraining after
 # pruning recovered about one point less on the MLP.
 TRAIN_LABEL_SMOOTHING = 0.1
+
+
+def default_epochs(model_name: str) -> int:
+    """Training epochs of a built-in model when none are asked for: its ``EPOCHS``, or
+    :data:`DEFAULT_EPOCHS`."""
+    return int(getattr(MODELS.get(model_name), "EPOCHS", DEFAULT_EPOCHS))
 
 
 @contextmanager
@@ -208,7 +215,7 @@ def fit(
 
 def train(
     model_name: str,
-    epochs: int = DEFAULT_EPOCHS,
+    epochs: int | None = None,
     seed: int = 0,
     *,
     lr: float = DEFAULT_LR,
@@ -216,11 +223,13 @@ def train(
     data: Dataset | None = None,
     quiet: bool = False,
 ) -> tuple[nn.Module, list[dict[str, float]]]:
-    """Train a fresh ``MODELS[model_name]`` on ``data`` (default: the digits split).
+    """Train a fresh ``MODELS[model_name]`` on ``data`` (default: the digits split) for
+    ``epochs`` (default: :func:`default_epochs`).
 
     Returns the trained model (eval mode) and the per-epoch history (loss, train and test
     accuracy). Deterministic for a given seed.
     """
+    epochs = default_epochs(model_name) if epochs is None else epochs
     if epochs < 1:
         raise UserError(f"epochs must be >= 1, got {epochs}")
     data = data if data is not None else load_digits()

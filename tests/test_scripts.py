@@ -109,4 +109,18 @@ def test_families_table_from_a_report() -> None:
         " | 2500 | 1.25x |" in text
     )
     assert "| baseline (dense 8-bit) | fixed8 | 2.5x | 36,000 | 1.00x |" in text
-    assert "| compact filters | – | not measured:" in text
+    # A compact net against the CNN: its bytes over the CNN's float bytes, MACs and cycles
+    # over the CNN's dense 8-bit net.
+    report["compress"]["fixed8"]["totals"]["float_bytes"] = 80000
+    mobile = {
+        "config": {"baseline_recipe": "fixed8"},
+        "compress": {"fixed8": comp(0.0, 12000, 0.975)},
+        "generate": {"fixed8": {"cycles_estimated": 4000}},
+        "simulate": {"fixed8": sim(4000.0)},
+    }
+    mobile["compress"]["fixed8"]["totals"]["bytes"] = 2000
+    text = families["compact_table"](report, {"mobile": mobile})
+    assert (
+        "| compact: depthwise-separable (MobileNet) | mobile / fixed8 | 2,000 | 40.0x | 12,000"
+        " | 3.00x | 98.00% | 97.50% | 97.00% | 10/10 | 4000.0 | 4000 | 0.75x |" in text
+    )

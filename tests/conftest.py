@@ -3,7 +3,9 @@ Brevitas-style QONNX model for the tests that import one."""
 
 from __future__ import annotations
 
+import json
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -99,3 +101,26 @@ def _brevitas_like(
 def brevitas_qonnx(tmp_path: Path) -> Callable[..., Path]:
     """Builds a Brevitas-style QONNX model file in the test's folder (see _brevitas_like)."""
     return lambda **kwargs: _brevitas_like(tmp_path, **kwargs)
+
+
+def _rewrite_net_file(path: Path, edit=None, arrays: dict[str, bytes] | None = None) -> Path:
+    """A copy of a net file beside it (``edited.sfnet``) with ``edit(manifest)`` applied to its
+    manifest and ``arrays`` (file name -> bytes) replacing or adding archive members."""
+    with zipfile.ZipFile(path) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        files = {n: zf.read(n) for n in zf.namelist() if n != "manifest.json"}
+    if edit:
+        edit(manifest)
+    files.update(arrays or {})
+    out = path.with_name("edited.sfnet")
+    with zipfile.ZipFile(out, "w") as zf:
+        zf.writestr("manifest.json", json.dumps(manifest))
+        for n, data in files.items():
+            zf.writestr(n, data)
+    return out
+
+
+@pytest.fixture
+def rewrite_net_file() -> Callable[..., Path]:
+    """:func:`_rewrite_net_file`: edit a net file's manifest or arrays to test the loader."""
+    return _rewrite_net_file

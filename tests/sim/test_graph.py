@@ -176,45 +176,32 @@ def test_join_layers_check_their_input_counts() -> None:
         Concat("c", ("x",))
 
 
-def _rewrite(path: Path, edit) -> Path:
-    with zipfile.ZipFile(path) as zf:
-        manifest = json.loads(zf.read("manifest.json"))
-        arrays = {n: zf.read(n) for n in zf.namelist() if n != "manifest.json"}
-    edit(manifest)
-    out = path.with_name("edited.sfnet")
-    with zipfile.ZipFile(out, "w") as zf:
-        zf.writestr("manifest.json", json.dumps(manifest))
-        for n, data in arrays.items():
-            zf.writestr(n, data)
-    return out
-
-
-def test_files_with_bad_graphs_are_refused_on_load(tmp_path: Path) -> None:
+def test_files_with_bad_graphs_are_refused_on_load(tmp_path: Path, rewrite_net_file) -> None:
     path = save_net(random_graph_net(np.random.default_rng(8)), tmp_path / "g.sfnet")
 
     def cycle(m):
         m["layers"][1]["inputs"] = ["b2"]
 
     with pytest.raises(IRError, match="'b1', field 'inputs': 'b2' comes later"):
-        load_net(_rewrite(path, cycle))
+        load_net(rewrite_net_file(path, cycle))
 
     def old_version(m):
         m["version"] = 2
 
     with pytest.raises(IRError, match="field 'inputs': appears in a version 2 file"):
-        load_net(_rewrite(path, old_version))
+        load_net(rewrite_net_file(path, old_version))
 
     def not_names(m):
         m["layers"][3]["inputs"] = "stem"
 
     with pytest.raises(IRError, match="'res', field 'inputs': must be a list of layer names"):
-        load_net(_rewrite(path, not_names))
+        load_net(rewrite_net_file(path, not_names))
 
     def no_inputs(m):
         del m["layers"][6]["inputs"]
 
     with pytest.raises(IRError, match="'cat', field 'inputs': is missing"):
-        load_net(_rewrite(path, no_inputs))
+        load_net(rewrite_net_file(path, no_inputs))
 
 
 @pytest.mark.parametrize("kind", ["fixed", "pow2"])

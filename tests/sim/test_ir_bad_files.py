@@ -7,7 +7,6 @@ shift for validation, reference and hardware) of issue 10.
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from pathlib import Path
 
@@ -24,21 +23,6 @@ from squeezeforge.sim.reference import run_layer
 @pytest.fixture
 def net_file(tmp_path: Path) -> Path:
     return save_net(random_net(np.random.default_rng(2)), tmp_path / "n.sfnet")
-
-
-def _rewrite(path: Path, edit=None, arrays: dict[str, bytes] | None = None) -> Path:
-    with zipfile.ZipFile(path) as zf:
-        manifest = json.loads(zf.read("manifest.json"))
-        files = {n: zf.read(n) for n in zf.namelist() if n != "manifest.json"}
-    if edit:
-        edit(manifest)
-    files.update(arrays or {})
-    out = path.with_name("edited.sfnet")
-    with zipfile.ZipFile(out, "w") as zf:
-        zf.writestr("manifest.json", json.dumps(manifest))
-        for n, data in files.items():
-            zf.writestr(n, data)
-    return out
 
 
 def _layer(manifest: dict, name: str) -> dict:
@@ -66,12 +50,14 @@ def _npy(arr: np.ndarray) -> bytes:
         (lambda m: _layer(m, "pool1").update(kernel=[2, 2]), "layer 'pool1', field 'kernel'"),
     ],
 )
-def test_wrong_field_types_are_one_ir_error(net_file: Path, edit, match: str) -> None:
+def test_wrong_field_types_are_one_ir_error(
+    net_file: Path, edit, match: str, rewrite_net_file
+) -> None:
     with pytest.raises(IRError, match=match):
-        load_net(_rewrite(net_file, edit))
+        load_net(rewrite_net_file(net_file, edit))
 
 
-def test_uint64_beyond_int64_is_refused_not_wrapped(net_file: Path) -> None:
+def test_uint64_beyond_int64_is_refused_not_wrapped(net_file: Path, rewrite_net_file) -> None:
     with zipfile.ZipFile(net_file) as zf:
         w = np.load(io.BytesIO(zf.read("arrays/fc1.weight.npy")))
 
@@ -81,11 +67,11 @@ def test_uint64_beyond_int64_is_refused_not_wrapped(net_file: Path) -> None:
     # The same values as uint64 load: the dtype is not the problem, the value is.
     ok = np.abs(w).astype(np.uint64)
     ok[ok > 127] = 127
-    load_net(_rewrite(net_file, as_uint64, {"arrays/fc1.weight.npy": _npy(ok)}))
+    load_net(rewrite_net_file(net_file, as_uint64, {"arrays/fc1.weight.npy": _npy(ok)}))
     bad = ok.copy()
     bad[0, 0] = np.uint64(2**64 - 1)  # astype(int64) would make it -1, inside the format
     with pytest.raises(IRError, match="18446744073709551615 does not fit"):
-        load_net(_rewrite(net_file, as_uint64, {"arrays/fc1.weight.npy": _npy(bad)}))
+        load_net(rewrite_net_file(net_file, as_uint64, {"arrays/fc1.weight.npy": _npy(bad)}))
 
 
 def test_one_shift_bound_for_validation_reference_and_hardware() -> None:

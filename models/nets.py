@@ -136,8 +136,11 @@ class DigitsFire(nn.Module):
     conv1 1->16 3x3 pad 1, ReLU, 2x2 max pool (8x8 -> 4x4); fire1 (squeeze 16->6, expands 6->8
     1x1 and 3x3: 16 channels); fire2 the same; gap: 4x4 average; flatten; fc 16->10. 27,808
     MACs. (A squeeze of 4 channels, or a stem of 8, trained to a few points less and less
-    reliably from seed to seed.)
+    reliably from seed to seed.) 120 epochs: 95.6% and 97.2% on seeds 0 and 1, against 91.1% and
+    93-95% at 40.
     """
+
+    EPOCHS = 120
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()

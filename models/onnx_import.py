@@ -1,19 +1,24 @@
-"""A float ONNX model (as ``torch.onnx.export`` or tf2onnx write it) as a torch layer stack.
+"""A float ONNX model (as ``torch.onnx.export`` or tf2onnx write it) as a torch model.
 
-The graph is read with the ``onnx`` package and rebuilt as an ``nn.Sequential`` of the layers
-the IR expresses, with the ONNX initializers as weights; compression then treats it like any
-PyTorch model. The rebuilt stack is checked against ONNX Runtime on a random input, so an
-import that would change the model's outputs is refused instead of compressed.
+The graph is read with the ``onnx`` package and rebuilt from the layers the IR expresses, with
+the ONNX initializers as weights: an ``nn.Sequential`` for a plain chain, a
+:class:`~squeezeforge.models.graph.LayerGraph` when a node reads more than the node before it
+(a residual ``Add``, a ``Concat``). Compression then treats it like any PyTorch model. The
+rebuilt model is checked against ONNX Runtime on a random input, so an import that would change
+the model's outputs is refused instead of compressed.
 
-Mapped: Conv, Gemm, MatMul + Add, Relu, MaxPool, Flatten, Reshape to one vector per sample,
-BatchNormalization, Dropout and Identity; a trailing Softmax or LogSoftmax is dropped (the class
-with the highest score is unchanged). Anything else is one error line naming the node.
+Mapped: Conv (grouped too), Gemm, MatMul + Add, Relu, Clip at 0 (ReLU6), MaxPool, AveragePool,
+GlobalAveragePool, Flatten, Reshape to one vector per sample, BatchNormalization, Add of two
+tensors, Concat along the channels, Dropout and Identity; a trailing Softmax or LogSoftmax is
+dropped (the class with the highest score is unchanged). Anything else is one error line naming
+the node.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,8 @@ import torch
 from torch import nn
 
 from squeezeforge.sim.errors import UserError
+
+from .graph import NET_INPUT, ChannelConcat, LayerGraph, ResidualAdd
 
 __all__ = ["load_onnx"]
 
@@ -53,7 +60,8 @@ def _layer_name(node: Any, weight: str | None, taken: set[str]) -> str:
 
 
 def load_onnx(path: str | os.PathLike, *, notes: list[str] | None = None) -> nn.Sequential:
-    """The model in the ONNX file ``path`` as an ``nn.Sequential`` in eval mode."""
+    """The model in the ONNX file ``path`` in eval mode: an ``nn.Sequential``, or a
+    :class:`~squeezeforge.models.graph.LayerGraph` for a graph."""
     import onnx
     from onnx import numpy_helper
 
@@ -79,8 +87,11 @@ def load_onnx(path: str | os.PathLike, *, notes: list[str] | None = None) -> nn.
         raise UserError(f"{path}: input {inputs[0].name!r} has no fixed shape per sample ({dims})")
     sample_shape = tuple(dims[1:])
 
-    stack = nn.Sequential()
+    layers: dict[str, nn.Module] = {}
+    reads: dict[str, tuple[str, ...]] = {}  # layer -> the layers (or NET_INPUT) it reads
     taken: set[str] = set()
+    # ONNX tensor name -> the layer whose output it is (Dropout and Identity pass it on).
+    producer: dict[str, str] = {inputs[0].name: NET_INPUT}
     current = inputs[0].name
     pending_matmul: tuple[Any, np.ndarray] | None = None
     dropped = False
@@ -95,22 +106,22 @@ def load_onnx(path: str | os.PathLike, *, notes: list[str] | None = None) -> nn.
             consts[node.output[0]] = numpy_helper.to_array(_attrs(node)["value"])
             continue
         data = [x for x in node.input if x and x not in consts]
-        if data != [current]:
-            raise UserError(
-                f"{where(node)} combines tensors or reads an earlier one; the IR is a chain of"
-                " layers"
-            )
+        unknown = [x for x in data if x not in producer]
+        if unknown:
+            raise UserError(f"{where(node)} reads {unknown[0]!r}, which no earlier node makes")
+        joins = op == "Concat" or (op == "Add" and len(data) == 2)
+        if not joins and len(data) != 1:
+            raise UserError(f"{where(node)} combines {len(data)} tensors")
         a = _attrs(node)
         module: nn.Module | None = None
-        if pending_matmul is not None and op != "Add":
+        if pending_matmul is not None and not (op == "Add" and data == [current]):
             raise UserError(
                 f"{where(pending_matmul[0])}: a MatMul must be followed by its bias Add"
             )
         if op == "Conv":
             w = consts[node.input[1]]
             b = consts[node.input[2]] if len(node.input) > 2 and node.input[2] else None
-            if a.get("group", 1) != 1:
-                raise UserError(f"{where(node)}: grouped convolution (group={a['group']})")
+            groups = int(a.get("group", 1))
             if any(d != 1 for d in a.get("dilations", [1, 1])):
                 raise UserError(f"{where(node)}: dilated convolution")
             pads = list(a.get("pads", [0, 0, 0, 0]))
@@ -126,8 +137,8 @@ def load_onnx(path: str | os.PathLike, *, notes: list[str] | None = None) -> nn.
             ):
                 raise UserError(f"{where(node)}: asymmetric padding or stride ({pads}, {strides})")
             conv = nn.Conv2d(
-                w.shape[1], w.shape[0], tuple(w.shape[2:]), stride=strides[0], padding=pads[0],
-                bias=b is not None,
+                w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride=strides[0],
+                padding=pads[0], groups=groups, bias=b is not None,
             )  # fmt: skip
             conv.weight.data = torch.from_numpy(w.astype(np.float32).copy())
             if b is not None:
@@ -142,15 +153,28 @@ def load_onnx(path: str | os.PathLike, *, notes: list[str] | None = None) -> nn.
             module = _linear(w, b)
         elif op == "MatMul":
             pending_matmul = (node, consts[node.input[1]].T)
+            producer[node.output[0]] = producer[data[0]]
             current = node.output[0]
             continue
         elif op == "Add" and pending_matmul is not None:
             matmul, w = pending_matmul
             pending_matmul = None
             module = _linear(w, consts[[x for x in node.input if x in consts][0]])
+            data = [x for x in matmul.input if x and x not in consts]
             node = matmul
+        elif op == "Add" and len(data) == 2:
+            module = ResidualAdd()
+        elif op == "Concat":
+            if a.get("axis") not in (1, -3) or len(data) < 2:
+                raise UserError(f"{where(node)}: only a concat of tensors along axis 1")
+            module = ChannelConcat()
         elif op == "Relu":
             module = nn.ReLU()
+        elif op == "Clip":
+            lo, hi = (consts.get(x) if x else None for x in (list(node.input) + ["", ""])[1:3])
+            if lo is None or float(lo) != 0.0 or hi is None:
+                raise UserError(f"{where(node)}: only a clip to [0, c] (ReLU6)")
+            module = nn.Hardtanh(0.0, float(hi))
         elif op == "MaxPool":
             k = list(a["kernel_shape"])
             s = list(a.get("strides", k))
@@ -158,6 +182,14 @@ def load_onnx(path: str | os.PathLike, *, notes: list[str] | None = None) -> nn.
             if a.get("ceil_mode", 0) or len(set(k)) > 1 or len(set(s)) > 1 or len(set(p)) > 1:
                 raise UserError(f"{where(node)}: only square max pools without ceil_mode")
             module = nn.MaxPool2d(k[0], stride=s[0], padding=p[0])
+        elif op == "AveragePool":
+            k = list(a["kernel_shape"])
+            s = list(a.get("strides", k))
+            if a.get("ceil_mode", 0) or any(a.get("pads", [0])) or len(set(s)) > 1:
+                raise UserError(f"{where(node)}: only average pools without padding or ceil_mode")
+            module = nn.AvgPool2d(tuple(k), stride=s[0])
+        elif op == "GlobalAveragePool":
+            module = nn.AdaptiveAvgPool2d(1)
         elif op == "Flatten":
             if a.get("axis", 1) != 1:
                 raise UserError(f"{where(node)}: Flatten with axis {a.get('axis')}")
@@ -171,7 +203,7 @@ def load_onnx(path: str | os.PathLike, *, notes: list[str] | None = None) -> nn.
             module = nn.Flatten()
         elif op == "BatchNormalization":
             scale, bias, mean, var = (consts[x] for x in node.input[1:5])
-            last = stack[-1] if len(stack) else None
+            last = layers.get(producer[data[0]])
             bn_cls = nn.BatchNorm2d if isinstance(last, nn.Conv2d) else nn.BatchNorm1d
             bn = bn_cls(len(scale), eps=float(a.get("epsilon", 1e-5)))
             for t, v in ((bn.weight, scale), (bn.bias, bias)):
@@ -180,6 +212,7 @@ def load_onnx(path: str | os.PathLike, *, notes: list[str] | None = None) -> nn.
             bn.running_var = torch.from_numpy(var.astype(np.float32).copy())
             module = bn
         elif op in _SKIPPED:
+            producer[node.output[0]] = producer[data[0]]
             current = node.output[0]
             continue
         elif op in _TRAILING and i == len(nodes) - 1:
@@ -191,15 +224,24 @@ def load_onnx(path: str | os.PathLike, *, notes: list[str] | None = None) -> nn.
         else:
             raise UserError(
                 f"{where(node)} has no equivalent in the IR (supported: Conv, Gemm, MatMul+Add,"
-                " Relu, MaxPool, Flatten, Reshape, BatchNormalization, Dropout)"
+                " Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape,"
+                " BatchNormalization, Add, Concat, Dropout)"
             )
         weight = node.input[1] if op in ("Conv", "Gemm", "MatMul") else None
-        stack.add_module(_layer_name(node, weight, taken), module)
-        current = node.output[0]
+        name = _layer_name(node, weight, taken)
+        srcs = tuple(producer[x] for x in data)
+        previous = next(reversed(layers), NET_INPUT)
+        if srcs != (previous,):
+            reads[name] = srcs
+        layers[name] = module
+        # The layer's output is this node's (the bias Add's, for a MatMul + Add).
+        current = nodes[i].output[0]
+        producer[current] = name
     if current != graph.output[0].name and not (
         nodes and nodes[-1].op_type in _TRAILING and nodes[-1].output[0] == graph.output[0].name
     ):
         raise UserError(f"{path}: the graph's output is not its last layer's")
+    stack = LayerGraph(layers, reads) if reads else nn.Sequential(OrderedDict(layers))
     stack.eval()
     _check_against_onnxruntime(path, model, stack, sample_shape, dropped=dropped)
     return stack

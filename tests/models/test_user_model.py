@@ -180,3 +180,57 @@ def test_an_onnx_node_without_an_ir_equivalent_is_named(tmp_path: Path) -> None:
     (tmp_path / "junk.onnx").write_bytes(b"\x00\x01junk")
     with pytest.raises(UserError, match=r"junk\.onnx is not a valid ONNX model"):
         load_onnx(tmp_path / "junk.onnx")
+
+
+class _OnnxGraph(nn.Module):
+    """A residual block, a depthwise conv with ReLU6, a fire-style concat and a global average
+    pool: what a Keras or PyTorch user's compact net exports as."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.pw = nn.Conv2d(4, 4, 1)
+        self.e1 = nn.Conv2d(4, 2, 1)
+        self.e3 = nn.Conv2d(4, 2, 3, padding=1)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.relu(self.stem(x))
+        r = torch.relu(s + self.pw(nn.functional.relu6(self.dw(s))))
+        c = torch.cat([torch.relu(self.e1(r)), torch.relu(self.e3(r))], dim=1)
+        return self.fc(nn.functional.adaptive_avg_pool2d(c, 1).flatten(1))
+
+
+def test_an_onnx_graph_comes_back_as_a_graph_and_compresses(tmp_path: Path) -> None:
+    from squeezeforge.models.compress.pipeline import compress_net
+    from squeezeforge.models.graph import LayerGraph
+
+    torch.manual_seed(0)
+    model = _OnnxGraph().eval()
+    graph = load_onnx(_export(model, tmp_path / "graph.onnx"))
+    assert isinstance(graph, LayerGraph)
+    kinds = [type(m).__name__ for m in graph]
+    assert {"ResidualAdd", "ChannelConcat", "Hardtanh", "AdaptiveAvgPool2d"} <= set(kinds)
+    assert any(getattr(m, "groups", 1) == 4 for m in graph)
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(graph(x), model(x), atol=1e-5)
+    # On to the IR: an add, a concat, a depthwise conv with a clamp; fake quant == reference.
+    net, report = compress_net(graph, "fixed8", model_name="graph", seed=0)
+    by_kind = {layer.kind for layer in net.layers}
+    assert {"add", "concat", "avgpool2d"} <= by_kind and not net.is_chain
+    assert any(getattr(la, "clamp_max", None) is not None for la in net.layers)
+    assert report["accuracy"]["agreement"] == 1.0
+
+
+def test_an_onnx_concat_along_another_axis_is_named(tmp_path: Path) -> None:
+    import onnx
+
+    path = _export(_OnnxGraph(), tmp_path / "graph.onnx")
+    model = onnx.load(str(path))
+    cat = next(n for n in model.graph.node if n.op_type == "Concat")
+    next(a for a in cat.attribute if a.name == "axis").i = 2
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    with pytest.raises(UserError, match=r"bad\.onnx: node .*\(Concat\): only a concat .* axis 1"):
+        load_onnx(tmp_path / "bad.onnx")

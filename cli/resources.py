@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="synthesize a build with Yosys: LUT, FF, DSP, BRAM per engine and total",
         description="Synthesize each engine of a build and the whole top with Yosys (YoWASP)"
         " for an FPGA family and count LUTs, flip-flops, DSP blocks and block RAMs. With"
-        " --fmax, also place and route the top with nextpnr (ice40, ecp5) for its Fmax.",
+        " --fmax, also place and route the top with nextpnr (ice40, ecp5) for its Fmax and"
+        " the blocks its critical path runs through.",
     )
     p.add_argument("build", help="a build folder made by `squeezeforge generate`")
     p.add_argument(
@@ -53,4 +54,7 @@ def run(args: argparse.Namespace) -> int:
     print(markdown_table(["block", "LUT", "FF", "DSP", "BRAM"], rows))
     if report["total"].get("fmax_mhz"):
         print(f"\nFmax: {report['total']['fmax_mhz']:.1f} MHz")
+        path = report["total"].get("critical_path")
+        if path:
+            print(f"critical path: {path['summary']}")
     return 0

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..sim.ir import atomic_write_bytes
 from .build import SYNTH_CACHE, BuildError, read_manifest
-from .resources import TARGETS, ResourceReport, fmax, synthesize_hierarchy
+from .resources import TARGETS, ResourceReport, Timing, place_and_route, synthesize_hierarchy
 
 __all__ = ["build_resources", "utilization"]
 
@@ -76,12 +76,12 @@ def build_resources(
             device, luts = _DEVICES[target][-1]
             note = f"Fmax not measured: {total.lut} LUTs exceed the {device}'s {luts}"
         else:
-            mhz = _cached(
+            timing = _cached(
                 build,
-                {"verilog": verilog, "top": top, "family": target, "run": f"fmax {fitting[0]}"},
-                lambda: fmax(verilog, top, target, device=fitting[0]),
+                {"verilog": verilog, "top": top, "family": target, "run": f"timing {fitting[0]}"},
+                lambda: _timing_dict(place_and_route(verilog, top, target, device=fitting[0])),
             )
-            total = dataclasses.replace(total, fmax_mhz=mhz)
+            total = dataclasses.replace(total, **timing)
             note = f"Fmax on the {fitting[0]}"
     report = {
         "build": str(build),
@@ -98,6 +98,14 @@ def build_resources(
     if note:
         report["note"] = note
     return report
+
+
+def _timing_dict(timing: Timing) -> dict[str, Any]:
+    path = timing.critical_path
+    return {
+        "fmax_mhz": timing.fmax_mhz,
+        "critical_path": path.to_dict() if path is not None else None,
+    }
 
 
 def _tool_versions() -> str:

@@ -38,7 +38,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from squeezeforge.sim.errors import ToolError
 from squeezeforge.sim.progress import activity
@@ -50,7 +50,11 @@ __all__ = [
     "ResourceReport",
     "SynthesisError",
     "count_cells",
+    "CriticalPath",
+    "Timing",
+    "critical_path",
     "fmax",
+    "place_and_route",
     "pin_light_wrapper",
     "synthesize",
     "synthesize_hierarchy",
@@ -97,6 +101,8 @@ class ResourceReport:
         Every mapped cell type with its count, IO buffers included.
     fmax_mhz
         Achieved frequency of the worst clock after place and route, None if not measured.
+    critical_path
+        What limits that clock: :meth:`CriticalPath.to_dict`, None if not measured.
     """
 
     target: str
@@ -108,6 +114,9 @@ class ResourceReport:
     lutram: int
     cells: dict[str, int]
     fmax_mhz: float | None = None
+    #: The slowest register-to-register path after place and route (:class:`CriticalPath`
+    #: as a dict), None if not measured.
+    critical_path: dict | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Return a JSON-ready dict of all fields."""
@@ -289,8 +298,12 @@ def synthesize(
     design = stat.get("design") or stat["modules"][f"\\{top}"]
     report = count_cells(target, design.get("num_cells_by_type", {}))
     if with_fmax:
+        timing = place_and_route(verilog, top, target, dsp=dsp, work_dir=work_dir)
+        path = timing.critical_path
         report = dataclasses.replace(
-            report, fmax_mhz=fmax(verilog, top, target, dsp=dsp, work_dir=work_dir)
+            report,
+            fmax_mhz=timing.fmax_mhz,
+            critical_path=path.to_dict() if path is not None else None,
         )
     return report
 
@@ -463,7 +476,86 @@ def pin_light_wrapper(
     return "\n".join(lines) + "\n", name
 
 
-def fmax(
+@dataclass(frozen=True)
+class CriticalPath:
+    """The slowest register-to-register path nextpnr reports, by block.
+
+    ``blocks`` are the design's hierarchy levels the path passes through, in order (the
+    wrapper's ``dut.`` and the vendor cells' own names dropped): ``conv_mac.act_mem``,
+    ``conv_mac.array``, ``conv_mac.array.pe_0_0``. ``logic_levels`` counts the logic cells on
+    the path.
+    """
+
+    ns: float
+    logic_ns: float
+    routing_ns: float
+    logic_levels: int
+    blocks: tuple[str, ...]
+
+    def summary(self) -> str:
+        share = 100 * self.routing_ns / self.ns if self.ns else 0.0
+        return (
+            f"{self.ns:.1f} ns, {self.logic_levels} logic levels, {share:.0f}% routing:"
+            f" {' -> '.join(self.blocks)}"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self) | {"blocks": list(self.blocks), "summary": self.summary()}
+
+
+def _block(cell: str) -> str:
+    """The hierarchy of a placed cell's name, without the wrapper and the vendor cell."""
+    parts = cell.split(".")
+    if parts and parts[0] in ("dut", ""):
+        parts = parts[1:]
+    kept = [
+        p
+        for p in parts
+        if p and not p.isdigit() and "$" not in p and not re.search(r"TRELLIS|SB_|_Q_\d", p)
+    ]
+    return ".".join(kept) or "top"
+
+
+def critical_path(report: dict) -> CriticalPath | None:
+    """The clock-to-clock critical path of a nextpnr ``--report`` JSON (paths from or to
+    ``<async>`` ports are not the design's), None when it has none."""
+    for path in report.get("critical_paths", []):
+        if "<async>" in (path.get("from"), path.get("to")) or not path.get("path"):
+            continue
+        segments = path["path"]
+        blocks: list[str] = []
+        for seg in segments:
+            for end in ("from", "to"):
+                block = _block(seg[end]["cell"])
+                if not blocks or blocks[-1] != block:
+                    blocks.append(block)
+        delay = {kind: 0.0 for kind in ("logic", "routing")}
+        for seg in segments:
+            if seg["type"] in delay:
+                delay[seg["type"]] += seg["delay"]
+        return CriticalPath(
+            ns=round(sum(seg["delay"] for seg in segments), 3),
+            logic_ns=round(
+                delay["logic"]
+                + sum(seg["delay"] for seg in segments if seg["type"] in ("clk-to-q", "setup")),
+                3,
+            ),
+            routing_ns=round(delay["routing"], 3),
+            logic_levels=sum(seg["type"] == "logic" for seg in segments),
+            blocks=tuple(blocks),
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Timing:
+    """What place and route found: the worst clock's Fmax and its critical path."""
+
+    fmax_mhz: float | None
+    critical_path: CriticalPath | None = None
+
+
+def place_and_route(
     verilog: str,
     top: str,
     target: str,
@@ -473,8 +565,9 @@ def fmax(
     clock: str = "clk",
     seed: int = 1,
     work_dir: Path | None = None,
-) -> float | None:
-    """Place and route ``top`` inside a :func:`pin_light_wrapper` and return its Fmax in MHz.
+) -> Timing:
+    """Place and route ``top`` inside a :func:`pin_light_wrapper`: its Fmax in MHz and the
+    critical path behind it.
 
     Parameters
     ----------
@@ -494,9 +587,10 @@ def fmax(
 
     Returns
     -------
-    float or None
-        The lowest achieved frequency over the design's clocks, or None (reason logged) when
-        the target has no place and route, the design does not fit or has no register path.
+    Timing
+        The lowest achieved frequency over the design's clocks and the clock-to-clock critical
+        path, or None in both (reason logged) when the target has no place and route, the
+        design does not fit or has no register path.
 
     Raises
     ------
@@ -508,7 +602,7 @@ def fmax(
     _check_target(target)
     if target == "xc7":
         _log.warning("fmax: no open place and route for xc7; Fmax not measured")
-        return None
+        return Timing(None)
     device = device or _DEFAULT_DEVICE[target]
     if target == "ice40":
         if device not in _ICE40_PACKAGES:
@@ -528,7 +622,7 @@ def fmax(
             )
         except ValueError as error:
             _log.warning("fmax of %r on %s not measured: %s", top, target, error)
-            return None
+            return Timing(None)
         (folder / f"{wrapper_name}.v").write_text(wrapper)
         netlist = f"{wrapper_name}_{target}.json"
         _run_yosys(
@@ -562,10 +656,16 @@ def fmax(
             errors = [line for line in _tail(log_file, 400).splitlines() if "ERROR" in line]
             reason = "; ".join(errors) or (done.stderr.strip()[-500:] or "no report written")
             _log.warning("fmax of %r on %s %s not measured: %s", top, target, device, reason)
-            return None
-        clocks = json.loads(report.read_text()).get("fmax", {})
+            return Timing(None)
+        result = json.loads(report.read_text())
+        clocks = result.get("fmax", {})
     achieved = [entry["achieved"] for entry in clocks.values() if "achieved" in entry]
     if not achieved:
         _log.warning("fmax of %r on %s: nextpnr reports no clocked path", top, target)
-        return None
-    return float(min(achieved))
+        return Timing(None)
+    return Timing(float(min(achieved)), critical_path(result))
+
+
+def fmax(verilog: str, top: str, target: str, **kw: Any) -> float | None:
+    """:func:`place_and_route`'s Fmax alone (same arguments), None when not measured."""
+    return place_and_route(verilog, top, target, **kw).fmax_mhz

@@ -11,6 +11,7 @@ from squeezeforge.codegen.resources import (
     ResourceReport,
     SynthesisError,
     count_cells,
+    critical_path,
     fmax,
     pin_light_wrapper,
     synthesize,
@@ -175,6 +176,9 @@ def test_fmax_through_pin_light_wrapper(target: str, tmp_path: Path) -> None:
     report = synthesize(MULTIPLIER, "mul8", target, with_fmax=True, work_dir=tmp_path)
     assert report.fmax_mhz is not None and 10 < report.fmax_mhz < 1000
     assert (tmp_path / f"pnr_{target}_report.json").is_file()
+    # The path that sets it, in ns: 1000 / Fmax, to nextpnr's rounding.
+    path = report.critical_path
+    assert path is not None and path["ns"] == pytest.approx(1000 / report.fmax_mhz, rel=0.02)
 
 
 @pytest.mark.slow
@@ -182,3 +186,40 @@ def test_fmax_returns_none_when_the_device_lacks_dsp(caplog: pytest.LogCaptureFi
     # The HX8K has no DSP blocks, so a multiplier mapped to SB_MAC16 cannot be placed.
     assert fmax(MULTIPLIER, "mul8", "ice40", device="hx8k", dsp=True) is None
     assert "not measured" in caplog.text
+
+
+def _segment(kind: str, delay: float, src: str, dst: str) -> dict:
+    return {"type": kind, "delay": delay, "from": {"cell": src}, "to": {"cell": dst}}
+
+
+def test_critical_path_names_the_blocks_it_runs_through() -> None:
+    """Parsed from nextpnr's report format (cell names as nextpnr gives them on ECP5)."""
+    mem, mul = "dut.conv_mac.act_mem.3.0", "dut.conv_mac.array.pe_0_0.$2_MULT18X18D_P9"
+    lut = "dut.conv_mac.array.a_in$32_TRELLIS_FF_Q_12_DI_LUT4_Z"
+    acc = "dut.conv_mac.array.pe_0_0.acc_TRELLIS_FF_Q_21"
+    report = {
+        "critical_paths": [
+            # A path from an input port is not the design's: skipped.
+            {"from": "<async>", "to": "posedge clk", "path": [_segment("routing", 9.0, "a", "b")]},
+            {
+                "from": "posedge clk",
+                "to": "posedge clk",
+                "path": [
+                    _segment("clk-to-q", 5.83, mem, mem),
+                    _segment("routing", 1.65, mem, lut),
+                    _segment("logic", 0.24, lut, lut),
+                    _segment("routing", 1.23, lut, mul),
+                    _segment("logic", 3.93, mul, mul),
+                    _segment("routing", 0.66, mul, acc),
+                    _segment("setup", 0.1, acc, acc),
+                ],
+            },
+        ]
+    }
+    path = critical_path(report)
+    assert path is not None
+    assert path.blocks == ("conv_mac.act_mem", "conv_mac.array", "conv_mac.array.pe_0_0")
+    assert path.ns == pytest.approx(13.64) and path.logic_levels == 2
+    assert path.routing_ns == pytest.approx(3.54) and path.logic_ns == pytest.approx(10.1)
+    assert path.summary().startswith("13.6 ns, 2 logic levels, 26% routing: conv_mac.act_mem")
+    assert critical_path({"critical_paths": report["critical_paths"][:1]}) is None

@@ -106,8 +106,8 @@ class Requantizer(wiring.Component):
     Members
     -------
     cfg : ``In(requant_cfg_layout(act_bits))``
-        ``shift``, ``out_bits``, ``relu``, ``clamp``, ``clamp_max``; held while sums are in the
-        pipeline.
+        ``shift``, ``out_bits``, ``relu``, ``clamp``, ``clamp_max``; held from the cycle a sum
+        enters until it leaves.
     i : ``In(stream.Signature(requant_input_layout(acc_bits, bias_bits, tag_shape)))``
     o : ``Out(stream.Signature(requant_output_layout(act_bits, tag_shape)))``
     """
@@ -219,10 +219,17 @@ class Requantizer(wiring.Component):
         # means no clamp, not a clamp to zero.
         hi = Signal(signed(act))
         lo = Signal(signed(act))
-        m.d.comb += [
+        bounds = [
             hi.eq(Mux(self.cfg.clamp, self.cfg.clamp_max, sat_hi)),
             lo.eq(Mux(self.cfg.relu, 0, sat_lo)),
         ]
+        if self.pipelined:
+            # Registered: the compares behind the last stage then start at a register, not at
+            # the decode of the output width. cfg is held from the cycle a sum enters, so the
+            # bounds are in place LATENCY - 1 cycles before it reaches them.
+            m.d.sync += bounds
+        else:
+            m.d.comb += bounds
         m.d.comb += [
             self.o.valid.eq(out_valid),
             self.o.payload.value.eq(Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted))),

@@ -12,7 +12,9 @@ Two flavours share one port list, so the array is built the same way for both:
 Each PE passes its activation (and the step flags travelling with it) to the right and its
 weight downwards through registers, keeps a running sum, and on the last step of a fold copies
 the finished sum to ``result``, where it stays until the next fold finishes. The accumulator
-restarts on the first step of a fold, so folds follow each other without a bubble.
+restarts on the first step of a fold, so folds follow each other without a bubble. A register
+between the product and the accumulate (a DSP block's pipeline stage) keeps the multiplier's
+delay and the adder's carry chain in different cycles.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ MAX_ACC_BITS = 64
 
 class _PE(wiring.Component):
     """Ports and data movement common to both PE flavours (see the subclasses)."""
+
+    #: Cycles from a fold's last step on ``a_in`` to its sum on ``result``: the product
+    #: register, then the accumulator.
+    RESULT_LATENCY = 2
 
     def __init__(self, act_bits: int, weight_shape: Shape, acc_bits: int) -> None:
         self.act_bits = act_bits
@@ -61,18 +67,43 @@ class _PE(wiring.Component):
             self.first_out.eq(self.first_in),
             self.last_out.eq(self.last_in),
         ]
+        # The product stage (multiplier or shifter) and the accumulator's adder are a register
+        # apart, as a DSP block's pipeline register would split them: neither the multiplier's
+        # delay nor the adder's carry chain sees the other (PRODUCT_LATENCY).
+        term, negative = self.product(m)
+        p_term = Signal(term.shape())
+        p_negative = Signal()
+        p_valid = Signal()
+        p_first = Signal()
+        p_last = Signal()
+        m.d.sync += [
+            p_term.eq(term),
+            p_negative.eq(negative),
+            p_valid.eq(self.valid_in),
+            p_first.eq(self.first_in),
+            p_last.eq(self.last_in),
+        ]
         acc = Signal(signed(self.acc_bits))
         # The first step of a fold overwrites the sum of the previous fold instead of adding.
-        base = Mux(self.first_in, 0, acc)
+        augend = Signal(signed(self.acc_bits))
+        addend = Signal(signed(self.acc_bits))
+        m.d.comb += [augend.eq(Mux(p_first, 0, acc)), addend.eq(p_term)]
+        # One adder for both signs (two adders and a multiplexer cost about twice the LUTs):
+        # base - x == base + ~x + 1 with ``term`` already ~x, and the + 1 enters through an extra
+        # low bit, since (2*base + 1) + (2*~x + 1) == 2*(base - x) while (2*base + 1) + 2*x ==
+        # 2*(base + x) + 1.
+        wide = Cat(Const(1, 1), augend) + Cat(p_negative, addend)
         total = Signal(signed(self.acc_bits))
-        m.d.comb += total.eq(self.accumulate(m, base))
-        with m.If(self.valid_in):
+        m.d.comb += total.eq(wide[1:].as_signed())
+        with m.If(p_valid):
             m.d.sync += acc.eq(total)
-            with m.If(self.last_in):
+            with m.If(p_last):
                 m.d.sync += self.result.eq(total)
         return m
 
-    def accumulate(self, m: Module, base):  # pragma: no cover - overridden
+    def product(self, m: Module):  # pragma: no cover - overridden
+        """The step's term before the accumulate: ``(value, negative)``; the sum adds
+        ``value + negative`` (``value`` is ``~x`` when ``negative``, to subtract ``x``)."""
         raise NotImplementedError
 
 
@@ -98,7 +129,7 @@ class MacPE(_PE):
     valid_in, first_in, last_in : 1
         The step is real, the first of a fold, the last of a fold; passed on with the activation.
     result : signed(acc_bits)
-        The sum of the last finished fold (updated the cycle after its last step).
+        The sum of the last finished fold, from ``RESULT_LATENCY`` cycles after its last step.
     """
 
     def __init__(self, act_bits: int, weight_bits: int, acc_bits: int) -> None:
@@ -112,8 +143,8 @@ class MacPE(_PE):
         self.weight_bits = weight_bits
         super().__init__(act_bits, signed(weight_bits), acc_bits)
 
-    def accumulate(self, m: Module, base):
-        return base + self.a_in * self.w_in
+    def product(self, m: Module):
+        return self.a_in * self.w_in, Const(0, 1)
 
 
 class ShiftAddPE(_PE):
@@ -151,21 +182,13 @@ class ShiftAddPE(_PE):
         self.max_shift = max_shift
         super().__init__(act_bits, unsigned(code_bits), acc_bits)
 
-    def accumulate(self, m: Module, base):
+    def product(self, m: Module):
         m.submodules.decoder = decoder = Pow2Decoder(self.code_bits)
         term = decoder.o.payload
         m.d.comb += [decoder.i.payload.eq(self.w_in), decoder.i.valid.eq(1), decoder.o.ready.eq(1)]
-        negative = term.negative
         shifted = Signal(signed(self.act_bits + self.max_shift))
         m.d.comb += shifted.eq(Mux(term.zero, 0, self.a_in << term.shift))
-        # One adder for both signs (two adders and a multiplexer cost about twice the LUTs):
-        # base - x == base + ~x + 1, and the + 1 enters through an extra low bit, since
-        # (2*base + 1) + (2*~x + 1) == 2*(base - x) while (2*base + 1) + 2*x == 2*(base + x) + 1.
-        addend = Signal(signed(self.acc_bits))
-        augend = Signal(signed(self.acc_bits))
-        m.d.comb += [addend.eq(Mux(negative, ~shifted, shifted)), augend.eq(base)]
-        wide = Cat(Const(1, 1), augend) + Cat(negative, addend)
-        return wide[1:].as_signed()
+        return Mux(term.negative, ~shifted, shifted), term.negative
 
 
 def pe_for(weight_kind: str, act_bits: int, weight_bits: int, acc_bits: int) -> _PE:

@@ -53,6 +53,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .engine import EngineBinding, Images
+from .fifo import StreamFIFO
 from .interface import discard
 
 __all__ = ["Top", "TopEngine", "TopParams", "TopStep", "port_list"]
@@ -144,9 +145,13 @@ class Top(wiring.Component):
 
     #: The sequencer spends one cycle starting each step (its LAUNCH state).
     LAUNCH_CYCLES = 1
-    #: A step fed from an activation buffer waits one more cycle for the first word out of the
-    #: synchronous read port.
-    PREFETCH_CYCLES = 1
+    #: A step fed from the activation memory waits two more cycles for its first word: the
+    #: synchronous read, then the input queue (a word leaves it the cycle after it enters).
+    PREFETCH_CYCLES = 2
+    #: Words of the queue between the activation memory and the running engine: the read in
+    #: flight and the queue's own one-cycle latency, with room to spare, keep one word per
+    #: cycle going.
+    INPUT_QUEUE_DEPTH = 4
 
     def __init__(self, params: TopParams) -> None:
         if not isinstance(params, TopParams):
@@ -188,7 +193,6 @@ class Top(wiring.Component):
         seg = Signal(range(max(len(table), 2)))  # the segment now read, an index into table
         rd_addr = Signal(addr)
         wr_addr = Signal(addr)
-        have = Signal()  # the read port's data is a word not yet taken by the engine
         more = Signal()  # words are left to read
         cycles = Signal(32)
         launch = Signal()
@@ -255,6 +259,29 @@ class Top(wiring.Component):
 
         running = Signal()
         m.d.comb += [rd.addr.eq(rd_addr), more.eq(rd_addr < seg_end)]
+        # Words read from the memory go through a queue to the engine. A read issues while the
+        # queue has room for it and for the read in flight, so the memory's read enable and
+        # address never depend on the engine's ready (nor on the word just read), and the
+        # memory's output goes into the queue with no logic in between.
+        m.submodules.in_queue = in_queue = StreamFIFO(signed(self.act_bits), self.INPUT_QUEUE_DEPTH)
+        in_flight = Signal()
+        read = Signal()
+        m.d.comb += [
+            read.eq(
+                running & ~pixels & more & (in_queue.level + in_flight < self.INPUT_QUEUE_DEPTH)
+            ),
+            rd.en.eq(read),
+            in_queue.w.valid.eq(in_flight),
+            in_queue.w.payload.eq(rd.data),
+        ]
+        m.d.sync += in_flight.eq(read)
+        with m.If(read):
+            # The last word of a segment moves the address to the next segment at once, so
+            # segments follow each other without a gap.
+            with m.If((rd_addr + 1 == seg_end) & ~seg_last):
+                m.d.sync += [seg.eq(seg + 1), rd_addr.eq(next_start)]
+            with m.Else():
+                m.d.sync += rd_addr.eq(rd_addr + 1)
         with m.If(running & pixels):
             m.d.comb += [
                 cur_i_valid.eq(self.i_pixel.valid),
@@ -262,19 +289,11 @@ class Top(wiring.Component):
                 self.i_pixel.ready.eq(cur_i_ready),
             ]
         with m.Elif(running):
-            # A one-word prefetch over the synchronous read port: read the next word whenever
-            # the current one is taken (or there is none), so the engine sees one per cycle.
-            # The last word of a segment moves the address to the next segment at once, so
-            # segments follow each other without a gap.
-            advance = ~have | cur_i_ready
-            m.d.comb += [cur_i_valid.eq(have), cur_i_data.eq(rd.data), rd.en.eq(advance)]
-            with m.If(advance):
-                m.d.sync += have.eq(more)
-                with m.If(more):
-                    with m.If((rd_addr + 1 == seg_end) & ~seg_last):
-                        m.d.sync += [seg.eq(seg + 1), rd_addr.eq(next_start)]
-                    with m.Else():
-                        m.d.sync += rd_addr.eq(rd_addr + 1)
+            m.d.comb += [
+                cur_i_valid.eq(in_queue.r.valid),
+                cur_i_data.eq(in_queue.r.payload),
+                in_queue.r.ready.eq(cur_i_ready),
+            ]
 
         # Sink of the step's output: the memory, or the score stream.
         with m.If(running & scores):
@@ -308,7 +327,6 @@ class Top(wiring.Component):
                     seg.eq(first_seg),
                     rd_addr.eq(launch_start),
                     wr_addr.eq(out_address),
-                    have.eq(0),
                     cycles.eq(cycles + 1),
                 ]
                 m.next = "RUN"

@@ -11,8 +11,8 @@ schedule event by event, one filter block at a time:
 - **folds**: ``ceil(M/cols)`` filter blocks of ``ceil(E/rows)`` folds, one GEMM step per cycle;
   consecutive folds start ``max(K, rows + 1)`` cycles apart (the cursor writes one pixel of the
   next fold per cycle, so a fold shorter than ``rows + 1`` steps waits for it);
-- **drain** of a filter block ends ``rows + cols + 4`` cycles after its last step (the
-  drain's and the requantizer's latencies, read from the components);
+- **drain** of a filter block ends ``rows + cols + 6`` cycles after its last step (the operand
+  fetch's, the PEs', the drain's and the requantizer's latencies, read from the components);
 - **emission** of a block (``lanes * out_h * out_w`` reads, four per output with pooling) starts
   when it is drained and the previous block is out; block ``b`` does not start computing before
   block ``b - 2`` is out (they share half of the transpose buffer);
@@ -36,9 +36,15 @@ __all__ = ["ArrayShape", "ConvCycles", "conv_cycles"]
 
 def _drain_after_last_step() -> int:
     """From a block's last step to its drained count, beyond the skew of its last sum (row
-    rows - 1 of column cols - 1, hence the - 2 against rows + cols): the drain after the
-    sequencer's fold event, the requantizer, and the count registering the last write."""
-    return FoldDrain.LATENCY + Requantizer.latency_of(ConvEngine.REQUANT_PIPELINED) + 1 - 2
+    rows - 1 of column cols - 1, hence the - 2 against rows + cols): the fold event's way to
+    the drain, the drain, the requantizer, and the count registering the last write."""
+    return (
+        ConvEngine.FOLD_EVENT_DELAY
+        + FoldDrain.LATENCY
+        + Requantizer.latency_of(ConvEngine.REQUANT_PIPELINED)
+        + 1
+        - 2
+    )
 
 
 def _done_after_last_read() -> int:

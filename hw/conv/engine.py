@@ -39,7 +39,7 @@ from ...sim.numerics import pow2_max_shift
 from ..arith import OUT_BITS_BITS, SHIFT_BITS, Requantizer, clamp_max_shape
 from ..fifo import StreamFIFO
 from ..interface import check_int, discard, engine_members
-from ..pe import MAX_ACC_BITS, pe_for
+from ..pe import MAX_ACC_BITS, MacPE, pe_for
 
 __all__ = [
     "LOAD_BIASES",
@@ -386,11 +386,19 @@ class FoldSequencer(wiring.Component):
         block = Signal(range(p.bias_depth + 2))
         m0 = Signal(p.out_channel_bits + 1)
 
-        kx_last = kx + 1 == cfg.kw
-        ky_last = ky + 1 == cfg.kh
-        ci_last = ci + 1 == cfg.in_channels
+        # Whether kx, ky, ci are at their last value and m0 in the last filter block: registers
+        # set with the counters, so that the issue decision starts at flip-flops, not compares.
+        kx_last = Signal()
+        ky_last = Signal()
+        ci_last = Signal()
+        m_last = Signal()
         last = kx_last & ky_last & ci_last
-        layer_last = cur_last & (m0 + cols >= cfg.out_channels)
+        layer_last = cur_last & m_last
+        restart_kernel = [
+            kx_last.eq(cfg.kw == 1),
+            ky_last.eq(cfg.kh == 1),
+            ci_last.eq(cfg.in_channels == 1),
+        ]
 
         m.d.comb += [
             self.step_valid.eq(active),
@@ -455,6 +463,8 @@ class FoldSequencer(wiring.Component):
                 w_base.eq(cfg.weight_base),
                 block.eq(0),
                 m0.eq(0),
+                m_last.eq(cols >= cfg.out_channels),
+                *restart_kernel,
             ]
 
         with m.FSM():
@@ -550,11 +560,13 @@ class FoldSequencer(wiring.Component):
                             row_start.eq(0),
                             chan_start.eq(0),
                             active.eq(may_take),
+                            *restart_kernel,
                         ]
                         with m.If(cur_last):
                             m.d.sync += [
                                 block.eq(block + 1),
                                 m0.eq(m0 + cols),
+                                m_last.eq(m0 + 2 * cols >= cfg.out_channels),
                                 w_addr.eq(w_addr + 1),
                                 w_base.eq(w_addr + 1),
                             ]
@@ -569,6 +581,9 @@ class FoldSequencer(wiring.Component):
                                 kx.eq(0),
                                 ky.eq(0),
                                 ci.eq(ci + 1),
+                                kx_last.eq(cfg.kw == 1),
+                                ky_last.eq(cfg.kh == 1),
+                                ci_last.eq(ci + 2 == cfg.in_channels),
                                 chan_start.eq(chan_start + in_hw),
                                 row_start.eq(chan_start + in_hw),
                                 koff.eq(chan_start + in_hw),
@@ -577,11 +592,17 @@ class FoldSequencer(wiring.Component):
                             m.d.sync += [
                                 kx.eq(0),
                                 ky.eq(ky + 1),
+                                kx_last.eq(cfg.kw == 1),
+                                ky_last.eq(ky + 2 == cfg.kh),
                                 row_start.eq(row_start + cfg.in_w),
                                 koff.eq(row_start + cfg.in_w),
                             ]
                         with m.Else():
-                            m.d.sync += [kx.eq(kx + 1), koff.eq(koff + 1)]
+                            m.d.sync += [
+                                kx.eq(kx + 1),
+                                koff.eq(koff + 1),
+                                kx_last.eq(kx + 2 == cfg.kw),
+                            ]
                 with m.Elif(may_take):
                     m.d.sync += active.eq(1)
                 with m.If(may_take):
@@ -701,8 +722,9 @@ class SystolicArray(wiring.Component):
         Each PE's sum of its last finished fold; held until its next fold finishes.
     """
 
-    #: Cycles from a fold's last step on ``step`` to PE (0, 0)'s ``result``.
-    RESULT_LATENCY = 1
+    #: Cycles from a fold's last step on ``step`` to PE (0, 0)'s ``result`` (the PE's, both
+    #: flavours alike).
+    RESULT_LATENCY = MacPE.RESULT_LATENCY
 
     def __init__(self, params: ConvEngineParams) -> None:
         self.params = _check_params(self, params)
@@ -776,8 +798,9 @@ class SystolicArray(wiring.Component):
 class FoldDrain(wiring.Component):
     """Reads a finished fold out of the array, row after row, each column ``c`` cycles late.
 
-    A fold's sums are final in PE ``(r, c)`` ``RESULT_LATENCY + r + c`` cycles after its last
-    step; the drain follows that wavefront, so column ``c`` gives row ``r``'s sum
+    The drain reads PE ``(r, c)`` ``LATENCY - 1 + r + c`` cycles after the fold event, so the
+    fold's sums must be final there by then (the engine delays the event to make it so:
+    :attr:`ConvEngine.FOLD_EVENT_DELAY`); column ``c`` gives row ``r``'s sum
     ``LATENCY + r + c`` cycles after the fold event, tagged with its transpose-buffer slot
     (half ``block mod 2``, pixel ``e0 + r``; ``write`` is low for the rows past the last pixel).
     Each column's bias address leads its sum by one cycle (the bias memory's read latency), so
@@ -801,7 +824,7 @@ class FoldDrain(wiring.Component):
     bias_base : ``In(unsigned(bias_addr_bits))``
         Bias word of the layer's filter block 0.
     fold : ``In(stream.Signature(fold_layout(params), always_ready=True))``
-        A fold's last step has issued (from the sequencer, in that cycle).
+        A fold's last step has issued (the sequencer's event, ``FOLD_EVENT_DELAY`` cycles late).
     result : ``In(array_result_layout(params))``
         The array's sums.
     bias_addr : ``Out``, a field ``col_field(c)`` of ``unsigned(bias_addr_bits)`` per column
@@ -903,10 +926,10 @@ class OutputEmitter(wiring.Component):
 
     ::
 
-        clk        __/‾\\_/‾\\_/‾\\_/‾\\_
-        rd_addr    ==X a0 X a1 X a2 X==
-        rd_data    =======X d0 X d1 X==     READ_LATENCY later
-        o.valid    ______/‾‾‾‾‾‾‾‾‾‾‾‾     value of d0 (or the window's maximum) that cycle
+        clk        __/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_
+        rd_addr    ==X a0 X a1 X a2 X=======
+        rd_data    =======X d0 X d1 X d2 X==   one cycle later, registered as it arrives
+        o.valid    ___________/‾‾‾‾‾‾‾‾‾‾‾‾   READ_LATENCY after a0: d0 (or the window's maximum)
 
     Parameters
     ----------
@@ -937,8 +960,9 @@ class OutputEmitter(wiring.Component):
         No block being read, no output on its way.
     """
 
-    #: Cycles from a read address to its data.
-    READ_LATENCY = 1
+    #: Cycles from a read address to its value on ``o``: the memory's read, then a register
+    #: on the read data (a block RAM's output is slow; nothing else may follow it).
+    READ_LATENCY = 2
 
     def __init__(self, params: ConvEngineParams, queue_depth: int) -> None:
         self.params = p = _check_params(self, params)
@@ -981,7 +1005,7 @@ class OutputEmitter(wiring.Component):
         rowbase = Signal(oa)
         colbase = Signal(oa)
         phase = Signal(2)
-        pending = Signal(range(3))  # outputs started, not yet in the queue
+        pending = Signal(range(self.queue_depth + 1))  # outputs started, not yet in the queue
         pool = cfg.pool
         out_w = self.out_w
         n_x = Mux(pool, out_w >> 1, out_w)
@@ -1044,13 +1068,26 @@ class OutputEmitter(wiring.Component):
         with m.If(self.restart):
             m.d.sync += [self.emitted.eq(0), block_channel.eq(0)]
 
-        r_data = Array(self.rd_data[col_field(c)] for c in range(cols))[r_lane]
+        # Every bank's word is registered as it leaves the memory; the lane is chosen behind.
+        banks = Signal(_lanes(signed(p.act_bits), cols, col_field))
+        d_valid = Signal()
+        d_first = Signal()
+        d_last = Signal()
+        d_lane = Signal(range(cols))
+        m.d.sync += [
+            banks.eq(self.rd_data),
+            d_valid.eq(r_valid),
+            d_first.eq(r_first),
+            d_last.eq(r_last),
+            d_lane.eq(r_lane),
+        ]
+        d_data = Array(banks[col_field(c)] for c in range(cols))[d_lane]
         running_max = Signal(signed(p.act_bits))
         value = Signal(signed(p.act_bits))
-        m.d.comb += value.eq(Mux(r_first, r_data, Mux(r_data > running_max, r_data, running_max)))
-        with m.If(r_valid):
+        m.d.comb += value.eq(Mux(d_first, d_data, Mux(d_data > running_max, d_data, running_max)))
+        with m.If(d_valid):
             m.d.sync += running_max.eq(value)
-        push = r_valid & r_last
+        push = d_valid & d_last
         m.d.comb += [
             self.o.valid.eq(push),
             self.o.payload.eq(value),
@@ -1121,8 +1158,12 @@ class ConvEngine(wiring.Component):
     SETUP_LATENCY = 3
     #: The per-column requantizers are pipelined (two stages after the drain).
     REQUANT_PIPELINED = True
-    #: Cycles from a GEMM step leaving the sequencer to the array (the memory read).
-    FETCH_LATENCY = 1
+    #: Cycles from a GEMM step leaving the sequencer to the array: the memory read, then a
+    #: register on the read data (a block RAM's output is slow; nothing else may follow it).
+    FETCH_LATENCY = 2
+    #: Cycles the sequencer's fold event waits before it reaches the drain, so that the drain
+    #: reads each PE in the first cycle its sum is final (see :class:`FoldDrain`).
+    FOLD_EVENT_DELAY = FETCH_LATENCY + SystolicArray.RESULT_LATENCY - 2
 
     def __init__(self, params: ConvEngineParams) -> None:
         self.params = _check_params(self, params)
@@ -1253,37 +1294,55 @@ class ConvEngine(wiring.Component):
             seq.emitted_blocks.eq(emitter.emitted),
         ]
 
-        # Operand fetch (FETCH_LATENCY): the step's memory reads; padding reads as zero.
-        fetched = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "inb": rows}))
+        # Operand fetch (FETCH_LATENCY): the step's memory reads, then a register on the read
+        # data, where padding becomes zero (a synchronous reset of that register, which block
+        # RAMs with an output register can absorb).
+        step_flags = data.StructLayout({"valid": 1, "first": 1, "last": 1, "inb": rows})
+        fetched = Signal(step_flags)
+        operands = Signal(step_flags)
         m.d.sync += [
             fetched.valid.eq(seq.step_valid),
             fetched.first.eq(seq.step_first),
             fetched.last.eq(seq.step_last),
             fetched.inb.eq(seq.step_inb),
+            operands.eq(fetched),
         ]
         m.d.comb += w_rp.addr.eq(seq.step_w_addr)
         for r in range(rows):
-            m.d.comb += [
-                act_rps[r].addr.eq(seq.step_addr[r]),
-                array.step.payload.a[row_field(r)].eq(Mux(fetched.inb[r], act_rps[r].data, 0)),
-            ]
+            a = Signal(signed(p.act_bits), name=f"operand_a_{r}")
+            m.d.comb += act_rps[r].addr.eq(seq.step_addr[r])
+            m.d.sync += a.eq(Mux(fetched.inb[r], act_rps[r].data, 0))
+            m.d.comb += array.step.payload.a[row_field(r)].eq(a)
+        w_word = Signal(p.weight_word_bits)
+        m.d.sync += w_word.eq(w_rp.data)
         for c in range(cols):
-            lane = w_rp.data[c * p.lane_bits : (c + 1) * p.lane_bits]
+            lane = w_word[c * p.lane_bits : (c + 1) * p.lane_bits]
             m.d.comb += array.step.payload.w[col_field(c)].eq(lane)
         m.d.comb += [
-            array.step.valid.eq(fetched.valid),
-            array.step.payload.first.eq(fetched.first),
-            array.step.payload.last.eq(fetched.last),
+            array.step.valid.eq(operands.valid),
+            array.step.payload.first.eq(operands.first),
+            array.step.payload.last.eq(operands.last),
         ]
 
-        # Drain: the sequencer's fold event, the array's sums.
+        # Drain: the sequencer's fold event (FOLD_EVENT_DELAY cycles late), the array's sums.
+        fold_valid = Signal()
+        fold = Signal(fold_layout(p))
+        m.d.comb += [
+            fold_valid.eq(seq.step_last),
+            fold.e0.eq(seq.fold_e0),
+            fold.rows.eq(seq.fold_rows),
+            fold.block.eq(seq.fold_block),
+            fold.block_last.eq(seq.fold_block_last),
+        ]
+        for d in range(self.FOLD_EVENT_DELAY):
+            late_valid = Signal(name=f"fold_valid_d{d + 1}")
+            late = Signal(fold_layout(p), name=f"fold_d{d + 1}")
+            m.d.sync += [late_valid.eq(fold_valid), late.eq(fold)]
+            fold_valid, fold = late_valid, late
         m.d.comb += [
             drain.bias_base.eq(cfg.bias_base),
-            drain.fold.valid.eq(seq.step_last),
-            drain.fold.payload.e0.eq(seq.fold_e0),
-            drain.fold.payload.rows.eq(seq.fold_rows),
-            drain.fold.payload.block.eq(seq.fold_block),
-            drain.fold.payload.block_last.eq(seq.fold_block_last),
+            drain.fold.valid.eq(fold_valid),
+            drain.fold.payload.eq(fold),
             drain.result.eq(array.result),
         ]
 

@@ -6,10 +6,11 @@ to ``done`` when ``i_act`` offers an activation every cycle and ``o_act`` is alw
 
 Timing rules (cycle ``t0`` holds ``start``):
 
-- Input ``i`` is accepted no earlier than ``t0 + 1 + i``: one per cycle, zeros included (zero
-  skipping drops them without a broadcast). The ``m``-th non-zero activation is accepted and
-  broadcast at ``B[m]``, once every PE's FIFO holds fewer than ``D`` entries; the FIFO does not
-  see a pop of the same cycle, so ``B[m] >= P[k, m - D] + 1`` for every PE ``k``.
+- Input ``i`` is taken from the input register no earlier than ``t0 + 1 + INPUT_LATENCY + i``:
+  one per cycle, zeros included (zero skipping drops them without a broadcast). The ``m``-th
+  non-zero activation is broadcast at ``B[m]``, once every PE's FIFO holds fewer than ``D``
+  entries; the FIFO does not see a pop of the same cycle, so ``B[m] >= P[k, m - D] + 1`` for
+  every PE ``k``.
 - PE ``k`` pops it at ``P[k, m] = max(B[m] + 1, P[k, m - 1] + s[k, m - 1])`` where
   ``s = max(n, 1)`` and ``n`` is the number of entries (padding included) of that column in the
   PE: entries issue one per cycle from ``P + 1``, the next column pops in the cycle of the last
@@ -140,18 +141,21 @@ def sparse_fc_cycles_from_counts(
     cols = np.flatnonzero(x_nonzero)
     n_nz = cols.size
     t0 = 0
+    # Inputs are taken (dropped or broadcast) from the input register, INPUT_LATENCY cycles
+    # after the rules below would take them straight from i_act.
+    t_in = t0 + SparseFC.INPUT_LATENCY
     n = counts[:, cols]  # (n_pe, n_nz)
     busy = n.sum(axis=1)
     if work is None:
         work = int(busy.sum())
     if n_nz == 0:
-        last_accept = t0 + in_f
+        last_accept = t_in + in_f
         compute_end = last_accept + 1
     else:
         s = np.maximum(n, 1)
         pops = np.empty((n_pe, n_nz), dtype=np.int64)
         # Latest pop of the element D places back, for the FIFO-full condition.
-        broadcast = t0 + 1 + int(cols[0])
+        broadcast = t_in + 1 + int(cols[0])
         pops[:, 0] = broadcast + 1
         d = fifo_depth
         for m in range(1, n_nz):

@@ -36,9 +36,9 @@ __all__ = [
 ]
 
 WEIGHT_KINDS: tuple[str, ...] = ("codebook", "pow2", "fixed")
-# Output queue of the requantization stage: one read in flight plus two queued payloads keep
-# one output per cycle going while o_act is ready.
-_OUT_QUEUE_DEPTH = 3
+# Output queue of the requantization stage: the reads in flight (SparseFC.OUTPUT_PIPELINE) plus
+# two queued payloads keep one output per cycle going while o_act is ready.
+_OUT_QUEUE_DEPTH = 6
 
 
 class SparseFCMemory(enum.Enum, shape=2):
@@ -391,9 +391,11 @@ class SparsePE(wiring.Component):
 
     Pipeline (one entry per cycle, columns back to back)::
 
-        pop FIFO, read p[j], p[j+1]  ->  E0 read entry  ->  E1 row index,    ->  E2 b[x] += w*a,
-        (cycle t)                        (t+1 ... t+n)      codebook and        bypass of the
-                                                            accumulator read    previous write
+        pop FIFO, read p[j], p[j+1] -> E0 read entry -> register -> E1 row index,  ->
+        (cycle t)                      (t+1 ... t+n)                codebook read
+
+        -> E2 weight decode, product,  -> E3 b[x] += w*a, bypass of the previous write
+              accumulator read
 
     A column with ``n`` entries pops at ``t`` and issues its entries at ``t+1 .. t+n``; the next
     column pops at ``t + max(n, 1)``, so non-empty columns follow each other without a bubble and
@@ -551,17 +553,26 @@ class SparsePE(wiring.Component):
         with m.If(pop):
             m.d.sync += act_pending.eq(fifo.r.payload.act)
 
-        # E1: relative index to row, codebook and accumulator reads --------------------------
+        # E0 register: the entry as it leaves the memory (a block RAM's output is slow;
+        # nothing else may follow it) ---------------------------------------------------------
+        e0_valid = Signal()
+        e0_first = Signal()
+        e0_act = Signal(signed(p.act_bits))
+        m.d.sync += [e0_valid.eq(issue), e0_first.eq(first), e0_act.eq(issue_act)]
         e1_valid = Signal()
         e1_first = Signal()
         e1_act = Signal(signed(p.act_bits))
-        m.d.sync += [e1_valid.eq(issue), e1_first.eq(first), e1_act.eq(issue_act)]
         code = Signal(p.weight_bits)
         rel = Signal(p.index_bits)
-        m.d.comb += [
+        m.d.sync += [
+            e1_valid.eq(e0_valid),
+            e1_first.eq(e0_first),
+            e1_act.eq(e0_act),
             code.eq(entry_rd.data[: p.weight_bits]),
             rel.eq(entry_rd.data[p.weight_bits :]),
         ]
+
+        # E1: relative index to row, codebook read -------------------------------------------
         row = Signal(range(p.acc_depth))
         row_prev = Signal(range(p.acc_depth))
         m.d.comb += row.eq(Mux(e1_first, rel, row_prev + rel + 1))
@@ -581,7 +592,7 @@ class SparsePE(wiring.Component):
             e2_code.eq(code),
         ]
 
-        # E2: weight decode, product, accumulate --------------------------------------------
+        # E2: weight decode, product, accumulator read ---------------------------------------
         product = Signal(signed(p.product_bits))
         if p.weight_kind == "codebook":
             m.d.comb += product.eq(cb_rd.data * e2_act)
@@ -599,6 +610,12 @@ class SparsePE(wiring.Component):
                 product.eq(Mux(term.zero, 0, Mux(term.negative, -shifted, shifted))),
             ]
 
+        # E3: accumulate. The product register keeps the multiplier and the adder in
+        # different cycles (a DSP block's pipeline register).
+        e3_valid = Signal()
+        e3_row = Signal(range(p.acc_depth))
+        e3_product = Signal(signed(p.product_bits))
+        m.d.sync += [e3_valid.eq(e2_valid), e3_row.eq(e2_row), e3_product.eq(product)]
         bypass_valid = Signal()
         bypass_row = Signal(range(p.acc_depth))
         bypass_sum = Signal(signed(p.acc_bits))
@@ -607,12 +624,12 @@ class SparsePE(wiring.Component):
         # The read of this entry was issued in the cycle the previous entry wrote: a
         # non-transparent port missed that write, so take it from the bypass register.
         m.d.comb += [
-            old.eq(Mux(bypass_valid & (bypass_row == e2_row), bypass_sum, acc_rd.data)),
-            new.eq(old + product),
+            old.eq(Mux(bypass_valid & (bypass_row == e3_row), bypass_sum, acc_rd.data)),
+            new.eq(old + e3_product),
         ]
         m.d.sync += [
-            bypass_valid.eq(e2_valid & ~self.drain),
-            bypass_row.eq(e2_row),
+            bypass_valid.eq(e3_valid & ~self.drain),
+            bypass_row.eq(e3_row),
             bypass_sum.eq(new),
         ]
         with m.If(self.drain):
@@ -624,14 +641,22 @@ class SparsePE(wiring.Component):
             ]
         with m.Else():
             m.d.comb += [
-                acc_rd.addr.eq(row),
-                acc_wr.addr.eq(e2_row),
+                acc_rd.addr.eq(e2_row),
+                acc_wr.addr.eq(e3_row),
                 acc_wr.data.eq(new),
-                acc_wr.en.eq(e2_valid),
+                acc_wr.en.eq(e3_valid),
             ]
         m.d.comb += [
             self.acc.eq(acc_rd.data),
-            self.idle.eq(~fifo.r.valid & ~pending & ~(cur < end) & ~e1_valid & ~e2_valid),
+            self.idle.eq(
+                ~fifo.r.valid
+                & ~pending
+                & ~(cur < end)
+                & ~e0_valid
+                & ~e1_valid
+                & ~e2_valid
+                & ~e3_valid
+            ),
         ]
         return m
 
@@ -685,16 +710,21 @@ class SparseFC(wiring.Component):
     """
 
     # Pipeline latencies the cycle model (:mod:`squeezeforge.hw.sparse_fc.cycles`) reads.
-    #: The requantizer works in the cycle of the accumulator read.
-    REQUANT_PIPELINED = False
-    #: Last entry issued to the PE reporting idle: entry read, row/codebook/accumulator read,
-    #: accumulate.
-    DRAIN_AFTER_ISSUE = 3
+    #: An accepted input waits a cycle in the input register before it is dropped or broadcast.
+    INPUT_LATENCY = 1
+    #: The requantizer is pipelined (two stages after the selected accumulator's register).
+    REQUANT_PIPELINED = True
+    #: Last entry issued to the PE reporting idle: entry read, its register, row/codebook
+    #: read, product/accumulator read, accumulate.
+    DRAIN_AFTER_ISSUE = 5
     #: An empty last column's pop to the PE reporting idle.
     DRAIN_AFTER_EMPTY_POP = 2
-    #: Last row read to ``done``: the accumulator read, the requantizer's latency, the output
-    #: queue (a payload leaves it the cycle after it enters), ``done`` after the last transfer.
-    OUTPUT_TAIL = 1 + Requantizer.latency_of(REQUANT_PIPELINED) + 1 + 1
+    #: Cycles from a row's read to its value entering the output queue: the accumulator read,
+    #: the selected word's register, the requantizer.
+    OUTPUT_PIPELINE = 1 + 1 + Requantizer.latency_of(REQUANT_PIPELINED)
+    #: Last row read to ``done``: the output pipeline, the output queue (a payload leaves it
+    #: the cycle after it enters), ``done`` after the last transfer.
+    OUTPUT_TAIL = OUTPUT_PIPELINE + 1 + 1
 
     def __init__(self, params: SparseFCParams) -> None:
         if not isinstance(params, SparseFCParams):
@@ -730,28 +760,44 @@ class SparseFC(wiring.Component):
             ]
 
         # Broadcast: zero skipping on the input stream ---------------------------------------
-        column = Signal(range(p.ptr_depth))  # inputs accepted so far = column of the next one
+        # An input register (INPUT_LATENCY) takes each word with its non-zero flag, so that
+        # i_act.ready does not depend on the payload: the zero test and the broadcast see a
+        # register, and the writer sees ready from the register's state and the PEs' FIFOs.
+        column = Signal(range(p.ptr_depth))  # inputs consumed so far = column of the held one
+        received = Signal(range(p.ptr_depth))  # inputs accepted so far
+        held = Signal(signed(p.act_bits))
+        held_valid = Signal()
+        held_nonzero = Signal()
         in_done = Signal()
         all_ready = Signal()
         all_idle = Signal()
-        nonzero = Signal()
+        consume = Signal()
         push = Signal()
         m.d.comb += [
             in_done.eq(column == cfg.in_features),
             all_ready.eq(Cat(pe.col.ready for pe in pes).all()),
             all_idle.eq(Cat(pe.idle for pe in pes).all()),
-            nonzero.eq(self.i_act.payload != 0),
-            push.eq((phase == run) & ~in_done & self.i_act.valid & nonzero & all_ready),
-            self.i_act.ready.eq((phase == run) & ~in_done & (~nonzero | all_ready)),
+            consume.eq(held_valid & (~held_nonzero | all_ready)),
+            push.eq(held_valid & held_nonzero & all_ready),
+            self.i_act.ready.eq(
+                (phase == run) & (received != cfg.in_features) & (~held_valid | consume)
+            ),
         ]
         for pe in pes:
             m.d.comb += [
                 pe.col.valid.eq(push),
-                pe.col.payload.act.eq(self.i_act.payload),
+                pe.col.payload.act.eq(held),
                 pe.col.payload.ptr_addr.eq(cfg.ptr_base + column),
             ]
+        with m.If(consume):
+            m.d.sync += [column.eq(column + 1), held_valid.eq(0)]
         with m.If(self.i_act.valid & self.i_act.ready):
-            m.d.sync += column.eq(column + 1)
+            m.d.sync += [
+                received.eq(received + 1),
+                held.eq(self.i_act.payload),
+                held_valid.eq(1),
+                held_nonzero.eq(self.i_act.payload != 0),
+            ]
 
         # Output phase: row i is local row i // n of PE i % n ----------------------------------
         m.submodules.out_queue = out_queue = StreamFIFO(signed(p.act_bits), _OUT_QUEUE_DEPTH)
@@ -760,7 +806,10 @@ class SparseFC(wiring.Component):
         out_pe = Signal(range(max(n, 2)))
         issued = Signal(range(p.max_out_features + 1))
         accepted = Signal(range(p.max_out_features + 1))
-        in_flight = Signal()
+        # Reads on their way to the queue: the memory read, the selected word's register and
+        # the requantizer's stages. A read issues only when the queue has room for it and for
+        # every read before it, so no stage ever waits.
+        in_flight = Signal(range(_OUT_QUEUE_DEPTH + 1))
         sel = Signal(range(max(n, 2)))
         read = Signal()
         m.d.comb += read.eq(
@@ -784,19 +833,25 @@ class SparseFC(wiring.Component):
                     m.d.sync += [out_pe.eq(0), out_row.eq(out_row + 1)]
                 with m.Else():
                     m.d.sync += out_pe.eq(out_pe + 1)
-        m.d.sync += [in_flight.eq(read), sel.eq(out_pe)]
+        read_valid = Signal()
+        m.d.sync += [
+            in_flight.eq(in_flight + read - out_queue.w.valid),
+            read_valid.eq(read),
+            sel.eq(out_pe),
+        ]
 
+        # The selected PE's accumulator and bias are registered before the requantizer.
         acc = Signal(signed(p.acc_bits))
         bias = Signal(signed(p.bias_bits))
+        selected_valid = Signal()
+        m.d.sync += selected_valid.eq(read_valid)
         if n == 1:
-            m.d.comb += [acc.eq(pes[0].acc), bias.eq(pes[0].bias)]
+            m.d.sync += [acc.eq(pes[0].acc), bias.eq(pes[0].bias)]
         else:
-            m.d.comb += [
+            m.d.sync += [
                 acc.eq(Array(pe.acc for pe in pes)[sel]),
                 bias.eq(Array(pe.bias for pe in pes)[sel]),
             ]
-        # Requantized as it is read, straight into the output queue (no pipeline stage, so the
-        # queue's credit counts only the one read in flight).
         m.submodules.requant = requant = Requantizer(
             p.acc_bits, p.bias_bits, p.act_bits, pipelined=self.REQUANT_PIPELINED
         )
@@ -806,7 +861,7 @@ class SparseFC(wiring.Component):
             requant.cfg.relu.eq(cfg.relu),
             requant.cfg.clamp.eq(cfg.clamp),
             requant.cfg.clamp_max.eq(cfg.clamp_max),
-            requant.i.valid.eq(in_flight),
+            requant.i.valid.eq(selected_valid),
             requant.i.payload.acc.eq(acc),
             requant.i.payload.bias.eq(bias),
             out_queue.w.valid.eq(requant.o.valid),
@@ -820,6 +875,8 @@ class SparseFC(wiring.Component):
         launch = [
             cfg.eq(self.cfg),
             column.eq(0),
+            received.eq(0),
+            held_valid.eq(0),
             issued.eq(0),
             accepted.eq(0),
             out_row.eq(0),

@@ -130,9 +130,14 @@ def fold_steps(rng, values, n_folds, a_bits, gap_probability=0.2):
 def check_pe(pe, values, a_bits):
     rng = np.random.default_rng(3)
     steps, sums = fold_steps(rng, values, 30, a_bits)
+    steps += [(0, 0, 0, 0, 0)] * pe.RESULT_LATENCY
     seen = run_pe(pe, steps)
-    finished = [seen[i][0] for i, s in enumerate(steps) if s[4]]
+    # seen[i] is sampled after step i's clock edge: RESULT_LATENCY - 1 more edges to the sum.
+    finished = [seen[i + pe.RESULT_LATENCY - 1][0] for i, s in enumerate(steps) if s[4]]
     assert finished == sums
+    # One cycle early, the sum is not there yet (the fold's first sum follows a zero).
+    early = [seen[i + pe.RESULT_LATENCY - 2][0] for i, s in enumerate(steps) if s[4]]
+    assert early != sums
     # Activation, weight and flags reach the neighbours one cycle later, unchanged.
     assert [(s[1], s[2], s[3]) for s in seen] == [(st[0], st[1], st[4]) for st in steps]
 

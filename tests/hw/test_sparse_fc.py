@@ -235,7 +235,7 @@ def test_broadcast_stalls_on_a_full_fifo_but_skips_zeros():
     """PE 0 owns a long column; with one-deep FIFOs the next non-zero waits, zeros pass."""
     params = small_params("fixed", n_pe=2, fifo_depth=1)
     rows = 24
-    stored = np.zeros((rows, 6), dtype=np.int64)
+    stored = np.zeros((rows, 7), dtype=np.int64)
     stored[0::2, 0] = 3  # 12 entries in PE 0 for column 0
     stored[1, 1:] = 1
     fmt = FixedFormat(8, 0)
@@ -248,7 +248,7 @@ def test_broadcast_stalls_on_a_full_fifo_but_skips_zeros():
         relu=False,
         bias=np.zeros(rows, dtype=np.int64),
     )
-    x = np.array([5, 7, 0, 0, 0, 2])
+    x = np.array([5, 7, 0, 0, 0, 2, 1])
     dut = SparseFC(params)
     trace = []
 
@@ -275,14 +275,16 @@ def test_broadcast_stalls_on_a_full_fifo_but_skips_zeros():
     sim.add_clock(1e-8)
     sim.add_testbench(testbench)
     sim.run()
-    # 5 goes at once, 7 waits one cycle for the FIFO PE 0 popped, then the three zeros pass
-    # back to back although PE 0's FIFO is full, and 2 waits for PE 0 to finish column 0.
+    # 5 and 7 go at once (7 into the input register), where 7 waits one cycle for the FIFO
+    # PE 0 popped, and the first zero with it; then the three zeros pass back to back although
+    # PE 0's FIFO is full, and 2 waits in the input register for PE 0 to finish column 0,
+    # holding back the 1 behind it.
     values = [v for v, _ in trace]
-    assert trace[:2] == [(5, 1), (7, 0)]
+    assert trace[:3] == [(5, 1), (7, 1), (0, 0)]
     first_zero = values.index(0)
-    assert [r for _, r in trace[first_zero : first_zero + 3]] == [1, 1, 1]
-    stalls_on_2 = sum(1 for v, r in trace if v == 2 and not r)
-    assert stalls_on_2 >= 8
+    assert [r for _, r in trace[first_zero + 1 : first_zero + 4]] == [1, 1, 1]
+    stalls_behind_2 = sum(1 for v, r in trace if v == 1 and not r)
+    assert stalls_behind_2 >= 8
     assert sum(r for _, r in trace) == len(x)
 
 

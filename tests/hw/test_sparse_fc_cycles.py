@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from squeezeforge.hw.sparse_fc import (
+    SparseFC,
     as_csc,
     sparse_fc_cycles,
     sparse_fc_cycles_from_counts,
@@ -56,9 +57,10 @@ def test_any_layout_keeps_the_matrix():
 def test_all_zero_input_streams_then_reads_out():
     counts = np.ones((4, 10), dtype=np.int64)
     r = sparse_fc_cycles_from_counts(counts, np.zeros(10, bool), out_features=7)
-    # One input per cycle from the cycle after start, then the read-out of 7 rows.
-    assert r.compute_cycles == 10 + 1
-    assert r.cycles == 10 + 1 + 7 + 3
+    # One input per cycle from the cycle after start (then through the input register), then
+    # the read-out of 7 rows.
+    assert r.compute_cycles == SparseFC.INPUT_LATENCY + 10 + 1
+    assert r.cycles == r.compute_cycles + 7 + SparseFC.OUTPUT_TAIL
     assert r.work == 0 and r.efficiency == 0
 
 
@@ -66,9 +68,11 @@ def test_one_column_on_one_pe():
     counts = np.zeros((1, 3), dtype=np.int64)
     counts[0, 0] = 9
     r = sparse_fc_cycles_from_counts(counts, np.array([True, False, False]), out_features=2)
-    # Broadcast in cycle 1, pop in 2, entries issue in 3..11, pipeline idle in 14.
-    assert r.compute_cycles == 14
-    assert r.cycles == 14 + 2 + 3
+    # Accepted in cycle 1, broadcast from the input register in 2, pop in 3, entries issue in
+    # 4..12, pipeline idle DRAIN_AFTER_ISSUE cycles later.
+    assert SparseFC.INPUT_LATENCY == 1
+    assert r.compute_cycles == 12 + SparseFC.DRAIN_AFTER_ISSUE
+    assert r.cycles == r.compute_cycles + 2 + SparseFC.OUTPUT_TAIL
     assert r.busy.tolist() == [9]
 
 
@@ -79,9 +83,10 @@ def test_fifo_full_stalls_the_broadcast():
     shallow = sparse_fc_cycles_from_counts(counts, x, out_features=2, fifo_depth=1)
     deep = sparse_fc_cycles_from_counts(counts, x, out_features=2, fifo_depth=8)
     # PE 1 is the bottleneck either way: 4 columns of 5 entries back to back.
-    assert deep.compute_cycles == 2 + 20 + 3
+    compute = SparseFC.INPUT_LATENCY + 2 + 20 + SparseFC.DRAIN_AFTER_ISSUE
+    assert deep.compute_cycles == compute
     assert shallow.compute_cycles == deep.compute_cycles
-    assert shallow.efficiency == deep.efficiency == pytest.approx(12 / 25)
+    assert shallow.efficiency == deep.efficiency == pytest.approx(12 / compute)
 
 
 @pytest.mark.parametrize("seed", range(4))

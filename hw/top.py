@@ -1,4 +1,4 @@
-"""The whole-net accelerator: engines, two activation buffers and a sequencer.
+"""The whole-net accelerator: engines, one activation memory and a sequencer.
 
 :class:`Top` is built from frozen :class:`TopParams` (steps, engine instances with their
 parameters and memory images), not from the compiler's plan; ``codegen.plan.top_params`` fills

@@ -286,7 +286,8 @@ def place_activations(plan: Plan) -> Plan:
             "inputs",
             "the layers that make the net's output must run in its order and feed nothing else",
         )
-    sizes = dict(p for s in plan.steps for p in _pieces(net, s.output))
+    shapes = net.tensor_shapes()
+    sizes = {name: math.prod(shapes[name]) for name in first_write}
     address: dict[str, int] = {}
     placed: list[tuple[int, int, int, int]] = []  # (start, end, first write, last read)
     for name, born in sorted(first_write.items(), key=lambda kv: kv[1]):

@@ -899,7 +899,11 @@ class Net:
             raise IRError(sorted(dup)[0], "name", "layer names must be unique")
         if NET_INPUT in names:
             raise IRError(NET_INPUT, "name", f"{NET_INPUT!r} names the net's input, not a layer")
-        out_shape = self._tensors()[0][self.layers[-1].name]
+        # Walked once here, where the graph is checked; every query below reads the result.
+        shapes, formats = self._tensors()
+        object.__setattr__(self, "_shapes", shapes)
+        object.__setattr__(self, "_formats", formats)
+        out_shape = shapes[self.layers[-1].name]
         used = {src for k in range(len(self.layers)) for src in self.sources(k)}
         for layer in self.layers[:-1]:
             if layer.name not in used:
@@ -1044,25 +1048,23 @@ class Net:
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shape of every tensor by name: :data:`NET_INPUT` and each layer's output."""
-        return self._tensors()[0]
+        return dict(self._shapes)
 
     def tensor_formats(self) -> dict[str, FixedFormat]:
         """Format of every tensor by name: :data:`NET_INPUT` and each layer's output."""
-        return self._tensors()[1]
+        return dict(self._formats)
 
     def shapes(self) -> list[tuple[int, ...]]:
         """Output shape of every layer."""
-        shapes = self.tensor_shapes()
-        return [shapes[layer.name] for layer in self.layers]
+        return [self._shapes[layer.name] for layer in self.layers]
 
     def input_shapes(self) -> list[tuple[int, ...]]:
         """Shape of every layer's (first) input."""
-        shapes = self.tensor_shapes()
-        return [shapes[self.sources(k)[0]] for k in range(len(self.layers))]
+        return [self._shapes[self.sources(k)[0]] for k in range(len(self.layers))]
 
     @property
     def output_format(self) -> FixedFormat:
-        return self.tensor_formats()[self.layers[-1].name]
+        return self._formats[self.layers[-1].name]
 
     def compute_layers(self) -> Iterator[tuple[Layer, tuple[int, ...]]]:
         for layer, shape in zip(self.layers, self.input_shapes(), strict=True):

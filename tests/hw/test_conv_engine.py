@@ -437,17 +437,21 @@ def simulate(params, cases, **kw):
     return run_testbench(dut, lambda ctx: run_layers(ctx, dut, params, cases, **kw))
 
 
+#: Small layers (pool, stride, padding, input shape, filters): each corner of the schedule.
+SMALL_CASES = [
+    (False, 1, 1, (2, 5, 6), 5),
+    (True, 1, 1, (2, 5, 6), 4),
+    (False, 2, 0, (1, 7, 5), 7),
+    (True, 1, 2, (3, 3, 4), 2),
+]
+
+
 @pytest.mark.parametrize("kind", ["fixed", "pow2"])
 def test_small_layers_match_reference_and_cycle_model(kind):
     rng = np.random.default_rng(8)
     params = small_params(kind)
     cases = []
-    for pool, stride, padding, shape, m in [
-        (False, 1, 1, (2, 5, 6), 5),
-        (True, 1, 1, (2, 5, 6), 4),
-        (False, 2, 0, (1, 7, 5), 7),
-        (True, 1, 2, (3, 3, 4), 2),
-    ]:
+    for pool, stride, padding, shape, m in SMALL_CASES:
         layer = conv_layer(
             rng,
             kind,
@@ -468,13 +472,7 @@ def clamped_cases(rng, kind: str) -> list:
     unclamped output, so that they cut."""
     cases = []
     for i, (pool, stride, padding, shape, m) in enumerate(
-        [
-            (False, 1, 1, (2, 5, 6), 5),
-            (True, 1, 1, (2, 5, 6), 4),
-            (False, 2, 0, (1, 7, 5), 7),
-            (True, 1, 2, (3, 3, 4), 2),
-            (False, 1, 0, (2, 4, 4), 6),
-        ]
+        [*SMALL_CASES, (False, 1, 0, (2, 4, 4), 6)]
     ):
         layer = conv_layer(
             rng,

@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml constraints.txt
 flow: $(STAMP)
 	$(VENV)/bin/squeezeforge flow
 
+# One pytest worker per core (override: make test WORKERS=1). A file's tests stay on one worker,
+# so a module's Verilator build or trained net is made once.
+WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not rtl and not slow"

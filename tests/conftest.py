@@ -124,3 +124,10 @@ def _rewrite_net_file(path: Path, edit=None, arrays: dict[str, bytes] | None = N
 def rewrite_net_file() -> Callable[..., Path]:
     """:func:`_rewrite_net_file`: edit a net file's manifest or arrays to test the loader."""
     return _rewrite_net_file
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with slow tests first, each file's order kept: `make test` runs one worker per
+    core, and a long file started last would leave the other workers idle until it ends."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)

@@ -136,6 +136,13 @@ def compress_model(
     with deterministic(seed):
         teacher = copy.deepcopy(model).eval()
         prepared = prepare(model)
+        # Cr is the surveys' bytes before over bytes after: "before" is the model as it came
+        # in, so a pass that removes filters or factorizes a layer counts what it removed.
+        float_before = sum(
+            4 * (m.weight.numel() + m.weight.shape[0])
+            for m in prepared.modules()
+            if isinstance(m, CompressedLayer)
+        )
         _check_layer_names(recipe, prepared)
         if check_layer is not None:
             _check_engines(recipe, prepared, check_layer)
@@ -191,6 +198,11 @@ def compress_model(
     ref_real = net.test_outputs * 2.0**-net.output_format.frac
     agreed = agreement(ref_real, fake_logits.reshape(ref_real.shape), data.task)
     layers, totals = net_costs(net, target)
+    totals = {
+        **totals,
+        "float_bytes": float_before,
+        "compression_ratio": float_before / totals["bytes"] if totals["bytes"] else 0.0,
+    }
     report = {
         "recipe": recipe.name,
         "model": model_name,

@@ -173,7 +173,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         *_quality_lines(report),
         *(f"- note: {n}" for n in report.get("notes", ())),
         f"- compression ratio Cr = {report['compression_ratio']:.1f}x"
-        f" ({report['totals']['float_bytes']} B float32 -> {report['totals']['bytes']} B"
+        f" ({report['totals']['float_bytes']} B of float32 before compression ->"
+        f" {report['totals']['bytes']} B"
         f" on target {_target_label(report)})",
         "",
         "| layer | storage | format | params | non-zeros | density | bits/weight"

@@ -46,6 +46,7 @@ def test_shipped_recipes_parse():
         "low-rank",
         "low-rank-inq5",
         "prune-fc",
+        "smallest",
         "student",
     ]
     dc = load_recipe("deep-compression")

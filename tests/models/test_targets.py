@@ -12,6 +12,7 @@ import pytest
 
 from squeezeforge.models.compress import compress
 from squeezeforge.models.train import Checkpoint, train
+from squeezeforge.sim.target import Target
 
 pytestmark = pytest.mark.slow
 
@@ -78,3 +79,29 @@ def _dense_cnn(digits):
     from squeezeforge.models.nets import build_model
 
     return post_training_export(build_model("cnn"), data=digits)
+
+
+def test_smallest_reaches_30x_on_the_cnn_within_a_point(tmp_path, digits, full) -> None:
+    """Issue 12's combined target: Cr >= 30 over the CNN's float32 bytes, within one point,
+    on one FC PE (eight PEs keep eight sets of column pointers and codebooks)."""
+    one_pe = Target(name="one-fc-pe", fc_pes=1)
+    report = compress(full["cnn"], "smallest", tmp_path / "s.sfnet", data=digits, target=one_pe)
+    acc = report["accuracy"]
+    assert acc["float"] - acc["reference"] <= 0.01 + 1e-9 and acc["agreement"] == 1.0
+    dense = _dense_cnn(digits)
+    float_bytes = sum(4 * (la.weight.size + la.bias.size) for la, _ in dense.compute_layers())
+    assert report["totals"]["float_bytes"] == float_bytes
+    assert report["compression_ratio"] == float_bytes / report["totals"]["bytes"] >= 30.0
+    # The same net on the default eight PEs: the per-PE overheads cost most of the ratio.
+    eight = compress(full["cnn"], "smallest", tmp_path / "s8.sfnet", data=digits)
+    assert eight["totals"]["bytes"] > 1.5 * report["totals"]["bytes"]
+
+
+def test_cr_counts_the_model_before_filters_were_removed(tmp_path, digits, full) -> None:
+    """The student keeps half the conv filters: Cr is over the teacher's float32 bytes."""
+    report = compress(full["cnn"], "student", tmp_path / "st.sfnet", data=digits)
+    dense = _dense_cnn(digits)
+    float_bytes = sum(4 * (la.weight.size + la.bias.size) for la, _ in dense.compute_layers())
+    own = sum(e["float_bytes"] for e in report["layers"])
+    assert own < float_bytes == report["totals"]["float_bytes"]
+    assert report["compression_ratio"] == float_bytes / report["totals"]["bytes"]

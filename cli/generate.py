@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..codegen.build import check_output_folder, generate
+from ..codegen.build import check_output_folder, generate, write_build
+from ..codegen.folding import FOLD_PASSES
+from ..codegen.plan import compile_net
 from ..sim.target import target_of_net
 from ._output import emit_json, markdown_table
 from ._target import add_target_arguments, target_from_args
@@ -37,6 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         " deleted); a file is still never replaced",
     )
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.add_argument(
+        "--fold",
+        choices=("off", "auto"),
+        default="off",
+        help="auto: choose the conv array and FC PEs from the Target's budget (the fastest that"
+        " fits 80%% of each resource, by a resource model); the choice is in the manifest's"
+        " passes (default off: the Target's sizes)",
+    )
     add_target_arguments(p)
     p.set_defaults(func=run)
 
@@ -50,7 +60,11 @@ def run(args: argparse.Namespace) -> int:
     # on it); the flags override it.
     target = target_from_args(args, target_of_net(net.metadata))
     try:
-        manifest = generate(net, args.output, target, force=args.force)
+        if args.fold == "auto":
+            plan = compile_net(net, target, FOLD_PASSES)
+            manifest = write_build(plan, args.output, force=args.force)
+        else:
+            manifest = generate(net, args.output, target, force=args.force)
     except ValueError as exc:  # a fit error of the compiler (IRError, BuildError among them)
         raise UserError(str(exc)) from None
     if args.json:
@@ -74,5 +88,8 @@ def run(args: argparse.Namespace) -> int:
         f" FIFO {t['fifo_depth']}, {t['index_bits']}-bit index ({t['family']})"
     )
     print(f"estimated cycles per inference: {manifest.cycles_estimated}")
+    for line in manifest.passes:
+        if line.startswith("fold_engines:"):
+            print(line)
     print(f"wrote {args.output}/top.v and manifest.json")
     return 0

@@ -17,7 +17,7 @@ engines' elaboration parameters and memory images, and the estimated cycles of e
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -440,9 +440,12 @@ def top_params(plan: Plan) -> TopParams:
     )
 
 
-def compile_net(net: Net, target: Target | None = None) -> Plan:
-    """Run every pass for ``target`` (the default Target when None)."""
+def compile_net(
+    net: Net, target: Target | None = None, passes: Sequence[Callable[[Plan], Plan]] = PASSES
+) -> Plan:
+    """Run every pass for ``target`` (the default Target when None); ``passes`` replaces the
+    list (``codegen.folding.FOLD_PASSES`` sizes the engines from the Target's budget first)."""
     plan = Plan.start(net, target)
-    for p in PASSES:
+    for p in passes:
         plan = p(plan)
     return plan

@@ -38,6 +38,29 @@ def test_resources_conv_script_on_one_small_case() -> None:
     assert mac and all(r["dsp"] > 0 for r in mac)
 
 
+@pytest.mark.slow
+def test_throughput_benchmark_on_a_small_net(tmp_path: Path) -> None:
+    """One build of a small net: cycles measured on Verilator as estimated (the FC unit's
+    estimate is the rounded mean over the net's test images, zeros being skipped), Fmax and
+    the resources from nextpnr and Yosys, and the rates that follow from them."""
+    import numpy as np
+
+    from squeezeforge.sim.ir import save_net
+    from squeezeforge.sim.random_layers import random_net
+
+    net = save_net(random_net(np.random.default_rng(4), kind="pow2"), tmp_path / "n.sfnet")
+    out = _run(
+        "bench_throughput.py",
+        "--nets", f"small={net}", "--configs", "fold-25f", "--images", "4",
+        "--out", str(tmp_path / "runs"), "--json",
+    )  # fmt: skip
+    (row,) = json.loads(out)["small"]
+    assert abs(row["cycles"] - row["estimated"]) <= 0.5 and row["bit_exact"] == "4/4"
+    assert row["fmax_mhz"] > 0 and row["lut"] > 0
+    assert row["images_per_s"] == pytest.approx(row["fmax_mhz"] * 1e6 / row["cycles"])
+    assert row["interval"] == row["cycles"] and row["latency_over_ideal"] >= 1.0
+
+
 def test_every_script_is_covered() -> None:
     covered = {
         "bench_reference.py",
@@ -50,6 +73,8 @@ def test_every_script_is_covered() -> None:
         "lint_imports.py",  # tests/test_layers.py
         "fuzz_rtl.py",  # tests/sim/test_fuzz.py
         "families.py",  # here (its flow: tests/codegen/test_flow.py)
+        "fit_resources.py",  # its model: tests/codegen/test_folding.py
+        "bench_throughput.py",  # here
     }
     assert {p.name for p in SCRIPTS.glob("*.py")} == covered
 

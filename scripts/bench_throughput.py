@@ -1,0 +1,155 @@
+"""Throughput on ECP5: today's engine sizes beside the sizes the folding pass picks for a budget.
+
+    python scripts/bench_throughput.py [--out runs/throughput] [--images 20] [--json]
+
+The digits CNN (trained once, ``squeezeforge train``) compressed with the dense 8-bit baseline
+(fixed8), inq5 and deep-compression, each built three ways:
+
+* ``today``: the LFE5U-25F preset's engines (conv 4x4, 8 FC PEs);
+* ``fold-25f``: the folding pass's choice for the 25F's budget (``generate --fold auto``);
+* ``fold-85f``: the same for the LFE5U-85F.
+
+Per build, in one table: cycles per inference measured on Verilator (with the estimate and
+the bit-exact images), the ideal bound (MACs / PEs, non-zero work / PEs), the latency over
+that bound, the initiation interval (the accelerator runs one image at a time, so it equals
+the latency), Fmax from nextpnr, images/s at Fmax, LUT / FF / DSP / BRAM from Yosys, images/s
+per LUT, and images/s and images/s per LUT over ``today``'s build of the same net. Builds and
+their synthesis results are kept under ``--out``, so a second run only prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from squeezeforge.codegen.build import write_build
+from squeezeforge.codegen.folding import FOLD_PASSES
+from squeezeforge.codegen.plan import PASSES, compile_net
+from squeezeforge.codegen.report_resources import build_resources
+from squeezeforge.sim.ir import load_net
+from squeezeforge.sim.netsim import simulate
+from squeezeforge.sim.target import resolve_target
+
+RECIPES = ("fixed8", "inq5", "deep-compression")
+# name -> (preset, fold?)
+CONFIGS = {
+    "today": ("ecp5-25f", False),
+    "fold-25f": ("ecp5-25f", True),
+    "fold-85f": ("ecp5-85f", True),
+}
+
+
+def _cli(*args: object) -> None:
+    subprocess.run([sys.executable, "-m", "squeezeforge", *map(str, args), "-q"], check=True)
+
+
+def nets(out: Path, recipes: list[str]) -> dict[str, Path]:
+    """The digits CNN trained and compressed with each recipe (kept: a rerun reuses them)."""
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "cnn.pt"
+    if not ckpt.is_file():
+        _cli("train", "--model", "cnn", "-o", ckpt)
+    paths = {}
+    for recipe in recipes:
+        paths[recipe] = out / f"cnn-{recipe}.sfnet"
+        if not paths[recipe].is_file():
+            _cli("compress", ckpt, "--recipe", recipe, "-o", paths[recipe])
+    return paths
+
+
+def measure(net_path: Path, config: str, build: Path, images: int) -> dict:
+    preset, fold = CONFIGS[config]
+    net = load_net(net_path)
+    plan = compile_net(net, resolve_target(preset), FOLD_PASSES if fold else PASSES)
+    if not (build / "manifest.json").is_file():
+        write_build(plan, build)
+    sim = simulate(build, images)
+    res = build_resources(build, "ecp5", with_fmax=True)["total"]
+    cycles = sim["cycles_per_inference"]
+    ideal = sum(s.cycles_ideal for s in plan.steps)
+    fmax = res.get("fmax_mhz")
+    rate = fmax * 1e6 / cycles if fmax else None
+    t = plan.target
+    return {
+        "config": config,
+        "engines": f"conv {t.conv_rows}x{t.conv_cols}, {t.fc_pes} FC PEs",
+        "cycles": cycles,
+        "estimated": sum(s.cycles_estimated for s in plan.steps),
+        "bit_exact": f"{sim['bit_exact']}/{sim['images']}",
+        "ideal": ideal,
+        "latency_over_ideal": cycles / ideal,
+        # One image at a time: the next starts when the last score has left.
+        "interval": cycles,
+        "fmax_mhz": fmax,
+        "images_per_s": rate,
+        **{k: res[k] for k in ("lut", "ff", "dsp", "bram")},
+        "images_per_s_per_lut": rate / res["lut"] if rate else None,
+    }
+
+
+def _f(x: float | None, fmt: str) -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def table(rows: dict[str, list[dict]]) -> str:
+    lines = [
+        "| recipe | build | engines | cycles (RTL) | estimated | bit-exact | ideal bound"
+        " | latency / ideal | interval | Fmax MHz | images/s | LUT | FF | DSP | BRAM"
+        " | images/s per LUT | images/s vs today | per LUT vs today |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for recipe, runs in rows.items():
+        base = next((r for r in runs if r["config"] == "today"), None)
+        for r in runs:
+            vs = per = None
+            if base and base["images_per_s"] and r["images_per_s"]:
+                vs = r["images_per_s"] / base["images_per_s"]
+                per = r["images_per_s_per_lut"] / base["images_per_s_per_lut"]
+            lines.append(
+                f"| {recipe} | {r['config']} | {r['engines']} | {r['cycles']:.0f}"
+                f" | {r['estimated']} | {r['bit_exact']} | {r['ideal']:.0f}"
+                f" | {r['latency_over_ideal']:.2f} | {r['interval']:.0f}"
+                f" | {_f(r['fmax_mhz'], '.1f')} | {_f(r['images_per_s'], ',.0f')}"
+                f" | {r['lut']:,} | {r['ff']:,} | {r['dsp']} | {r['bram']}"
+                f" | {_f(r['images_per_s_per_lut'], '.2f')} | {_f(vs, '.2f')}"
+                f" | {_f(per, '.2f')} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--out", type=Path, default=Path("runs/throughput"))
+    ap.add_argument("--images", type=int, default=20, help="images simulated per build")
+    ap.add_argument("--recipes", nargs="+", default=list(RECIPES))
+    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument(
+        "--nets", nargs="+", type=Path, help="recipe=path.sfnet pairs instead of training"
+    )
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    if args.nets:
+        paths = dict(str(p).split("=", 1) for p in args.nets)
+        paths = {k: Path(v) for k, v in paths.items()}
+    else:
+        paths = nets(args.out, args.recipes)
+    rows: dict[str, list[dict]] = {}
+    for recipe, path in paths.items():
+        for config in args.configs:
+            row = measure(path, config, args.out / f"{recipe}-{config}", args.images)
+            rows.setdefault(recipe, []).append(row)
+            print(f"  {recipe} {config}: {row['cycles']:.0f} cycles", file=sys.stderr)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(table(rows))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

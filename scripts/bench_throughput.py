@@ -29,6 +29,7 @@ from squeezeforge.codegen.build import write_build
 from squeezeforge.codegen.folding import FOLD_PASSES
 from squeezeforge.codegen.plan import PASSES, compile_net
 from squeezeforge.codegen.report_resources import build_resources
+from squeezeforge.sim.errors import ToolError
 from squeezeforge.sim.ir import load_net
 from squeezeforge.sim.netsim import simulate
 from squeezeforge.sim.target import resolve_target
@@ -67,13 +68,20 @@ def measure(net_path: Path, config: str, build: Path, images: int) -> dict:
     if not (build / "manifest.json").is_file():
         write_build(plan, build)
     sim = simulate(build, images)
-    res = build_resources(build, "ecp5", with_fmax=True)["total"]
+    note = None
+    try:
+        res = build_resources(build, "ecp5", with_fmax=True)["total"]
+    except ToolError as exc:
+        # A failed tool run is a result too: the row keeps the cycles and says why.
+        res = dict.fromkeys(("lut", "ff", "dsp", "bram"))
+        note = str(exc).splitlines()[0]
     cycles = sim["cycles_per_inference"]
     ideal = sum(s.cycles_ideal for s in plan.steps)
     fmax = res.get("fmax_mhz")
     rate = fmax * 1e6 / cycles if fmax else None
     t = plan.target
     return {
+        "note": note,
         "config": config,
         "engines": f"conv {t.conv_rows}x{t.conv_cols}, {t.fc_pes} FC PEs",
         "cycles": cycles,
@@ -86,7 +94,7 @@ def measure(net_path: Path, config: str, build: Path, images: int) -> dict:
         "fmax_mhz": fmax,
         "images_per_s": rate,
         **{k: res[k] for k in ("lut", "ff", "dsp", "bram")},
-        "images_per_s_per_lut": rate / res["lut"] if rate else None,
+        "images_per_s_per_lut": rate / res["lut"] if rate and res["lut"] else None,
     }
 
 
@@ -107,17 +115,21 @@ def table(rows: dict[str, list[dict]]) -> str:
             vs = per = None
             if base and base["images_per_s"] and r["images_per_s"]:
                 vs = r["images_per_s"] / base["images_per_s"]
-                per = r["images_per_s_per_lut"] / base["images_per_s_per_lut"]
+                if r["images_per_s_per_lut"] and base["images_per_s_per_lut"]:
+                    per = r["images_per_s_per_lut"] / base["images_per_s_per_lut"]
             lines.append(
                 f"| {recipe} | {r['config']} | {r['engines']} | {r['cycles']:.0f}"
                 f" | {r['estimated']} | {r['bit_exact']} | {r['ideal']:.0f}"
                 f" | {r['latency_over_ideal']:.2f} | {r['interval']:.0f}"
                 f" | {_f(r['fmax_mhz'], '.1f')} | {_f(r['images_per_s'], ',.0f')}"
-                f" | {r['lut']:,} | {r['ff']:,} | {r['dsp']} | {r['bram']}"
+                f" | {_f(r['lut'], ',')} | {_f(r['ff'], ',')} | {_f(r['dsp'], 'd')}"
+                f" | {_f(r['bram'], 'g')}"
                 f" | {_f(r['images_per_s_per_lut'], '.2f')} | {_f(vs, '.2f')}"
                 f" | {_f(per, '.2f')} |"
             )
-    return "\n".join(lines)
+    notes = [f"- {recipe} {r['config']}: {r['note']}" for recipe, runs in rows.items()
+             for r in runs if r["note"]]  # fmt: skip
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def main(argv: list[str] | None = None) -> dict:

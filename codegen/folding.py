@@ -34,9 +34,10 @@ The model covers ice40 and ecp5; an xc7 Target is refused with one line.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ import numpy as np
 
 from ..hw.conv import ConvEngineParams
 from ..hw.sparse_fc import SparseFCParams
+from ..hw.top import activation_depth
 from ..sim.errors import UserError
 from ..sim.ir import Net
 from ..sim.target import Budget, Target
@@ -58,7 +60,6 @@ from .plan import (
     place_activations,
     place_weights,
     size_engines,
-    top_params,
 )
 
 __all__ = [
@@ -242,9 +243,9 @@ def fc_memories(name: str, p: SparseFCParams, images: dict[str, Any]) -> list[Me
             width = _varying_bits(words, depth, bits)
             mems.append(MemoryShape(f"{pe}.{mem}", width, depth, rom=True))
         mems.append(MemoryShape(f"{pe}.accs", p.acc_bits, p.acc_depth))
-        # The queue holds (a_j, pointer address j): column_layout().
-        fifo_bits = p.act_bits + (p.ptr_depth - 1).bit_length()
-        mems.append(MemoryShape(f"{pe}.fifo", fifo_bits, p.fifo_depth, async_read=True))
+        mems.append(
+            MemoryShape(f"{pe}.fifo", p.column_layout().size, p.fifo_depth, async_read=True)
+        )
     if p.weight_kind == "codebook":
         book = images.get("codebook", ())
         depth = p.codebook_memory_depth
@@ -273,9 +274,14 @@ def engine_memories(plan: Plan, name: str) -> list[MemoryShape]:
 def plan_memories(plan: Plan) -> dict[str, list[MemoryShape]]:
     """Every memory of a compiled plan, by engine name (and ``"top"``)."""
     out = {name: engine_memories(plan, name) for name in plan.engines}
-    depth = top_params(plan).memory_depth
-    out["top"] = [MemoryShape("top.activations", plan.act_bits, depth)]
+    out["top"] = top_memories(plan)
     return out
+
+
+def top_memories(plan: Plan) -> list[MemoryShape]:
+    """The top level's own memory: the activation memory, as deep as the placed steps need
+    (it needs only the activation placement, not the engines' sizes)."""
+    return [MemoryShape("top.activations", plan.act_bits, activation_depth(plan.steps))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,7 +303,7 @@ class Resources:
         )
 
     def to_dict(self) -> dict[str, int]:
-        return {"lut": self.lut, "ff": self.ff, "dsp": self.dsp, "bram": self.bram}
+        return asdict(self)
 
     def fits(self, budget: Budget, family: str, headroom: float = HEADROOM) -> bool:
         """Whether every line is within ``headroom`` of the budget (BRAM in native blocks)."""
@@ -616,8 +622,7 @@ def choose_folding(net: Net, target: Target, headroom: float = HEADROOM) -> Fold
     base = Plan.start(net, target)
     for p in (check_supported, fuse_steps, place_activations, assign_engines, size_engines):
         base = p(base)
-    top_mem = [MemoryShape("top.activations", base.act_bits, _activation_depth(base))]
-    top, _ = estimate_engine("top", base.act_bits, top_mem, target.family)
+    top, _ = estimate_engine("top", base.act_bits, top_memories(base), target.family)
     groups = sorted({b.FAMILY for b in base.engines.values()})
     unknown = [g for g in groups if g not in _AXES]
     if unknown:
@@ -625,7 +630,7 @@ def choose_folding(net: Net, target: Target, headroom: float = HEADROOM) -> Fold
     tables = [_engine_options(base, g) for g in groups]
     best: tuple | None = None
     candidates = fitting = 0
-    for combo in _product(tables):
+    for combo in itertools.product(*tables):
         candidates += 1
         total = sum((o.resources for o in combo), top)
         if not all(u <= headroom for u in total.usage(target.budget, target.family)):
@@ -637,7 +642,7 @@ def choose_folding(net: Net, target: Target, headroom: float = HEADROOM) -> Fold
             best = (key, combo, total)
     if best is None:
         smallest = min(
-            (sum((o.resources for o in c), top) for c in _product(tables)),
+            (sum((o.resources for o in c), top) for c in itertools.product(*tables)),
             key=_tie_break,
             default=top,
         )
@@ -656,22 +661,6 @@ def choose_folding(net: Net, target: Target, headroom: float = HEADROOM) -> Fold
         chosen = replace(chosen, name=f"{target.name}+fold")
     by_engine = {n: r for o in combo for n, r in o.by_engine.items()} | {"top": top}
     return Folding(chosen, sum(o.cycles for o in combo), total, by_engine, candidates, fitting)
-
-
-def _activation_depth(plan: Plan) -> int:
-    # TopParams.memory_depth, from the placed steps alone.
-    ends = [a + c for s in plan.steps for a, c in s.in_segments]
-    ends += [s.out_address + s.out_count for s in plan.steps if not s.to_scores]
-    return max([*ends, 1])
-
-
-def _product(tables: list[list[_Option]]) -> Iterable[tuple[_Option, ...]]:
-    if not tables:
-        yield ()
-        return
-    for head in tables[0]:
-        for rest in _product(tables[1:]):
-            yield (head, *rest)
 
 
 def fold_engines(plan: Plan) -> Plan:

@@ -529,18 +529,15 @@ def critical_path(report: dict) -> CriticalPath | None:
                 block = _block(seg[end]["cell"])
                 if not blocks or blocks[-1] != block:
                     blocks.append(block)
-        delay = {kind: 0.0 for kind in ("logic", "routing")}
+        # nextpnr's segment types: clk-to-q, logic, routing, setup; all but routing are cells.
+        by_type: dict[str, float] = {}
         for seg in segments:
-            if seg["type"] in delay:
-                delay[seg["type"]] += seg["delay"]
+            by_type[seg["type"]] = by_type.get(seg["type"], 0.0) + seg["delay"]
+        routing = by_type.pop("routing", 0.0)
         return CriticalPath(
-            ns=round(sum(seg["delay"] for seg in segments), 3),
-            logic_ns=round(
-                delay["logic"]
-                + sum(seg["delay"] for seg in segments if seg["type"] in ("clk-to-q", "setup")),
-                3,
-            ),
-            routing_ns=round(delay["routing"], 3),
+            ns=round(routing + sum(by_type.values()), 3),
+            logic_ns=round(sum(by_type.values()), 3),
+            routing_ns=round(routing, 3),
             logic_levels=sum(seg["type"] == "logic" for seg in segments),
             blocks=tuple(blocks),
         )

@@ -43,7 +43,7 @@ streams it to ``o_score``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +56,7 @@ from .engine import EngineBinding, Images
 from .fifo import StreamFIFO
 from .interface import discard
 
-__all__ = ["Top", "TopEngine", "TopParams", "TopStep", "port_list"]
+__all__ = ["Top", "TopEngine", "TopParams", "TopStep", "activation_depth", "port_list"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,16 @@ class TopEngine:
     binding: EngineBinding
     params: Any
     images: Images
+
+
+def activation_depth(steps: Iterable[Any]) -> int:
+    """Words of the activation memory that ``steps`` need (anything with ``in_segments``,
+    ``out_address``, ``out_count`` and ``to_scores``: a :class:`TopStep` or the compiler's
+    step): the furthest word a step reads or writes."""
+    steps = list(steps)
+    ends = [a + c for s in steps for a, c in s.in_segments]
+    ends += [s.out_address + s.out_count for s in steps if not s.to_scores]
+    return max([*ends, 1])
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,9 +120,7 @@ class TopParams:
     @property
     def memory_depth(self) -> int:
         """Words of the activation memory: the furthest word a step reads or writes."""
-        ends = [a + c for s in self.steps for a, c in s.in_segments]
-        ends += [s.out_address + s.out_count for s in self.steps if not s.to_scores]
-        return max([*ends, 1])
+        return activation_depth(self.steps)
 
     @property
     def segments(self) -> list[tuple[int, int, bool]]:

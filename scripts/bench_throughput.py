@@ -31,6 +31,7 @@ from squeezeforge.codegen.plan import PASSES, compile_net
 from squeezeforge.codegen.report_resources import build_resources
 from squeezeforge.sim.errors import ToolError
 from squeezeforge.sim.ir import load_net
+from squeezeforge.sim.manifest import read_manifest
 from squeezeforge.sim.netsim import simulate
 from squeezeforge.sim.target import resolve_target
 
@@ -63,10 +64,11 @@ def nets(out: Path, recipes: list[str]) -> dict[str, Path]:
 
 def measure(net_path: Path, config: str, build: Path, images: int) -> dict:
     preset, fold = CONFIGS[config]
-    net = load_net(net_path)
-    plan = compile_net(net, resolve_target(preset), FOLD_PASSES if fold else PASSES)
     if not (build / "manifest.json").is_file():
-        write_build(plan, build)
+        # A kept build is not compiled again (the folding choice alone takes seconds).
+        passes = FOLD_PASSES if fold else PASSES
+        write_build(compile_net(load_net(net_path), resolve_target(preset), passes), build)
+    manifest = read_manifest(build)
     sim = simulate(build, images)
     note = None
     try:
@@ -76,16 +78,16 @@ def measure(net_path: Path, config: str, build: Path, images: int) -> dict:
         res = dict.fromkeys(("lut", "ff", "dsp", "bram"))
         note = str(exc).splitlines()[0]
     cycles = sim["cycles_per_inference"]
-    ideal = sum(s.cycles_ideal for s in plan.steps)
+    ideal = sum(s.cycles_ideal for s in manifest.steps)
     fmax = res.get("fmax_mhz")
     rate = fmax * 1e6 / cycles if fmax else None
-    t = plan.target
+    t = manifest.target
     return {
         "note": note,
         "config": config,
-        "engines": f"conv {t.conv_rows}x{t.conv_cols}, {t.fc_pes} FC PEs",
+        "engines": f"conv {t['conv_rows']}x{t['conv_cols']}, {t['fc_pes']} FC PEs",
         "cycles": cycles,
-        "estimated": sum(s.cycles_estimated for s in plan.steps),
+        "estimated": manifest.cycles_estimated,
         "bit_exact": f"{sim['bit_exact']}/{sim['images']}",
         "ideal": ideal,
         "latency_over_ideal": cycles / ideal,

@@ -88,8 +88,7 @@ def test_smallest_reaches_30x_on_the_cnn_within_a_point(tmp_path, digits, full) 
     report = compress(full["cnn"], "smallest", tmp_path / "s.sfnet", data=digits, target=one_pe)
     acc = report["accuracy"]
     assert acc["float"] - acc["reference"] <= 0.01 + 1e-9 and acc["agreement"] == 1.0
-    dense = _dense_cnn(digits)
-    float_bytes = sum(4 * (la.weight.size + la.bias.size) for la, _ in dense.compute_layers())
+    float_bytes = _cnn_float_bytes(digits)
     assert report["totals"]["float_bytes"] == float_bytes
     assert report["compression_ratio"] == float_bytes / report["totals"]["bytes"] >= 30.0
     # The same net on the default eight PEs: the per-PE overheads cost most of the ratio.
@@ -100,8 +99,12 @@ def test_smallest_reaches_30x_on_the_cnn_within_a_point(tmp_path, digits, full) 
 def test_cr_counts_the_model_before_filters_were_removed(tmp_path, digits, full) -> None:
     """The student keeps half the conv filters: Cr is over the teacher's float32 bytes."""
     report = compress(full["cnn"], "student", tmp_path / "st.sfnet", data=digits)
-    dense = _dense_cnn(digits)
-    float_bytes = sum(4 * (la.weight.size + la.bias.size) for la, _ in dense.compute_layers())
+    float_bytes = _cnn_float_bytes(digits)
     own = sum(e["float_bytes"] for e in report["layers"])
     assert own < float_bytes == report["totals"]["float_bytes"]
     assert report["compression_ratio"] == float_bytes / report["totals"]["bytes"]
+
+
+def _cnn_float_bytes(digits) -> int:
+    """The trained CNN's float32 weights and biases, counted on its dense IR."""
+    return sum(4 * (la.weight.size + la.bias.size) for la, _ in _dense_cnn(digits).compute_layers())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Shape, ShapeCastable
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["StreamFIFO"]
@@ -24,12 +24,26 @@ class StreamFIFO(wiring.Component):
         w.valid  ‾‾‾‾‾‾‾‾\\_______________
         r.valid  ________/‾‾‾‾‾‾‾‾‾‾‾‾‾‾‾   (level 1 from the cycle after the write)
 
+    With ``registered``, ``r.payload`` comes from a register (:class:`SyncFIFOBuffered`): what
+    reads it starts a clock period of its own instead of following the queue memory's read
+    multiplexer, at the price of one more cycle from write to read. The queue memory holds
+    ``depth`` payloads and the output register one more; ``w.ready`` is ``True`` while the queue
+    memory has room, and a payload written in cycle ``t`` moves into the output register in
+    ``t + 1`` at the earliest (when the register is empty or read in that cycle) and is readable
+    from the cycle after that::
+
+        clk      __/‾‾\\__/‾‾\\__/‾‾\\__/‾‾\\__
+        w.valid  ‾‾‾‾‾‾‾‾\\_______________
+        r.valid  ________________/‾‾‾‾‾‾‾‾   (registered: two cycles after the write)
+
     Parameters
     ----------
     payload_shape : ShapeLike
         Shape of one payload (e.g. a ``data.StructLayout``).
     depth : int
-        Number of payloads held, at least 1.
+        Number of payloads held (in the queue memory when ``registered``), at least 1.
+    registered : bool
+        Read from an output register.
 
     Members
     -------
@@ -37,22 +51,26 @@ class StreamFIFO(wiring.Component):
         Write side.
     r : ``Out(stream.Signature(payload_shape))``
         Read side; ``r.payload`` is valid while ``r.valid``.
-    level : ``Out(range(depth + 1))``
-        Payloads held.
+    level : ``Out(range(depth + 2))`` (``range(depth + 1)`` unless registered)
+        Payloads held, the output register's included.
     """
 
-    def __init__(self, payload_shape: ShapeCastable | Shape, depth: int) -> None:
+    def __init__(
+        self, payload_shape: ShapeCastable | Shape, depth: int, *, registered: bool = False
+    ) -> None:
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             # A rejected component is never elaborated; keep Amaranth from warning about it.
             self._MustUse__silence = True
             raise ValueError(f"FIFO depth must be an integer >= 1, not {depth!r}")
         self._payload_shape = payload_shape
         self._depth = depth
+        self._registered = registered
+        capacity = depth + 1 if registered else depth
         super().__init__(
             {
                 "w": In(stream.Signature(payload_shape)),
                 "r": Out(stream.Signature(payload_shape)),
-                "level": Out(range(depth + 1)),
+                "level": Out(range(capacity + 1)),
             }
         )
 
@@ -63,7 +81,11 @@ class StreamFIFO(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         width = Shape.cast(self._payload_shape).width
-        m.submodules.queue = queue = SyncFIFO(width=width, depth=self._depth)
+        if self._registered:
+            queue = SyncFIFOBuffered(width=width, depth=self._depth + 1)
+        else:
+            queue = SyncFIFO(width=width, depth=self._depth)
+        m.submodules.queue = queue
         m.d.comb += [
             queue.w_data.eq(self.w.payload),
             queue.w_en.eq(self.w.valid),

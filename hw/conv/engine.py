@@ -62,8 +62,9 @@ __all__ = [
     "row_field",
 ]
 
-#: Entries of the output queue in front of ``o_act``.
-OUTPUT_QUEUE_DEPTH = 4
+#: Entries of the output queue in front of ``o_act``: room for the emitter's reads in flight
+#: (``OutputEmitter.READ_LATENCY``, 3) and the payload leaving keeps one output a cycle going.
+OUTPUT_QUEUE_DEPTH = 5
 #: Load port memory selectors.
 LOAD_WEIGHTS = 0
 LOAD_BIASES = 1
@@ -929,7 +930,7 @@ class OutputEmitter(wiring.Component):
         clk        __/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_
         rd_addr    ==X a0 X a1 X a2 X=======
         rd_data    =======X d0 X d1 X d2 X==   one cycle later, registered as it arrives
-        o.valid    ___________/‾‾‾‾‾‾‾‾‾‾‾‾   READ_LATENCY after a0: d0 (or the window's maximum)
+        o.valid    _________________/‾‾‾‾‾‾   READ_LATENCY after a0: d0 (or the window's maximum)
 
     Parameters
     ----------
@@ -960,9 +961,10 @@ class OutputEmitter(wiring.Component):
         No block being read, no output on its way.
     """
 
-    #: Cycles from a read address to its value on ``o``: the memory's read, then a register
-    #: on the read data (a block RAM's output is slow; nothing else may follow it).
-    READ_LATENCY = 2
+    #: Cycles from a read address to its value on ``o``: the memory's read, a register on the
+    #: read data (a block RAM's output is slow; nothing else may follow it), a register on the
+    #: selected lane.
+    READ_LATENCY = 3
 
     def __init__(self, params: ConvEngineParams, queue_depth: int) -> None:
         self.params = p = _check_params(self, params)
@@ -1081,13 +1083,24 @@ class OutputEmitter(wiring.Component):
             d_last.eq(r_last),
             d_lane.eq(r_lane),
         ]
-        d_data = Array(banks[col_field(c)] for c in range(cols))[d_lane]
+        # The selected lane is registered too, so the window's compare starts a clock period
+        # of its own (the lane multiplexer, the compare and the queue's write were one path).
+        s_data = Signal(signed(p.act_bits))
+        s_valid = Signal()
+        s_first = Signal()
+        s_last = Signal()
+        m.d.sync += [
+            s_data.eq(Array(banks[col_field(c)] for c in range(cols))[d_lane]),
+            s_valid.eq(d_valid),
+            s_first.eq(d_first),
+            s_last.eq(d_last),
+        ]
         running_max = Signal(signed(p.act_bits))
         value = Signal(signed(p.act_bits))
-        m.d.comb += value.eq(Mux(d_first, d_data, Mux(d_data > running_max, d_data, running_max)))
-        with m.If(d_valid):
+        m.d.comb += value.eq(Mux(s_first, s_data, Mux(s_data > running_max, s_data, running_max)))
+        with m.If(s_valid):
             m.d.sync += running_max.eq(value)
-        push = d_valid & d_last
+        push = s_valid & s_last
         m.d.comb += [
             self.o.valid.eq(push),
             self.o.payload.eq(value),

@@ -8,16 +8,20 @@ Timing rules (cycle ``t0`` holds ``start``):
 
 - Input ``i`` is taken from the input register no earlier than ``t0 + 1 + INPUT_LATENCY + i``:
   one per cycle, zeros included (zero skipping drops them without a broadcast). The ``m``-th
-  non-zero activation is broadcast at ``B[m]``, once every PE's FIFO holds fewer than ``D``
-  entries; the FIFO does not see a pop of the same cycle, so ``B[m] >= P[k, m - D] + 1`` for
-  every PE ``k``.
-- PE ``k`` pops it at ``P[k, m] = max(B[m] + 1, P[k, m - 1] + s[k, m - 1])`` where
+  non-zero activation is broadcast at ``B[m]``, once every PE's queue memory holds fewer than
+  ``D`` columns. A column moves from the memory to the queue's output register at
+  ``R[k, m] = max(B[m] + COLUMN_LATENCY - 1, P[k, m - 1])`` (the register is free, or popped in
+  that cycle); the memory does not see a move of the same cycle, so
+  ``B[m] >= R[k, m - D] + 1`` for every PE ``k``.
+- PE ``k`` pops it into its pointer stage at ``P[k, m] = max(R[k, m] + 1, A[k, m - 1])`` (the
+  pointer stage is free, or its column moves on in that cycle) and moves it into the column
+  stage at ``A[k, m] = max(P[k, m] + POINTER_LATENCY, A[k, m - 1] + s[k, m - 1])`` where
   ``s = max(n, 1)`` and ``n`` is the number of entries (padding included) of that column in the
-  PE: entries issue one per cycle from ``P + 1``, the next column pops in the cycle of the last
-  issue, and an empty column holds the PE for one cycle.
+  PE: entries issue one per cycle from ``A + 1``, the next column moves in during the cycle of
+  the last issue, and an empty column holds the column stage for one cycle.
 - A PE is idle ``DRAIN_AFTER_ISSUE`` cycles after its last issue (the pipeline drains) and
-  ``DRAIN_AFTER_EMPTY_POP`` cycles after popping its last column, whichever is later (an empty
-  last column issues nothing).
+  ``DRAIN_AFTER_EMPTY_COLUMN`` cycles after its last column moved into the column stage,
+  whichever is later (an empty last column issues nothing).
 - The output phase starts the cycle after all inputs are in and all PEs are idle, reads one
   row per cycle, and ``done`` comes ``OUTPUT_TAIL`` cycles after the last row is read.
 
@@ -154,21 +158,35 @@ def sparse_fc_cycles_from_counts(
     else:
         s = np.maximum(n, 1)
         pops = np.empty((n_pe, n_nz), dtype=np.int64)
-        # Latest pop of the element D places back, for the FIFO-full condition.
+        # Cycles the columns move into the queues' output registers; the move of the column D
+        # places back frees the queue memory's slot (the queue-full condition).
+        moves = np.empty((n_pe, n_nz), dtype=np.int64)
+        # Cycles the columns move into the column stage, whose entries issue from the next.
+        starts = np.empty((n_pe, n_nz), dtype=np.int64)
+        to_register = SparseFC.COLUMN_LATENCY - 1
         broadcast = t_in + 1 + int(cols[0])
-        pops[:, 0] = broadcast + 1
+        moves[:, 0] = broadcast + to_register
+        pops[:, 0] = moves[:, 0] + 1
+        starts[:, 0] = pops[:, 0] + SparseFC.POINTER_LATENCY
         d = fifo_depth
         for m in range(1, n_nz):
             broadcast += int(cols[m] - cols[m - 1])
             if m >= d:
-                broadcast = max(broadcast, int(pops[:, m - d].max()) + 1)
-            np.maximum(pops[:, m - 1] + s[:, m - 1], broadcast + 1, out=pops[:, m])
+                broadcast = max(broadcast, int(moves[:, m - d].max()) + 1)
+            np.maximum(pops[:, m - 1], broadcast + to_register, out=moves[:, m])
+            np.maximum(starts[:, m - 1], moves[:, m] + 1, out=pops[:, m])
+            np.maximum(
+                starts[:, m - 1] + s[:, m - 1],
+                pops[:, m] + SparseFC.POINTER_LATENCY,
+                out=starts[:, m],
+            )
         last_accept = broadcast + (in_f - 1 - int(cols[-1]))
         # The pipeline drains after the last entry issued, which may belong to an earlier
-        # column than the last one popped (an empty column popped in the cycle of that issue).
-        last_issue = np.where(n > 0, pops + n, np.iinfo(np.int64).min // 2).max(axis=1)
+        # column than the last one moved in (an empty column moved in during that issue).
+        last_issue = np.where(n > 0, starts + n, np.iinfo(np.int64).min // 2).max(axis=1)
         idle = np.maximum(
-            pops[:, -1] + SparseFC.DRAIN_AFTER_EMPTY_POP, last_issue + SparseFC.DRAIN_AFTER_ISSUE
+            starts[:, -1] + SparseFC.DRAIN_AFTER_EMPTY_COLUMN,
+            last_issue + SparseFC.DRAIN_AFTER_ISSUE,
         )
         compute_end = max(last_accept + 1, int(idle.max()))
     # The output phase reads row i in cycle compute_end + 1 + i.

@@ -106,7 +106,7 @@ class SparseFCParams:
     bias_bits : int
         Width of a stored bias.
     fifo_depth : int
-        Activation queue depth per PE.
+        Activation queue depth per PE (its memory; the queue's output register holds one more).
     ptr_depth : int
         Column-pointer words per PE (a layer takes ``in_features + 1`` of them).
     entry_depth : int
@@ -268,8 +268,11 @@ class SparseFCParams:
         )
 
     def column_layout(self) -> data.StructLayout:
-        """One broadcast: a non-zero activation and the address of its column's pointers."""
-        return data.StructLayout({"act": signed(self.act_bits), "ptr_addr": range(self.ptr_depth)})
+        """One broadcast: a non-zero activation and the address of its column's pointers, split
+        over the pointer banks (:meth:`PointerBanks.address_layout`)."""
+        return data.StructLayout(
+            {"act": signed(self.act_bits), "ptr": PointerBanks.address_layout(self.ptr_depth)}
+        )
 
 
 def load_signature(params: SparseFCParams) -> wiring.Signature:
@@ -303,7 +306,9 @@ class PointerBanks(wiring.Component):
 
     Word ``a`` lives in bank ``a % 2`` at row ``a // 2``. Reading ``(p[a], p[a + 1])`` takes row
     ``(a + 1) // 2`` of the even bank and row ``a // 2`` of the odd bank; the parity of ``a``, kept
-    for one cycle, says which is the start.
+    for one cycle, says which is the start. The address comes already split
+    (:meth:`address_layout`, :meth:`split`): whoever sends it computes the rows a clock period
+    earlier, so no adder sits between the sender's register and the banks' address.
 
     ::
 
@@ -323,8 +328,10 @@ class PointerBanks(wiring.Component):
 
     Members
     -------
-    addr : ``In(range(depth))``
-        Word address ``a`` to read.
+    addr : ``In(PointerBanks.address_layout(depth))``
+        Word address ``a`` to read, as :meth:`split` gives it.
+    en : ``In(1, init=1)``
+        Read enable: while low, ``start`` and ``end`` keep the last read's words.
     start, end : ``Out(value_shape)``
         ``p[a]`` and ``p[a + 1]`` of the address presented in the previous cycle.
     w_addr, w_data, w_en : ``In``
@@ -344,14 +351,34 @@ class PointerBanks(wiring.Component):
         self._value_shape = value_shape
         super().__init__(
             {
-                "addr": In(range(depth)),
+                "addr": In(self.address_layout(depth)),
                 "start": Out(value_shape),
                 "end": Out(value_shape),
+                "en": In(1, init=1),
                 "w_addr": In(range(depth)),
                 "w_data": In(value_shape),
                 "w_en": In(1),
             }
         )
+
+    @staticmethod
+    def address_layout(depth: int) -> data.StructLayout:
+        """Word address ``a`` as the banks read it: the even bank's row ``(a + 1) // 2``, the odd
+        bank's row ``a // 2`` and the parity ``a % 2``."""
+        return data.StructLayout(
+            {
+                "even": range(max((depth + 1) // 2, 2)),
+                "odd": range(max(depth // 2, 2)),
+                "parity": unsigned(1),
+            }
+        )
+
+    @staticmethod
+    def split(a) -> dict:
+        """The fields of :meth:`address_layout` for word address ``a`` (a value or an int)."""
+        if isinstance(a, int):
+            return {"even": (a + 1) >> 1, "odd": a >> 1, "parity": a & 1}
+        return {"even": (a + 1) >> 1, "odd": a >> 1, "parity": a[0]}
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -365,11 +392,12 @@ class PointerBanks(wiring.Component):
         )
         even_rd, odd_rd = even.read_port(), odd.read_port()
         even_wr, odd_wr = even.write_port(), odd.write_port()
-        a = self.addr
-        odd_addr = Signal.like(a)
+        parity = Signal()
         m.d.comb += [
-            even_rd.addr.eq((a + 1) >> 1),
-            odd_rd.addr.eq(a >> 1),
+            even_rd.addr.eq(self.addr.even),
+            odd_rd.addr.eq(self.addr.odd),
+            even_rd.en.eq(self.en),
+            odd_rd.en.eq(self.en),
             even_wr.addr.eq(self.w_addr >> 1),
             odd_wr.addr.eq(self.w_addr >> 1),
             even_wr.data.eq(self.w_data),
@@ -377,8 +405,9 @@ class PointerBanks(wiring.Component):
             even_wr.en.eq(self.w_en & ~self.w_addr[0]),
             odd_wr.en.eq(self.w_en & self.w_addr[0]),
         ]
-        m.d.sync += odd_addr.eq(a)
-        with m.If(odd_addr[0]):
+        with m.If(self.en):
+            m.d.sync += parity.eq(self.addr.parity)
+        with m.If(parity):
             m.d.comb += [self.start.eq(odd_rd.data), self.end.eq(even_rd.data)]
         with m.Else():
             m.d.comb += [self.start.eq(even_rd.data), self.end.eq(odd_rd.data)]
@@ -391,15 +420,18 @@ class SparsePE(wiring.Component):
 
     Pipeline (one entry per cycle, columns back to back)::
 
-        pop FIFO, read p[j], p[j+1] -> E0 read entry -> register -> E1 row index,  ->
-        (cycle t)                      (t+1 ... t+n)                codebook read
+        pop queue, read     -> column stage: -> E0 read entry -> register -> E1 row index,  ->
+        p[j], p[j+1]           move in (a)      (a+1 ... a+n)                codebook read
+        (pointer stage)
 
         -> E2 weight decode, product,  -> E3 b[x] += w*a, bypass of the previous write
               accumulator read
 
-    A column with ``n`` entries pops at ``t`` and issues its entries at ``t+1 .. t+n``; the next
-    column pops at ``t + max(n, 1)``, so non-empty columns follow each other without a bubble and
-    a column with no entry in this PE costs one cycle.
+    A column popped at ``t`` has its pointers in ``t + 1`` and moves into the column stage at
+    ``a >= t + 1`` (when that stage is free); its ``n`` entries issue at ``a+1 .. a+n``. The next
+    column moves in at ``a + max(n, 1)``, and may be popped while this one moves, so non-empty
+    columns follow each other without a bubble and a column with no entry in this PE costs one
+    cycle.
 
     Parameters
     ----------
@@ -460,7 +492,9 @@ class SparsePE(wiring.Component):
         ptr_shape = p.ptr_value_shape
 
         # Memories --------------------------------------------------------------------------
-        m.submodules.fifo = fifo = StreamFIFO(p.column_layout(), p.fifo_depth)
+        # The queue's output is a register: the pointer banks' address comes straight from it,
+        # not through the queue memory's read multiplexer (SparseFC.COLUMN_LATENCY).
+        m.submodules.fifo = fifo = StreamFIFO(p.column_layout(), p.fifo_depth, registered=True)
         wiring.connect(m, wiring.flipped(self.col), fifo.w)
         m.submodules.ptrs = ptrs = PointerBanks(p.ptr_depth, ptr_shape, _init_row(p.init, "ptr", k))
         m.submodules.entries = entries = Memory(
@@ -504,54 +538,66 @@ class SparsePE(wiring.Component):
                 cb_wr.en.eq(ld.en & (ld.memory == SparseFCMemory.CODEBOOK)),
             ]
 
-        # Pointer stage and E0: pop a column, read its pointers, issue its entries ------------
-        # cur/end are one bit wider than a pointer so that cur = start + 1 never wraps.
-        cur = Signal(ptr_shape.width + 1)
-        end = Signal(ptr_shape.width + 1)
-        pending = Signal()  # a column was popped last cycle; its pointers are on ptrs.start/end
-        act_pending = Signal(signed(p.act_bits))
-        act_col = Signal(signed(p.act_bits))
-
-        issue = Signal()
-        issue_addr = Signal(ptr_shape.width + 1)
-        col_end = Signal(ptr_shape.width + 1)
-        issue_act = Signal(signed(p.act_bits))
-        first = Signal()
-        with m.If(pending):
-            m.d.comb += [
-                issue.eq(ptrs.start != ptrs.end),
-                issue_addr.eq(ptrs.start),
-                col_end.eq(ptrs.end),
-                issue_act.eq(act_pending),
-                first.eq(1),
-            ]
-            m.d.sync += [
-                cur.eq(ptrs.start + 1),
-                end.eq(ptrs.end),
-                act_col.eq(act_pending),
-            ]
-        with m.Elif(cur < end):
-            m.d.comb += [
-                issue.eq(1),
-                issue_addr.eq(cur),
-                col_end.eq(end),
-                issue_act.eq(act_col),
-            ]
-            m.d.sync += cur.eq(cur + 1)
-
-        # The next column may pop in the cycle the last entry issues: its pointers arrive the
-        # cycle after, exactly when E0 is free again.
-        free = ~issue | (issue_addr + 1 == col_end)
+        # Pointer stage: pop a column, read its pointers -------------------------------------
+        # The pointer banks read at the pop and hold their outputs while the column waits here
+        # for the column stage. The pop, the move on and the issue below decide from registers
+        # alone (the queue's output register, flags computed a cycle ahead): no memory output
+        # and no compare sits in front of the queue's read enable.
+        ptr_valid = Signal()
+        ptr_act = Signal(signed(p.act_bits))
+        advance = Signal()  # the column in the pointer stage moves to the column stage
         pop = Signal()
         m.d.comb += [
-            fifo.r.ready.eq(free),
-            pop.eq(fifo.r.valid & free),
-            ptrs.addr.eq(fifo.r.payload.ptr_addr),
-            entry_rd.addr.eq(self.entry_base + issue_addr),
+            pop.eq(fifo.r.valid & (~ptr_valid | advance)),
+            fifo.r.ready.eq(~ptr_valid | advance),
+            ptrs.addr.eq(fifo.r.payload.ptr),
+            ptrs.en.eq(pop),
         ]
-        m.d.sync += pending.eq(pop)
         with m.If(pop):
-            m.d.sync += act_pending.eq(fifo.r.payload.act)
+            m.d.sync += [ptr_valid.eq(1), ptr_act.eq(fifo.r.payload.act)]
+        with m.Elif(advance):
+            m.d.sync += ptr_valid.eq(0)
+
+        # Column stage and E0: issue the column's entries, one a cycle ------------------------
+        # cur/end are one bit wider than a pointer so that cur + 2 never wraps. more: an entry
+        # is left to issue; last: cur is the column's last entry; first: cur is its first.
+        col_valid = Signal()
+        cur = Signal(ptr_shape.width + 1)
+        end = Signal(ptr_shape.width + 1)
+        more = Signal()
+        last = Signal()
+        first = Signal()
+        act_col = Signal(signed(p.act_bits))
+        issue = Signal()
+        # The next column moves in during the cycle of the last issue (or of an empty column),
+        # so non-empty columns follow each other without a bubble.
+        col_free = ~col_valid | ~more | last
+        m.d.comb += [
+            issue.eq(col_valid & more),
+            advance.eq(ptr_valid & col_free),
+            entry_rd.addr.eq(self.entry_base + cur),
+        ]
+        with m.If(advance):
+            m.d.sync += [
+                col_valid.eq(1),
+                cur.eq(ptrs.start),
+                end.eq(ptrs.end),
+                more.eq(ptrs.start != ptrs.end),
+                last.eq(ptrs.start + 1 == ptrs.end),
+                first.eq(1),
+                act_col.eq(ptr_act),
+            ]
+        with m.Else():
+            with m.If(col_free):
+                m.d.sync += col_valid.eq(0)
+            with m.If(issue):
+                m.d.sync += [
+                    cur.eq(cur + 1),
+                    more.eq(~last),
+                    last.eq(cur + 2 == end),
+                    first.eq(0),
+                ]
+        issue_act = act_col
 
         # E0 register: the entry as it leaves the memory (a block RAM's output is slow;
         # nothing else may follow it) ---------------------------------------------------------
@@ -649,9 +695,9 @@ class SparsePE(wiring.Component):
         m.d.comb += [
             self.acc.eq(acc_rd.data),
             self.idle.eq(
-                ~fifo.r.valid
-                & ~pending
-                & ~(cur < end)
+                (fifo.level == 0)
+                & ~ptr_valid
+                & ~col_valid
                 & ~e0_valid
                 & ~e1_valid
                 & ~e2_valid
@@ -712,13 +758,21 @@ class SparseFC(wiring.Component):
     # Pipeline latencies the cycle model (:mod:`squeezeforge.hw.sparse_fc.cycles`) reads.
     #: An accepted input waits a cycle in the input register before it is dropped or broadcast.
     INPUT_LATENCY = 1
+    #: A broadcast column can be popped by a PE this many cycles later at the earliest: its
+    #: queue memory, then the queue's output register. A PE's queue has room while its memory
+    #: holds fewer than ``fifo_depth`` columns; a column leaves the memory for the output register
+    #: one cycle after its broadcast at the earliest, or in the cycle the previous one is popped.
+    COLUMN_LATENCY = 2
     #: The requantizer is pipelined (two stages after the selected accumulator's register).
     REQUANT_PIPELINED = True
     #: Last entry issued to the PE reporting idle: entry read, its register, row/codebook
     #: read, product/accumulator read, accumulate.
     DRAIN_AFTER_ISSUE = 5
-    #: An empty last column's pop to the PE reporting idle.
-    DRAIN_AFTER_EMPTY_POP = 2
+    #: An empty last column's move into the column stage to the PE reporting idle.
+    DRAIN_AFTER_EMPTY_COLUMN = 2
+    #: A popped column's pointers are read in the cycle after the pop; it moves into the
+    #: column stage then at the earliest, and its entries issue from the cycle after the move.
+    POINTER_LATENCY = 1
     #: Cycles from a row's read to its value entering the output queue: the accumulator read,
     #: the selected word's register, the requantizer.
     OUTPUT_PIPELINE = 1 + 1 + Requantizer.latency_of(REQUANT_PIPELINED)
@@ -783,11 +837,16 @@ class SparseFC(wiring.Component):
                 (phase == run) & (received != cfg.in_features) & (~held_valid | consume)
             ),
         ]
+        # The column's pointer address, split over the banks here where the operands are
+        # registers, so the PEs' banks read it from their queues' output registers directly.
+        ptr_addr = Signal(range(p.ptr_depth))
+        m.d.comb += ptr_addr.eq(cfg.ptr_base + column)
+        ptr_fields = PointerBanks.split(ptr_addr)
         for pe in pes:
             m.d.comb += [
                 pe.col.valid.eq(push),
                 pe.col.payload.act.eq(held),
-                pe.col.payload.ptr_addr.eq(cfg.ptr_base + column),
+                *(pe.col.payload.ptr[k].eq(v) for k, v in ptr_fields.items()),
             ]
         with m.If(consume):
             m.d.sync += [column.eq(column + 1), held_valid.eq(0)]

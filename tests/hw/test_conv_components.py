@@ -13,6 +13,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 
 from squeezeforge.hw.conv.engine import (
+    OUTPUT_QUEUE_DEPTH,
     ConvEngineParams,
     FoldDrain,
     OutputEmitter,
@@ -275,7 +276,7 @@ def test_output_emitter_streams_blocks_in_chw_order(pool, ready_probability):
     out_h, out_w, out_channels = 4, 5, 5  # two filter blocks, the second with two lanes
     rng = np.random.default_rng(3)
     banks = [[int(v) for v in rng.integers(-32, 32, size=2 * p.out_depth)] for _ in range(p.cols)]
-    dut = EmitterHarness(p, banks, depth=4)
+    dut = EmitterHarness(p, banks, depth=OUTPUT_QUEUE_DEPTH)
     em = dut.emitter
     ready = random.Random(1)
     expected = emitter_reference(banks, p, out_h, out_w, out_channels, pool, blocks=2)

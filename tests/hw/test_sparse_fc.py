@@ -184,6 +184,42 @@ def test_stream_fifo_matches_a_queue_and_its_timing():
     sim.run()
 
 
+def test_registered_stream_fifo_matches_a_queue_and_its_timing():
+    """The registered queue: a payload moves from the memory to the output register in the cycle
+    after its write at the earliest, while the register is free or read; it is readable the cycle
+    after the move; ``w.ready`` sees only the memory's level."""
+    depth = 3
+    dut = StreamFIFO(unsigned(8), depth, registered=True)
+    rnd = random.Random(2)
+
+    async def testbench(ctx):
+        memory: list[tuple[int, int]] = []  # (payload, cycle written)
+        register: list[int] = []
+        for step in range(600):
+            w = rnd.random() < 0.6
+            r = rnd.random() < 0.5
+            value = rnd.randrange(256)
+            ctx.set(dut.w.valid, w)
+            ctx.set(dut.w.payload, value)
+            ctx.set(dut.r.ready, r)
+            assert ctx.get(dut.level) == len(memory) + len(register), step
+            assert ctx.get(dut.w.ready) == (len(memory) < depth), step
+            assert ctx.get(dut.r.valid) == bool(register), step
+            popped = r and register
+            if popped:
+                assert ctx.get(dut.r.payload) == register.pop()
+            if memory and memory[0][1] < step and not register:
+                register.append(memory.pop(0)[0])
+            if w and ctx.get(dut.w.ready):
+                memory.append((value, step))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
 def test_stream_fifo_depth_is_checked():
     with pytest.raises(ValueError, match="FIFO depth must be an integer >= 1"):
         StreamFIFO(unsigned(4), 0)
@@ -205,7 +241,7 @@ def test_pointer_banks_give_start_and_end_in_one_cycle(depth):
         order = list(range(depth - 1))
         rnd.shuffle(order)
         for a in [*order, 0]:
-            ctx.set(dut.addr, a)
+            ctx.set(dut.addr, PointerBanks.split(a))
             await ctx.tick()
             got = (ctx.get(dut.start), ctx.get(dut.end))
             assert got == (words[a], words[a + 1]), f"address {a}"
@@ -221,7 +257,7 @@ def test_pointer_banks_take_initial_contents():
 
     async def testbench(ctx):
         for a, pair in enumerate([(0, 3), (3, 3), (3, 9), (9, 12)]):
-            ctx.set(dut.addr, a)
+            ctx.set(dut.addr, PointerBanks.split(a))
             await ctx.tick()
             assert (ctx.get(dut.start), ctx.get(dut.end)) == pair
 
@@ -232,10 +268,10 @@ def test_pointer_banks_take_initial_contents():
 
 
 def test_broadcast_stalls_on_a_full_fifo_but_skips_zeros():
-    """PE 0 owns a long column; with one-deep FIFOs the next non-zero waits, zeros pass."""
+    """PE 0 owns a long column; with one-deep queues the next non-zero waits, zeros pass."""
     params = small_params("fixed", n_pe=2, fifo_depth=1)
     rows = 24
-    stored = np.zeros((rows, 7), dtype=np.int64)
+    stored = np.zeros((rows, 9), dtype=np.int64)
     stored[0::2, 0] = 3  # 12 entries in PE 0 for column 0
     stored[1, 1:] = 1
     fmt = FixedFormat(8, 0)
@@ -248,7 +284,7 @@ def test_broadcast_stalls_on_a_full_fifo_but_skips_zeros():
         relu=False,
         bias=np.zeros(rows, dtype=np.int64),
     )
-    x = np.array([5, 7, 0, 0, 0, 2, 1])
+    x = np.array([5, 7, 0, 0, 0, 2, 1, 3, 4])
     dut = SparseFC(params)
     trace = []
 
@@ -280,11 +316,16 @@ def test_broadcast_stalls_on_a_full_fifo_but_skips_zeros():
     # PE 0's FIFO is full, and 2 waits in the input register for PE 0 to finish column 0,
     # holding back the 1 behind it.
     values = [v for v, _ in trace]
+    # 5 and 7 go at once (7 into the input register), where 7 waits one cycle: PE 0's queue
+    # memory passes 5 on to its output register and does not see that in the same cycle. The
+    # first zero waits behind 7; then the three zeros pass back to back. While column 0 runs,
+    # 7 waits in PE 0's pointer stage, 2 in its queue's output register and 1 in its queue
+    # memory: 3 waits in the input register for column 0 to finish, holding back the 4.
     assert trace[:3] == [(5, 1), (7, 1), (0, 0)]
     first_zero = values.index(0)
-    assert [r for _, r in trace[first_zero + 1 : first_zero + 4]] == [1, 1, 1]
-    stalls_behind_2 = sum(1 for v, r in trace if v == 1 and not r)
-    assert stalls_behind_2 >= 8
+    assert [r for _, r in trace[first_zero + 1 : first_zero + 5]] == [1, 1, 1, 1]
+    stalls_behind_3 = sum(1 for v, r in trace if v == 4 and not r)
+    assert stalls_behind_3 >= 6
     assert sum(r for _, r in trace) == len(x)
 
 

@@ -68,10 +68,11 @@ def test_one_column_on_one_pe():
     counts = np.zeros((1, 3), dtype=np.int64)
     counts[0, 0] = 9
     r = sparse_fc_cycles_from_counts(counts, np.array([True, False, False]), out_features=2)
-    # Accepted in cycle 1, broadcast from the input register in 2, pop in 3, entries issue in
-    # 4..12, pipeline idle DRAIN_AFTER_ISSUE cycles later.
-    assert SparseFC.INPUT_LATENCY == 1
-    assert r.compute_cycles == 12 + SparseFC.DRAIN_AFTER_ISSUE
+    # Accepted in cycle 1, broadcast from the input register in 2, into the queue's output
+    # register in 3, pop in 4, into the column stage in 5, entries issue in 6..14, pipeline
+    # idle DRAIN_AFTER_ISSUE cycles later.
+    assert (SparseFC.INPUT_LATENCY, SparseFC.COLUMN_LATENCY, SparseFC.POINTER_LATENCY) == (1, 2, 1)
+    assert r.compute_cycles == 14 + SparseFC.DRAIN_AFTER_ISSUE
     assert r.cycles == r.compute_cycles + 2 + SparseFC.OUTPUT_TAIL
     assert r.busy.tolist() == [9]
 
@@ -83,7 +84,10 @@ def test_fifo_full_stalls_the_broadcast():
     shallow = sparse_fc_cycles_from_counts(counts, x, out_features=2, fifo_depth=1)
     deep = sparse_fc_cycles_from_counts(counts, x, out_features=2, fifo_depth=8)
     # PE 1 is the bottleneck either way: 4 columns of 5 entries back to back.
-    compute = SparseFC.INPUT_LATENCY + 2 + 20 + SparseFC.DRAIN_AFTER_ISSUE
+    # The first broadcast a cycle after the input register, its pop COLUMN_LATENCY later, its
+    # move into the column stage POINTER_LATENCY after that.
+    first_move = SparseFC.INPUT_LATENCY + 1 + SparseFC.COLUMN_LATENCY + SparseFC.POINTER_LATENCY
+    compute = first_move + 20 + SparseFC.DRAIN_AFTER_ISSUE
     assert deep.compute_cycles == compute
     assert shallow.compute_cycles == deep.compute_cycles
     assert shallow.efficiency == deep.efficiency == pytest.approx(12 / compute)

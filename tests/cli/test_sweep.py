@@ -19,7 +19,7 @@ from squeezeforge.cli.main import main
 SPEC = """\
 name = "cli"
 [model]
-name = "mlp"
+name = "cnn"
 epochs = 1
 [axes]
 recipe = ["tiny.toml"]
@@ -71,7 +71,7 @@ BAD_SPECS = {
         "objective 'watts' is not measured",
     ),
     "unknown recipe": ('recipe = ["tiny.toml"]', 'recipe = ["nope"]', "no recipe file 'nope'"),
-    "unknown model": ('name = "mlp"', 'name = "vgg"', "neither a built-in model"),
+    "unknown model": ('name = "cnn"', 'name = "vgg"', "neither a built-in model"),
     "bad sampling": ("[verify]", '[sampling]\nmethod = "anneal"\n[verify]', "one of grid"),
 }
 

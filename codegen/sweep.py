@@ -34,6 +34,9 @@ import math
 import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import tomllib
@@ -89,7 +92,7 @@ PROBE_SECONDS = 5.0
 
 _SPEC_KEYS = ("name", "model", "axes", "sampling", "objectives", "verify")
 _MODEL_KEYS = ("name", "epochs", "seed", "data")
-_VERIFY_KEYS = ("points", "images", "synth", "fmax")
+_VERIFY_KEYS = ("points", "images", "synth", "fmax", "synth_seconds", "pick")
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,10 @@ class VerifySpec:
     images: int = 20
     synth: bool = True
     fmax: bool = True
+    synth_seconds: int = 1800  # Yosys and nextpnr together, per point
+    # Which front points: "spread" along the first objective (its ends first), or the
+    # "smallest" by estimated LUTs (the quickest for Yosys and nextpnr).
+    pick: str = "spread"
 
 
 @dataclass(frozen=True)
@@ -366,11 +373,15 @@ def load_spec(spec: str | os.PathLike) -> SweepSpec:
     for flag in ("synth", "fmax"):
         if not isinstance(verify.get(flag, True), bool):
             raise UserError(f"{label}: [verify] {flag} must be true or false")
+    if verify.get("pick", "spread") not in ("spread", "smallest"):
+        raise UserError(f'{label}: [verify] pick must be "spread" or "smallest"')
     verify_spec = VerifySpec(
+        pick=verify.get("pick", "spread"),
         points=_int_key(verify, "points", 2, 0, 1000, f"{label}: [verify]"),
         images=_int_key(verify, "images", 20, 1, 100_000, f"{label}: [verify]"),
         synth=verify.get("synth", True),
         fmax=verify.get("fmax", True),
+        synth_seconds=_int_key(verify, "synth_seconds", 1800, 10, 86_400, f"{label}: [verify]"),
     )
     return SweepSpec(
         name=name,
@@ -568,8 +579,57 @@ def stage_estimate(compressed: dict[str, Any], hardware: tuple) -> dict[str, Any
         return _failure("estimate", exc)
 
 
+def _resources_within(build: Path, family: str, fmax: bool, seconds: float) -> dict[str, Any]:
+    """:func:`build_resources` in a process group of its own, stopped after ``seconds``: Yosys'
+    WebAssembly build can run for tens of minutes on a large design, and one point must not
+    hold the sweep (its row says so instead)."""
+    from ..sim.errors import ToolError
+
+    code = "from squeezeforge.codegen.sweep import _resources_child; _resources_child()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(build), family, "1" if fmax else "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Its own group: a time-out stops Yosys and nextpnr too, not only the Python above them.
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise ToolError(f"Yosys/nextpnr did not finish within {seconds:.0f} s") from None
+    except BaseException:
+        # The worker is stopping (an interrupt, the cluster closing): its tools stop with it.
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    if proc.returncode != 0:
+        lines = [line for line in err.splitlines() if line.strip()]
+        raise ToolError(lines[-1] if lines else f"exit status {proc.returncode}")
+    return json.loads(out)
+
+
+def _resources_child() -> None:
+    """The child of :func:`_resources_within`: the report as JSON on stdout, or one line."""
+    from ..codegen.report_resources import build_resources
+    from ..sim.errors import SqueezeforgeError
+
+    build, family, fmax = sys.argv[1:4]
+    try:
+        report = build_resources(build, family, with_fmax=fmax == "1")
+    except SqueezeforgeError as exc:
+        sys.exit(" | ".join(line.strip() for line in str(exc).splitlines() if line.strip()))
+    print(json.dumps(report))
+
+
 def stage_verify(
-    compressed: dict[str, Any], hardware: tuple, images: int, synth: bool, fmax: bool
+    compressed: dict[str, Any],
+    hardware: tuple,
+    images: int,
+    synth: bool,
+    fmax: bool,
+    synth_seconds: float = 1800.0,
 ) -> dict[str, Any]:
     """Generate the point's build, simulate it on Verilator bit for bit (measured cycles), then
     Yosys (and nextpnr) resources; the build's files come back with the figures."""
@@ -577,7 +637,6 @@ def stage_verify(
     from ..sim.netsim import simulate
     from .build import write_build
     from .plan import compile_net
-    from .report_resources import build_resources
 
     start = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="squeezeforge-sweep-"))
@@ -601,7 +660,7 @@ def stage_verify(
             )
         if synth:
             try:
-                res = build_resources(build, target.family, with_fmax=fmax)
+                res = _resources_within(build, target.family, fmax, synth_seconds)
                 total = res["total"]
                 out.update({k: total.get(k) for k in ("lut", "ff", "dsp", "bram")})
                 out["fmax_mhz"] = total.get("fmax_mhz")
@@ -955,7 +1014,10 @@ def run_sweep(
         ok_rows = [r for r in rows if r["status"] == "ok"]
         front = pareto_front(ok_rows, spec.objectives)
         front_rows = [r for r, f in zip(ok_rows, front, strict=True) if f]
-        chosen = _spread(front_rows, spec.verify.points, spec.objectives[0].figure)
+        if spec.verify.pick == "smallest":
+            chosen = sorted(front_rows, key=lambda r: r["lut"])[: spec.verify.points]
+        else:
+            chosen = _spread(front_rows, spec.verify.points, spec.objectives[0].figure)
         verifying: dict[Any, Point] = {}
         by_id = {p.id: p for p in points}
         for r in chosen:
@@ -971,7 +1033,8 @@ def run_sweep(
                 spec.verify.images,
                 spec.verify.synth,
                 spec.verify.fmax,
-                key=f"sf-verify-{p.id}-{spec.verify.images}-{spec.verify.synth}-{spec.verify.fmax}",
+                spec.verify.synth_seconds,
+                key=f"sf-verify-{p.id}-{_digest(asdict(spec.verify))}",
             )
             verifying[fut] = p
         if verifying:

@@ -28,7 +28,7 @@ activation_bits = 8
 """
 
 
-def write_spec(folder: Path, *, seed: int = 0, extra: str = "", axes: str = "") -> Path:
+def write_spec(folder: Path, *, seed: int = 0, verify: str = "points = 0", axes: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tiny.toml").write_text(TINY_RECIPE)
     spec = folder / "spec.toml"
@@ -50,8 +50,7 @@ accuracy = "max"
 images_per_s = "max"
 lut = "min"
 [verify]
-points = 0
-{extra}
+{verify}
 """
     )
     return spec
@@ -183,3 +182,19 @@ def test_spec_loads_shipped_default():
     assert len(points) == 54 and len({p.id for p in points}) == 54
     assert {o.figure for o in spec.objectives} == {"accuracy", "images_per_s", "lut"}
     assert json.dumps(points[0].params())
+
+
+def test_synthesis_time_limit_and_failure(tmp_path):
+    from squeezeforge.codegen.sweep import _resources_within
+    from squeezeforge.sim.errors import ToolError
+
+    # Python's start-up alone outlasts a 0.2 s limit: the run is stopped and said so.
+    start = time.monotonic()
+    with pytest.raises(ToolError, match="did not finish within"):
+        _resources_within(tmp_path, "ecp5", True, 0.2)
+    assert time.monotonic() - start < 5
+    # A folder that is no build: the child's one-line reason, not a traceback.
+    with pytest.raises(ToolError) as info:
+        _resources_within(tmp_path, "ecp5", False, 60)
+    assert "\n" not in str(info.value) and "Traceback" not in str(info.value)
+    assert str(tmp_path) in str(info.value) or "manifest" in str(info.value)

@@ -440,6 +440,13 @@ def _failure(stage: str, exc: BaseException) -> dict[str, Any]:
     return {"ok": False, "reason": f"{stage}: {text or type(exc).__name__}"}
 
 
+def _design_fields(target: Target) -> dict[str, Any]:
+    fields = target.to_dict()
+    for name in ("name", "part", "budget", "clock_mhz"):
+        fields.pop(name, None)
+    return fields
+
+
 def _lost(result: Mapping[str, Any]) -> bool:
     """Whether a stage's failure was the cluster's (a worker lost too often), not the point's."""
     return str(result.get("reason", "")).startswith("cluster:")
@@ -562,6 +569,11 @@ def stage_estimate(compressed: dict[str, Any], hardware: tuple) -> dict[str, Any
             "images_per_s": target.clock_mhz * 1e6 / cycles if target.clock_mhz else None,
             "family": target.family,
             "part": target.part,
+            # The hardware itself: two points that differ only in the part's budget (the
+            # 25F and the 85F with the same engines) build the same design, verified once.
+            "design": _digest(
+                [hashlib.sha256(compressed["net"]).hexdigest(), _design_fields(target)]
+            ),
         }
         if target.budget is not None:
             use = res.usage(target.budget, target.family)
@@ -1014,10 +1026,15 @@ def run_sweep(
         ok_rows = [r for r in rows if r["status"] == "ok"]
         front = pareto_front(ok_rows, spec.objectives)
         front_rows = [r for r, f in zip(ok_rows, front, strict=True) if f]
+        # One row per design: a design that fits two parts is verified once.
+        designs: dict[str, dict[str, Any]] = {}
+        for r in front_rows:
+            designs.setdefault(records[r["id"]]["estimate"].get("design") or r["id"], r)
+        distinct = list(designs.values())
         if spec.verify.pick == "smallest":
-            chosen = sorted(front_rows, key=lambda r: r["lut"])[: spec.verify.points]
+            chosen = sorted(distinct, key=lambda r: r["lut"])[: spec.verify.points]
         else:
-            chosen = _spread(front_rows, spec.verify.points, spec.objectives[0].figure)
+            chosen = _spread(distinct, spec.verify.points, spec.objectives[0].figure)
         verifying: dict[Any, Point] = {}
         by_id = {p.id: p for p in points}
         for r in chosen:
@@ -1047,9 +1064,18 @@ def run_sweep(
                 result["build"] = str(store.save_build(p.id, files))
             if result.get("seconds"):
                 times["verify"].append(result["seconds"])
-            records[p.id] = {**records[p.id], "verify": result}
-            if not _lost(result):
-                store.save_point(p.id, records[p.id])
+            design = records[p.id]["estimate"].get("design")
+            for other in points:
+                # The same design on another part: the same measurements.
+                same = other.id == p.id or (
+                    design is not None
+                    and other.id in records
+                    and records[other.id]["estimate"].get("design") == design
+                )
+                if same:
+                    records[other.id] = {**records[other.id], "verify": result}
+                    if not _lost(result):
+                        store.save_point(other.id, records[other.id])
             log(f"verified {p.label()}: {result.get('reason') or result.get('bit_exact')}")
     rows = [_row(records[p.id]) for p in points if p.id in records]
     ok_rows = [r for r in rows if r["status"] == "ok"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -81,7 +82,10 @@ def plot_pareto(
         _scatter(ax, ok + rest, x, y, colours)
     names = ", ".join(f"{o.direction} {o.figure}" for o in objectives)
     fig.suptitle(f"Pareto front of {names}; grey: dominated or does not fit")
-    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.subplots_adjust(wspace=0.3)
+    # One legend below the panels: inside one it would hide points.
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), bbox_to_anchor=(0.5, -0.08))
     files["pareto"] = _save(fig, out / "pareto.png")
 
     cr_objectives = [Objective("accuracy", "max"), Objective("compression_ratio", "max")]
@@ -179,7 +183,8 @@ def report_markdown(spec: SweepSpec, result: SweepResult, files: Mapping[str, st
 
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
-        reasons = Counter(str(r["reason"]).split(" of the ")[0] for r in failed)
+        # "does not fit: DSP 114% of ..." and "... 129% ..." are one reason.
+        reasons = Counter(re.split(r" \d", str(r["reason"]))[0] for r in failed)
         lines += ["## Points without a place on the front", ""]
         lines += [f"- {n} × {reason}" for reason, n in reasons.most_common()]
         lines.append("")
@@ -197,7 +202,21 @@ def report_markdown(spec: SweepSpec, result: SweepResult, files: Mapping[str, st
     lines += [
         "",
         "Tasks finished in an earlier run of the same spec count with the seconds they took then.",
+        "",
     ]
+    counts = {stage: len(seconds) for stage, seconds in times.items()}
+    if any(counts.values()):
+        lines += [
+            "Projected wall time of these tasks on N workers (each stage's tasks N at a time,"
+            " at the mean seconds above; cluster start-up and data transfer not counted):",
+            "",
+            "| workers | minutes | points per minute |",
+            "|---:|---:|---:|",
+        ]
+        for n in (1, 2, 4, 8, 16, 64):
+            seconds = projection(times, counts, n)
+            rate = len(rows) / (seconds / 60) if seconds else None
+            lines.append(f"| {n} | {seconds / 60:.1f} | {_fmt(rate, '.0f')} |")
     lines += [
         "",
         "The whole table is `results.csv` (one row per point, every parameter and figure).",

@@ -159,6 +159,12 @@ class SweepSpec:
     verify: VerifySpec = field(default_factory=VerifySpec)
     # Recipe name -> its TOML table (shipped name or file), for the content keys.
     recipe_sources: dict[str, dict] = field(default_factory=dict)
+    # A ``target`` value that is a Target file -> its absolute path (read by the client).
+    target_files: dict[str, str] = field(default_factory=dict)
+
+    def target(self, point: Point) -> Target:
+        """The point's Target, resolved here: the workers get the Target, not a file name."""
+        return point_target(point.hardware, self.target_files)
 
     @property
     def builtin_model(self) -> bool:
@@ -338,13 +344,17 @@ def load_spec(spec: str | os.PathLike) -> SweepSpec:
                     parse_recipe(recipe_with(sources[r], [(key, value)]), r)
                 except UserError as exc:
                     raise UserError(f"{label}: axis {key!r} = {value!r}: {exc}") from None
+    target_files: dict[str, str] = {}
     for key, values in hardware.items():
         for value in values:
             _check_hardware(key, value, base, label)
+            if key == "target" and value not in shipped_targets():
+                path = Path(value) if base is None else base / value
+                target_files[value] = str(path.resolve())
     # Every Target of the grid is valid (fc_pes a power of two, and so on) before any work.
     hw_keys = list(hardware)
     for combo in itertools.product(*hardware.values()):
-        point_target(tuple(zip(hw_keys, combo, strict=True)), label)
+        point_target(tuple(zip(hw_keys, combo, strict=True)), target_files, label)
 
     sampling = _table(
         top.get("sampling", {}), f"{label}: [sampling]", ("method", "samples", "seed")
@@ -398,6 +408,7 @@ def load_spec(spec: str | os.PathLike) -> SweepSpec:
         objectives=tuple(objectives),
         verify=verify_spec,
         recipe_sources=sources,
+        target_files=target_files,
     )
 
 
@@ -422,11 +433,15 @@ def _check_hardware(key: str, value: Any, base: Path | None, label: str) -> None
         raise UserError(f"{where}: {value!r} is not an integer")
 
 
-def point_target(hardware: Sequence[tuple[str, Any]], where: str = "sweep") -> Target:
-    """The Target of a point: its preset (or the default) with the point's knobs."""
+def point_target(
+    hardware: Sequence[tuple[str, Any]], files: Mapping[str, str], where: str = "sweep"
+) -> Target:
+    """The Target of a point: its preset, Target file (``files`` maps the spec's value to the
+    file's path) or the default, with the point's knobs."""
     knobs = dict(hardware)
+    base = knobs.pop("target", None)
     try:
-        return resolve_target(knobs.pop("target", None), **knobs)
+        return resolve_target(files.get(base, base) if base is not None else None, **knobs)
     except UserError as exc:
         raise UserError(f"{where}: point {dict(hardware)}: {exc}") from None
 
@@ -539,7 +554,7 @@ def _load_net_bytes(blob: bytes) -> Any:
         path.unlink(missing_ok=True)
 
 
-def stage_estimate(compressed: dict[str, Any], hardware: tuple) -> dict[str, Any]:
+def stage_estimate(compressed: dict[str, Any], target: Target) -> dict[str, Any]:
     """The cheap figures of one point (every one of them estimated, but the accuracy)."""
     if not compressed.get("ok"):
         return {"ok": False, "reason": compressed["reason"]}
@@ -549,7 +564,6 @@ def stage_estimate(compressed: dict[str, Any], hardware: tuple) -> dict[str, Any
 
     start = time.monotonic()
     try:
-        target = point_target(hardware)
         net = _load_net_bytes(compressed["net"])
         _, totals = net_costs(net, target)
         plan = compile_net(net, target)
@@ -637,7 +651,7 @@ def _resources_child() -> None:
 
 def stage_verify(
     compressed: dict[str, Any],
-    hardware: tuple,
+    target: Target,
     images: int,
     synth: bool,
     fmax: bool,
@@ -654,7 +668,6 @@ def stage_verify(
     work = Path(tempfile.mkdtemp(prefix="squeezeforge-sweep-"))
     out: dict[str, Any] = {"ok": True}
     try:
-        target = point_target(hardware)
         net = _load_net_bytes(compressed["net"])
         build = work / "build"
         write_build(compile_net(net, target), build)
@@ -955,16 +968,26 @@ def run_sweep(
     saved_nets: set[str] = set()
     ac = as_completed()
 
+    verify_key = _digest(asdict(spec.verify))
+
+    def point_key(p: Point) -> str:
+        return _digest([net_key(p), spec.target(p).to_dict()])
+
     def submit_estimate(p: Point) -> None:
         saved = store.point(p.id)
-        if saved is not None and "estimate" in saved:
-            # Done in an earlier run; its time still counts in the report's per-stage times.
+        # Done in an earlier run of the same content (model, data, recipe, Target): an edited
+        # model, data set or Target file gives the same point other figures, so it runs again.
+        if saved is not None and "estimate" in saved and saved.get("key") == point_key(p):
             records[p.id] = saved
+            # Its time still counts in the report's per-stage times.
             times["estimate"].append(saved["estimate"].get("seconds", 0.0))
-            if "verify" in saved:
+            if saved.get("verify", {}).get("settings") == verify_key:
                 times["verify"].append(saved["verify"].get("seconds", 0.0))
+            else:
+                saved.pop("verify", None)  # verified with other settings: not this sweep's
             return
-        fut = _submit(client, stage_estimate, compressed(p), p.hardware, key=f"sf-estimate-{p.id}")
+        key = f"sf-estimate-{point_key(p)}"
+        fut = _submit(client, stage_estimate, compressed(p), spec.target(p), key=key)
         pending[fut] = p
         ac.add(fut)
 
@@ -997,7 +1020,7 @@ def run_sweep(
         p = pending.pop(fut)
         result = collect(fut)
         keep_upstream(p)
-        record = {"id": p.id, "params": p.params(), "estimate": result}
+        record = {"id": p.id, "key": point_key(p), "params": p.params(), "estimate": result}
         if not _lost(result):
             store.save_point(p.id, record)
         records[p.id] = record
@@ -1046,12 +1069,12 @@ def run_sweep(
                 client,
                 stage_verify,
                 net,
-                p.hardware,
+                spec.target(p),
                 spec.verify.images,
                 spec.verify.synth,
                 spec.verify.fmax,
                 spec.verify.synth_seconds,
-                key=f"sf-verify-{p.id}-{_digest(asdict(spec.verify))}",
+                key=f"sf-verify-{_digest([point_key(p), verify_key])}",
             )
             verifying[fut] = p
         if verifying:
@@ -1059,6 +1082,7 @@ def run_sweep(
         for fut in as_completed(list(verifying)):
             p = verifying[fut]
             result = collect(fut)
+            result["settings"] = verify_key
             files = result.pop("files", None)
             if files:
                 result["build"] = str(store.save_build(p.id, files))

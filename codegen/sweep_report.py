@@ -174,10 +174,11 @@ def report_markdown(spec: SweepSpec, result: SweepResult, files: Mapping[str, st
     notes = [r for r in rows if r.get("verified") and r.get("verify_note")]
     if notes:
         lines += [""] + [f"- `{r['id']}` ({r['recipe']}): {r['verify_note']}" for r in notes]
-    builds = [r for r in rows if r.get("build")]
+    # A design verified for two parts has one build folder.
+    builds = sorted({str(Path(r["build"]).relative_to(result.out)) for r in rows if r.get("build")})
     if builds:
-        lines += ["", "Build folders of the verified points: " + ", ".join(
-            f"`{Path(r['build']).relative_to(result.out)}`" for r in builds) + "."]  # fmt: skip
+        lines += ["", "Build folders of the verified designs: "
+                  + ", ".join(f"`{b}`" for b in builds) + "."]  # fmt: skip
     lines += ["", f"![Pareto front]({Path(files['pareto']).name})", ""]
     lines += [f"![accuracy against Cr]({Path(files['pareto_cr']).name})", ""]
 

@@ -123,7 +123,7 @@ def test_worker_killed_mid_sweep(client, tmp_path):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not killed:
             for addr, keys in client.processing().items():
-                if any(str(k).startswith(("sf-compress", "sf-estimate")) for k in keys):
+                if any(str(k).startswith(("sf-train", "sf-compress", "sf-estimate")) for k in keys):
                     pid = client.run(os.getpid, workers=[addr])[addr]
                     os.kill(pid, signal.SIGKILL)
                     killed.append(str(keys))
@@ -155,6 +155,23 @@ def test_nsga2_sampling(client, tmp_path):
     # Optuna may propose a point twice; each is one row.
     assert 1 <= len(ids) <= 4 and len(set(ids)) == len(ids)
     assert len(ids) == len(result.rows)
+
+
+def test_random_sampling_and_a_changed_model(client, tmp_path):
+    axes = '[sampling]\nmethod = "random"\nsamples = 3\nseed = 5'
+    spec = load_spec(write_spec(tmp_path / "spec", seed=2, axes=axes))
+    out = tmp_path / "out"
+    run_sweep(spec, out, client, quiet=True)
+    rows = _rows(out)
+    assert len(rows) == 3 and len({r["id"] for r in rows}) == 3
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "points").iterdir()}
+    # The same points of another model (another training seed) are not the ones done: a rerun
+    # into the same folder computes them again instead of reporting the old figures.
+    spec = load_spec(write_spec(tmp_path / "spec", seed=3, axes=axes))
+    run_sweep(spec, out, client, quiet=True)
+    assert [r["id"] for r in _rows(out)] == [r["id"] for r in rows]
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "points").iterdir()}
+    assert set(after) == set(stamps) and all(after[n] != stamps[n] for n in stamps)
 
 
 def test_pareto_front():
@@ -198,3 +215,21 @@ def test_synthesis_time_limit_and_failure(tmp_path):
         _resources_within(tmp_path, "ecp5", False, 60)
     assert "\n" not in str(info.value) and "Traceback" not in str(info.value)
     assert str(tmp_path) in str(info.value) or "manifest" in str(info.value)
+
+
+def test_target_file_beside_the_spec(tmp_path, monkeypatch):
+    folder = tmp_path / "spec"
+    spec_path = write_spec(folder)
+    (folder / "board.toml").write_text(
+        'family = "ecp5"\npart = "my-board"\nclock_mhz = 40.0\nfc_pes = 4\n'
+        "[budget]\nlut = 30000\nff = 30000\ndsp = 40\nbram_kbit = 1000\n"
+    )
+    spec_path.write_text(spec_path.read_text().replace('"ice40-up5k"', '"board.toml"'))
+    monkeypatch.chdir(tmp_path)  # the file is found beside the spec, not in the working folder
+    spec = load_spec(spec_path)
+    targets = {
+        p.params()["target"]: spec.target(p) for p in spec.grid() if p.params()["fc_pes"] == 2
+    }
+    assert targets["board.toml"].part == "my-board" and targets["board.toml"].clock_mhz == 40.0
+    assert targets["board.toml"].fc_pes == 2  # the point's knob over the file's
+    assert targets["ecp5-25f"].part.startswith("LFE5U-25F")

@@ -1143,13 +1143,15 @@ def _run_nsga2(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.NSGAIISampler(seed=spec.sampling_seed)
+    # About five generations within the samples (NSGA-II's first generation is random).
+    population = max(4, min(50, spec.samples // 5))
+    sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=spec.sampling_seed)
     study = optuna.create_study(
         directions=["maximize" if o.direction == "max" else "minimize" for o in spec.objectives],
         sampler=sampler,
     )
     axes = {"recipe": spec.recipes, **spec.recipe_axes, **spec.hardware_axes}
-    batch = 4
+    batch = population  # a generation at a time, its points side by side on the workers
     asked = 0
     while asked < spec.samples:
         trials = []
@@ -1164,6 +1166,8 @@ def _run_nsga2(
                 submit(p)
                 if p.id in records:
                     bar.update(1, info="resumed")
+            else:
+                bar.update(1, info="proposed again")  # one row, but a sample of the budget
         for fut in ac:
             finish(fut, bar, failures)
         for trial, p in trials:

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: flow test test-fast lint bench clean
+.PHONY: flow sweep test test-fast lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 flow: $(STAMP)
 	$(VENV)/bin/squeezeforge flow
+
+# The default design-space sweep (codegen/sweeps/digits-cnn.toml) on a local Dask cluster, one
+# worker per core; a rerun resumes. docs/sweep.md has the spec format and the cluster set-up.
+sweep: $(STAMP)
+	$(VENV)/bin/squeezeforge sweep digits-cnn -o runs/sweep
 
 # One pytest worker per core (override: make test WORKERS=1). A file's tests stay on one worker,
 # so a module's Verilator build or trained net is made once.

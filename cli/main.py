@@ -32,6 +32,7 @@ SUBCOMMANDS = (
     "simulate",
     "resources",
     "flow",
+    "sweep",
 )
 
 DESCRIPTION = """\

@@ -334,6 +334,11 @@ row("compress-unwritable", "cannot write", lambda w, d: ["compress", str(w.ckpt)
 row("compress-report-unwritable", "cannot write", lambda w, d: ["compress", str(w.ckpt), "--recipe", "fixed8", "-o", str(d / "n.sfnet"), "--report", str(under_a_file(d, "r.md"))])
 row("flow-onto-file", "not a folder", lambda w, d: ["flow", "-o", str(_write(d / "notes.txt", b"mine\n"))])
 row("flow-unwritable", "cannot write", lambda w, d: ["flow", "-o", str(under_a_file(d, "f"))])
+row("sweep-unknown-spec", "no sweep spec file", lambda w, d: ["sweep", "zip9", "-o", str(d / "s")])
+row("sweep-spec-not-toml", "not valid TOML", lambda w, d: ["sweep", str(_write(d / "s.toml", b"[axes\n")), "-o", str(d / "s")])
+row("sweep-workers-0", "at least one worker", lambda w, d: ["sweep", "digits-cnn", "-o", str(d / "s"), "--workers", "0"])
+row("sweep-onto-file", "not a folder", lambda w, d: ["sweep", "digits-cnn", "-o", str(_write(d / "notes.txt", b"mine\n"))])
+row("sweep-unwritable", "cannot write", lambda w, d: ["sweep", "digits-cnn", "-o", str(under_a_file(d, "s"))])
 
 # --- builds: missing, not builds, edited, mixed parts
 row("simulate-missing-build", "no such build folder", lambda w, d: ["simulate", str(d / "none")])

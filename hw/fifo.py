@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Shape, ShapeCastable
+from amaranth.hdl import Module, Shape, ShapeCastable, Signal
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["StreamFIFO"]
@@ -24,7 +24,8 @@ class StreamFIFO(wiring.Component):
         w.valid  ‾‾‾‾‾‾‾‾\\_______________
         r.valid  ________/‾‾‾‾‾‾‾‾‾‾‾‾‾‾‾   (level 1 from the cycle after the write)
 
-    With ``registered``, ``r.payload`` comes from a register (:class:`SyncFIFOBuffered`): what
+    With ``registered``, ``r.payload`` comes from a register (the timing of
+    :class:`~amaranth.lib.fifo.SyncFIFOBuffered`): what
     reads it starts a clock period of its own instead of following the queue memory's read
     multiplexer, at the price of one more cycle from write to read. The queue memory holds
     ``depth`` payloads and the output register one more; ``w.ready`` is ``True`` while the queue
@@ -81,18 +82,35 @@ class StreamFIFO(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         width = Shape.cast(self._payload_shape).width
-        if self._registered:
-            queue = SyncFIFOBuffered(width=width, depth=self._depth + 1)
-        else:
-            queue = SyncFIFO(width=width, depth=self._depth)
-        m.submodules.queue = queue
+        m.submodules.queue = queue = SyncFIFO(width=width, depth=self._depth)
         m.d.comb += [
             queue.w_data.eq(self.w.payload),
             queue.w_en.eq(self.w.valid),
             self.w.ready.eq(queue.w_rdy),
-            self.r.payload.eq(queue.r_data),
-            self.r.valid.eq(queue.r_rdy),
-            queue.r_en.eq(self.r.ready),
-            self.level.eq(queue.level),
         ]
+        if not self._registered:
+            m.d.comb += [
+                self.r.payload.eq(queue.r_data),
+                self.r.valid.eq(queue.r_rdy),
+                queue.r_en.eq(self.r.ready),
+                self.level.eq(queue.level),
+            ]
+            return m
+        # SyncFIFOBuffered has this timing, but its queue memory is read synchronously, which
+        # Yosys maps to a block RAM on iCE40 (two per PE queue of the sparse FC unit); an
+        # asynchronously read queue followed by the register stays in logic or LUT RAM.
+        r_valid = Signal()
+        r_data = Signal(width)
+        take = Signal()
+        m.d.comb += [
+            take.eq(queue.r_rdy & (~r_valid | self.r.ready)),
+            queue.r_en.eq(take),
+            self.r.valid.eq(r_valid),
+            self.r.payload.eq(r_data),
+            self.level.eq(queue.level + r_valid),
+        ]
+        with m.If(take):
+            m.d.sync += [r_data.eq(queue.r_data), r_valid.eq(1)]
+        with m.Elif(self.r.ready):
+            m.d.sync += r_valid.eq(0)
         return m

@@ -63,8 +63,8 @@ __all__ = [
 ]
 
 #: Entries of the output queue in front of ``o_act``: room for the emitter's reads in flight
-#: (``OutputEmitter.READ_LATENCY``, 3) and the payload leaving keeps one output a cycle going.
-OUTPUT_QUEUE_DEPTH = 5
+#: (``OutputEmitter.READ_LATENCY``, 4) and the payload leaving keeps one output a cycle going.
+OUTPUT_QUEUE_DEPTH = 6
 #: Load port memory selectors.
 LOAD_WEIGHTS = 0
 LOAD_BIASES = 1
@@ -358,6 +358,10 @@ class FoldSequencer(wiring.Component):
         c_rowaddr = Signal(aw)  # (c_ih0 * in_w) modulo 2**aw: addresses wrap consistently
         c_e = Signal(pixel)
         c_end = Signal()
+        # Whether c_ow is the row's last pixel and c_oh the last row: registers set with the
+        # cursor, so that its advance starts at flip-flops, not at compares.
+        c_row_end = Signal()
+        c_last_row = Signal()
         c_fill = Signal(range(rows))
         next_ready = Signal()
         n_ih0 = [Signal(coord, name=f"n_ih0_{r}") for r in range(rows)]
@@ -430,6 +434,8 @@ class FoldSequencer(wiring.Component):
             return [
                 c_oh.eq(0),
                 c_ow.eq(0),
+                c_row_end.eq(out_w == 1),
+                c_last_row.eq(out_h == 1),
                 c_ih0.eq(-cfg.padding),
                 c_iw0.eq(-cfg.padding),
                 c_rowaddr.eq(-p_w),
@@ -519,21 +525,26 @@ class FoldSequencer(wiring.Component):
                     ]
                     with m.If(c_fill == 0):
                         m.d.sync += n_e0.eq(c_e)
-                    row_end = c_ow + 1 == out_w
-                    end_after = c_end | (row_end & (c_oh + 1 == out_h))
+                    end_after = c_end | (c_row_end & c_last_row)
                     with m.If(~c_end):
                         m.d.sync += c_e.eq(c_e + 1)
-                        with m.If(row_end):
+                        with m.If(c_row_end):
                             m.d.sync += [
                                 c_ow.eq(0),
+                                c_row_end.eq(out_w == 1),
                                 c_oh.eq(c_oh + 1),
+                                c_last_row.eq(c_oh + 2 == out_h),
                                 c_iw0.eq(-cfg.padding),
                                 c_ih0.eq(c_ih0 + cfg.stride),
                                 c_rowaddr.eq(c_rowaddr + s_w),
-                                c_end.eq(c_oh + 1 == out_h),
+                                c_end.eq(c_last_row),
                             ]
                         with m.Else():
-                            m.d.sync += [c_ow.eq(c_ow + 1), c_iw0.eq(c_iw0 + cfg.stride)]
+                            m.d.sync += [
+                                c_ow.eq(c_ow + 1),
+                                c_row_end.eq(c_ow + 2 == out_w),
+                                c_iw0.eq(c_iw0 + cfg.stride),
+                            ]
                     with m.If(c_fill == rows - 1):
                         m.d.sync += [c_fill.eq(0), next_ready.eq(1), n_last.eq(end_after)]
                         with m.If(end_after):
@@ -930,7 +941,7 @@ class OutputEmitter(wiring.Component):
         clk        __/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_
         rd_addr    ==X a0 X a1 X a2 X=======
         rd_data    =======X d0 X d1 X d2 X==   one cycle later, registered as it arrives
-        o.valid    _________________/‾‾‾‾‾‾   READ_LATENCY after a0: d0 (or the window's maximum)
+        o.valid    _______________________/‾‾   READ_LATENCY after a0: d0 (or the window's maximum)
 
     Parameters
     ----------
@@ -963,8 +974,8 @@ class OutputEmitter(wiring.Component):
 
     #: Cycles from a read address to its value on ``o``: the memory's read, a register on the
     #: read data (a block RAM's output is slow; nothing else may follow it), a register on the
-    #: selected lane.
-    READ_LATENCY = 3
+    #: selected lane, a register on the output.
+    READ_LATENCY = 4
 
     def __init__(self, params: ConvEngineParams, queue_depth: int) -> None:
         self.params = p = _check_params(self, params)
@@ -1100,10 +1111,14 @@ class OutputEmitter(wiring.Component):
         m.d.comb += value.eq(Mux(s_first, s_data, Mux(s_data > running_max, s_data, running_max)))
         with m.If(s_valid):
             m.d.sync += running_max.eq(value)
-        push = s_valid & s_last
+        # The output is registered as well: the window's compare and the queue's write were
+        # one path.
+        push = Signal()
+        out = Signal(signed(p.act_bits))
+        m.d.sync += [push.eq(s_valid & s_last), out.eq(value)]
         m.d.comb += [
             self.o.valid.eq(push),
-            self.o.payload.eq(value),
+            self.o.payload.eq(out),
             self.idle.eq(~active & (pending == 0)),
         ]
         m.d.sync += pending.eq(pending + (issue & item_first) - push)

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from ..sim.errors import UserError
-from ..sim.ir import atomic_write_bytes, check_writable
+from ..sim.ir import atomic_write_bytes, check_writable, net_from_bytes
 from ..sim.progress import progress
 from ..sim.target import Target, parse_array, resolve_target, shipped_targets
 
@@ -450,9 +450,13 @@ def point_target(
 # The stages (run on the workers; each returns plain data and never raises on bad luck)
 
 
+def _one_line(text: str) -> str:
+    """A multi-line message as one table cell."""
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def _failure(stage: str, exc: BaseException) -> dict[str, Any]:
-    text = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    return {"ok": False, "reason": f"{stage}: {text or type(exc).__name__}"}
+    return {"ok": False, "reason": f"{stage}: {_one_line(str(exc)) or type(exc).__name__}"}
 
 
 def _design_fields(target: Target) -> dict[str, Any]:
@@ -544,16 +548,6 @@ def stage_compress(
         model_file.unlink(missing_ok=True)
 
 
-def _load_net_bytes(blob: bytes) -> Any:
-    from ..sim.ir import load_net
-
-    path = _scratch(".sfnet", blob)
-    try:
-        return load_net(path)
-    finally:
-        path.unlink(missing_ok=True)
-
-
 def stage_estimate(compressed: dict[str, Any], target: Target) -> dict[str, Any]:
     """The cheap figures of one point (every one of them estimated, but the accuracy)."""
     if not compressed.get("ok"):
@@ -564,7 +558,7 @@ def stage_estimate(compressed: dict[str, Any], target: Target) -> dict[str, Any]
 
     start = time.monotonic()
     try:
-        net = _load_net_bytes(compressed["net"])
+        net = net_from_bytes(compressed["net"])
         _, totals = net_costs(net, target)
         plan = compile_net(net, target)
         cycles = sum(s.cycles_estimated for s in plan.steps)
@@ -645,7 +639,7 @@ def _resources_child() -> None:
     try:
         report = build_resources(build, family, with_fmax=fmax == "1")
     except SqueezeforgeError as exc:
-        sys.exit(" | ".join(line.strip() for line in str(exc).splitlines() if line.strip()))
+        sys.exit(_one_line(str(exc)))
     print(json.dumps(report))
 
 
@@ -668,7 +662,7 @@ def stage_verify(
     work = Path(tempfile.mkdtemp(prefix="squeezeforge-sweep-"))
     out: dict[str, Any] = {"ok": True}
     try:
-        net = _load_net_bytes(compressed["net"])
+        net = net_from_bytes(compressed["net"])
         build = work / "build"
         write_build(compile_net(net, target), build)
         sim = simulate(build, min(images, int(net.test_inputs.shape[0])))

@@ -88,6 +88,7 @@ __all__ = [
     "decode_csc",
     "encode_csc",
     "load_net",
+    "net_from_bytes",
     "save_net",
 ]
 
@@ -1424,56 +1425,72 @@ def load_net(path: str | os.PathLike) -> Net:
             "<file>", "path", f"{path} is not a squeezeforge net file ({reason})"
         ) from None
     with zf:
-        try:
-            manifest = json.loads(zf.read("manifest.json"))
-        except KeyError:
-            raise IRError("<file>", "manifest.json", "is missing") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise IRError("<file>", "manifest.json", f"is not valid JSON: {exc}") from None
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
-            raise IRError("<file>", "manifest.json", f"is corrupt: {exc}") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-            raise IRError("<file>", "format", f"is not {FORMAT_NAME!r}")
-        version = manifest.get("version")
-        if version not in READ_VERSIONS:
-            raise IRError(
-                "<file>",
-                "version",
-                f"file has version {version!r}, this squeezeforge reads"
-                f" {', '.join(map(str, READ_VERSIONS))}",
-            )
-        inp = _require(manifest, "<net>", "input")
-        try:
-            input_format = FixedFormat.from_dict(inp["format"])
-            shape = inp["shape"]
-            if not isinstance(shape, list) or not shape or not all(_is_int(s) for s in shape):
-                raise TypeError(f"shape must be a list of integers, got {shape!r}")
-            if min(shape) < 1:
-                raise ValueError(f"shape {shape} has a size below 1")
-            input_shape = tuple(shape)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise IRError("<net>", "input", f"malformed: {exc}") from None
-        entries = _require(manifest, "<net>", "layers")
-        if not isinstance(entries, list):
-            raise IRError("<net>", "layers", "must be a list")
-        layers = tuple(_layer_from_manifest(zf, e, i, version) for i, e in enumerate(entries))
-        tv = _require(manifest, "<net>", "test_vectors")
-        if not isinstance(tv, dict):
-            raise IRError("<net>", "test_vectors", f"must be an object, got {tv!r}")
-        tests = {}
-        for key in ("test_inputs", "test_labels", "test_outputs"):
-            tests[key] = _read_array(zf, "<net>", key, _require(tv, "<net>", key))
-        name = manifest.get("name", path.stem)
-        if not isinstance(name, str):
-            raise IRError("<net>", "name", f"must be a string, got {name!r}")
-        metadata = manifest.get("metadata", {})
-        if not isinstance(metadata, dict):
-            raise IRError("<net>", "metadata", f"must be an object, got {metadata!r}")
-        return Net(
-            name=name,
-            input_shape=input_shape,
-            input_format=input_format,
-            layers=layers,
-            metadata=dict(metadata),
-            **tests,
+        return _net_from_zip(zf, path.stem)
+
+
+def net_from_bytes(blob: bytes, name: str = "net") -> Net:
+    """Read and validate the bytes of a ``.sfnet`` file (:func:`net_to_bytes`' inverse);
+    ``name`` stands in for a file's stem when the net names itself not."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(blob))
+    except zipfile.BadZipFile:
+        raise IRError("<bytes>", "data", "not a squeezeforge net (not a zip archive)") from None
+    with zf:
+        return _net_from_zip(zf, name)
+
+
+def _net_from_zip(zf: zipfile.ZipFile, default_name: str) -> Net:
+    """The net in an open ``.sfnet`` archive, validated."""
+    try:
+        manifest = json.loads(zf.read("manifest.json"))
+    except KeyError:
+        raise IRError("<file>", "manifest.json", "is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IRError("<file>", "manifest.json", f"is not valid JSON: {exc}") from None
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+        raise IRError("<file>", "manifest.json", f"is corrupt: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise IRError("<file>", "format", f"is not {FORMAT_NAME!r}")
+    version = manifest.get("version")
+    if version not in READ_VERSIONS:
+        raise IRError(
+            "<file>",
+            "version",
+            f"file has version {version!r}, this squeezeforge reads"
+            f" {', '.join(map(str, READ_VERSIONS))}",
         )
+    inp = _require(manifest, "<net>", "input")
+    try:
+        input_format = FixedFormat.from_dict(inp["format"])
+        shape = inp["shape"]
+        if not isinstance(shape, list) or not shape or not all(_is_int(s) for s in shape):
+            raise TypeError(f"shape must be a list of integers, got {shape!r}")
+        if min(shape) < 1:
+            raise ValueError(f"shape {shape} has a size below 1")
+        input_shape = tuple(shape)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IRError("<net>", "input", f"malformed: {exc}") from None
+    entries = _require(manifest, "<net>", "layers")
+    if not isinstance(entries, list):
+        raise IRError("<net>", "layers", "must be a list")
+    layers = tuple(_layer_from_manifest(zf, e, i, version) for i, e in enumerate(entries))
+    tv = _require(manifest, "<net>", "test_vectors")
+    if not isinstance(tv, dict):
+        raise IRError("<net>", "test_vectors", f"must be an object, got {tv!r}")
+    tests = {}
+    for key in ("test_inputs", "test_labels", "test_outputs"):
+        tests[key] = _read_array(zf, "<net>", key, _require(tv, "<net>", key))
+    name = manifest.get("name", default_name)
+    if not isinstance(name, str):
+        raise IRError("<net>", "name", f"must be a string, got {name!r}")
+    metadata = manifest.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise IRError("<net>", "metadata", f"must be an object, got {metadata!r}")
+    return Net(
+        name=name,
+        input_shape=input_shape,
+        input_format=input_format,
+        layers=layers,
+        metadata=dict(metadata),
+        **tests,
+    )

@@ -548,8 +548,8 @@ class SparsePE(wiring.Component):
         advance = Signal()  # the column in the pointer stage moves to the column stage
         pop = Signal()
         m.d.comb += [
-            pop.eq(fifo.r.valid & (~ptr_valid | advance)),
             fifo.r.ready.eq(~ptr_valid | advance),
+            pop.eq(fifo.r.valid & fifo.r.ready),
             ptrs.addr.eq(fifo.r.payload.ptr),
             ptrs.en.eq(pop),
         ]
@@ -597,14 +597,13 @@ class SparsePE(wiring.Component):
                     last.eq(cur + 2 == end),
                     first.eq(0),
                 ]
-        issue_act = act_col
 
         # E0 register: the entry as it leaves the memory (a block RAM's output is slow;
         # nothing else may follow it) ---------------------------------------------------------
         e0_valid = Signal()
         e0_first = Signal()
         e0_act = Signal(signed(p.act_bits))
-        m.d.sync += [e0_valid.eq(issue), e0_first.eq(first), e0_act.eq(issue_act)]
+        m.d.sync += [e0_valid.eq(issue), e0_first.eq(first), e0_act.eq(act_col)]
         e1_valid = Signal()
         e1_first = Signal()
         e1_act = Signal(signed(p.act_bits))

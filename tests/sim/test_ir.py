@@ -19,6 +19,7 @@ from squeezeforge.sim.ir import (
     decode_csc,
     encode_csc,
     load_net,
+    net_from_bytes,
     net_to_bytes,
     save_net,
 )
@@ -38,6 +39,28 @@ def test_round_trip(tmp_path: Path, kind: str) -> None:
             assert np.array_equal(getattr(a, name), getattr(b, name)), (a.name, name)
     assert np.array_equal(run_net(back, back.test_inputs), net.test_outputs)
     assert net_to_bytes(back) == path.read_bytes()
+
+
+def test_net_from_bytes_reads_what_net_to_bytes_writes() -> None:
+    net = random_net(np.random.default_rng(2), kind="pow2")
+    data = net_to_bytes(net)
+    back = net_from_bytes(data)
+    assert back.name == net.name and net_to_bytes(back) == data
+    assert np.array_equal(run_net(back, back.test_inputs), net.test_outputs)
+    with pytest.raises(IRError, match="not a zip archive"):
+        net_from_bytes(b"not a net")
+    with pytest.raises(IRError, match="manifest.json"):
+        net_from_bytes(_zip_without_manifest())
+
+
+def _zip_without_manifest() -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("other.txt", "x")
+    return buf.getvalue()
 
 
 def test_same_net_gives_identical_bytes() -> None:

@@ -11,9 +11,11 @@ schedule event by event, one filter block at a time:
 - **folds**: ``ceil(M/cols)`` filter blocks of ``ceil(E/rows)`` folds, one GEMM step per cycle;
   consecutive folds start ``max(K, rows + 1)`` cycles apart (the cursor writes one pixel of the
   next fold per cycle, so a fold shorter than ``rows + 1`` steps waits for it);
-- **drain** of a filter block ends ``rows + cols + 6`` cycles after its last step (the operand
-  fetch's, the PEs', the drain's and the requantizer's latencies, read from the components);
-- **emission** of a block (``lanes * out_h * out_w`` reads, four per output with pooling) starts
+- **drain** of a filter block ends ``rows + cols + 8`` cycles after its last step (the operand
+  fetch's, the PEs', the drain's, the requantizer's and the pool writer's latencies, read from
+  the components);
+- **emission** of a block (``lanes * out_h * out_w`` reads, ``lanes * (out_h // 2) *
+  (out_w // 2)`` with pooling: one per output) starts
   when it is drained and the previous block is out; block ``b`` does not start computing before
   block ``b - 2`` is out (they share half of the transpose buffer);
 - **done** a few cycles after the last read (memory read, output queue, handshake).
@@ -29,7 +31,7 @@ from typing import Protocol
 
 from ...sim.ir import Conv2d
 from ..arith import Requantizer
-from .engine import ConvEngine, FoldDrain, OutputEmitter
+from .engine import ConvEngine, FoldDrain, OutputEmitter, PoolWriter
 
 __all__ = ["ArrayShape", "ConvCycles", "conv_cycles"]
 
@@ -37,11 +39,13 @@ __all__ = ["ArrayShape", "ConvCycles", "conv_cycles"]
 def _drain_after_last_step() -> int:
     """From a block's last step to its drained count, beyond the skew of its last sum (row
     rows - 1 of column cols - 1, hence the - 2 against rows + cols): the fold event's way to
-    the drain, the drain, the requantizer, and the count registering the last write."""
+    the drain, the drain, the requantizer, the pool writer, and the count registering the last
+    write."""
     return (
         ConvEngine.FOLD_EVENT_DELAY
         + FoldDrain.LATENCY
         + Requantizer.latency_of(ConvEngine.REQUANT_PIPELINED)
+        + PoolWriter.LATENCY
         + 1
         - 2
     )
@@ -144,7 +148,7 @@ def conv_cycles(
     fold_cycles = max(k, rows + 1)
     pixel_blocks = -(-pixels // rows)
     filter_blocks = -(-m // cols)
-    per_channel_reads = (oh // 2) * (ow // 2) * 4 if pool else pixels
+    per_channel_reads = (oh // 2) * (ow // 2) if pool else pixels
 
     take = max(run_start + rows, load + 1 + input_delay)  # cycle the first fold is taken
     emitted: list[int] = []  # cycle of each block's last read

@@ -19,9 +19,11 @@ Components, joined in :class:`ConvEngine` as the block diagram of ``docs/conv_en
     reads a finished fold out row after row, column ``c`` ``c`` cycles late, tagging each sum
     with its slot in the double-buffered transpose buffer.
 :class:`~squeezeforge.hw.arith.Requantizer`
-    one per column: bias, rounding shift, saturation, ReLU, into the transpose buffer.
+    one per column: bias, rounding shift, saturation, ReLU.
+:class:`PoolWriter`
+    one per column: writes the values into the transpose buffer, 2x2 max-pooled on request.
 :class:`OutputEmitter`
-    streams drained filter blocks in (C, H, W) order (max-pooled on request) into a
+    streams drained filter blocks in (C, H, W) order, one read per output, into a
     :class:`~squeezeforge.hw.fifo.StreamFIFO` in front of ``o_act`` while the next block computes.
 """
 
@@ -50,6 +52,7 @@ __all__ = [
     "FoldDrain",
     "FoldSequencer",
     "OutputEmitter",
+    "PoolWriter",
     "SystolicArray",
     "array_result_layout",
     "array_step_layout",
@@ -59,12 +62,13 @@ __all__ = [
     "drain_output_layout",
     "drain_tag_layout",
     "fold_layout",
+    "line_depth",
     "row_field",
 ]
 
 #: Entries of the output queue in front of ``o_act``: room for the emitter's reads in flight
-#: (``OutputEmitter.READ_LATENCY``, 4) and the payload leaving keeps one output a cycle going.
-OUTPUT_QUEUE_DEPTH = 6
+#: (``OutputEmitter.READ_LATENCY``, 3) and the payload leaving keeps one output a cycle going.
+OUTPUT_QUEUE_DEPTH = 5
 #: Load port memory selectors.
 LOAD_WEIGHTS = 0
 LOAD_BIASES = 1
@@ -685,14 +689,25 @@ def fold_layout(params: ConvEngineParams) -> data.StructLayout:
 
 
 def drain_tag_layout(params: ConvEngineParams) -> data.StructLayout:
-    """What travels with a drained sum through the requantizer: its transpose buffer slot."""
+    """What travels with a drained sum through the requantizer: its transpose buffer slot
+    (the pixel's, or with pooling its window's) and where the pixel lies in its 2x2 window."""
     return data.StructLayout(
         {
             "write": unsigned(1),
             "addr": unsigned(_bits(2 * params.out_depth)),
+            "x_odd": unsigned(1),
+            "y_odd": unsigned(1),
+            "line": unsigned(_bits(line_depth(params))),
             "block_end": unsigned(1),
         }
     )
+
+
+def line_depth(params: ConvEngineParams) -> int:
+    """Words of a :class:`PoolWriter`'s line buffer: one per window of an output row. A pooled
+    layer has at least two output rows (``check_conv_fits``), so a row of windows is at most a
+    quarter of the pixels."""
+    return max(1, params.out_depth // 4)
 
 
 def drain_output_layout(params: ConvEngineParams) -> data.StructLayout:
@@ -815,6 +830,10 @@ class FoldDrain(wiring.Component):
     :attr:`ConvEngine.FOLD_EVENT_DELAY`); column ``c`` gives row ``r``'s sum
     ``LATENCY + r + c`` cycles after the fold event, tagged with its transpose-buffer slot
     (half ``block mod 2``, pixel ``e0 + r``; ``write`` is low for the rows past the last pixel).
+    With ``pool`` the slot is the pixel's 2x2 window ``(y // 2) * (out_w // 2) + x // 2``
+    instead, and the tag says where the pixel lies in it (``x_odd``, ``y_odd``, the window's
+    column ``line``) for the :class:`PoolWriter`. The drain walks ``(x, y)`` along with the
+    pixels: a fold's pixels follow the previous fold's, and a filter block starts at ``e0 = 0``.
     Each column's bias address leads its sum by one cycle (the bias memory's read latency), so
     the bias arrives with the sum. Fold events come at most once per ``rows`` cycles (a fold
     takes at least ``rows + 1`` steps).
@@ -835,6 +854,8 @@ class FoldDrain(wiring.Component):
     -------
     bias_base : ``In(unsigned(bias_addr_bits))``
         Bias word of the layer's filter block 0.
+    pool : ``In(1)``, out_w : ``In``
+        The layer is pooled; its output width before pooling.
     fold : ``In(stream.Signature(fold_layout(params), always_ready=True))``
         A fold's last step has issued (the sequencer's event, ``FOLD_EVENT_DELAY`` cycles late).
     result : ``In(array_result_layout(params))``
@@ -853,6 +874,8 @@ class FoldDrain(wiring.Component):
         super().__init__(
             {
                 "bias_base": In(unsigned(p.bias_addr_bits)),
+                "pool": In(1),
+                "out_w": In(unsigned(p.dim_bits + 2)),
                 "fold": In(stream.Signature(fold_layout(p), always_ready=True)),
                 "result": In(array_result_layout(p)),
                 "bias_addr": Out(_lanes(unsigned(p.bias_addr_bits), p.cols, col_field)),
@@ -877,19 +900,37 @@ class FoldDrain(wiring.Component):
         addr = Signal(_bits(2 * p.out_depth))
         bias_addr = Signal(p.bias_addr_bits)
         block_last = Signal()
+        # The pixel's place for pooling: x, the row's parity, its window's slot and the slot of
+        # its window row's first window (kept apart so no adder follows the registers).
+        x = Signal(len(self.out_w))
+        y_odd = Signal()
+        window = Signal(_bits(2 * p.out_depth))
+        window_row = Signal(_bits(2 * p.out_depth))
+        half = Mux(fold.block[0], p.out_depth, 0)
         with m.If(fold_valid):
             m.d.sync += [
                 active.eq(1),
                 row.eq(0),
                 pending_rows.eq(fold.rows),
-                addr.eq(Mux(fold.block[0], p.out_depth, 0) + fold.e0),
+                addr.eq(half + fold.e0),
                 bias_addr.eq(self.bias_base + fold.block),
                 block_last.eq(fold.block_last),
             ]
+            with m.If(fold.e0 == 0):
+                m.d.sync += [x.eq(0), y_odd.eq(0), window.eq(half), window_row.eq(half)]
         with m.Elif(active):
             m.d.sync += [row.eq(row + 1), pending_rows.eq(pending_rows >> 1), addr.eq(addr + 1)]
             with m.If(row == rows - 1):
                 m.d.sync += active.eq(0)
+            with m.If(x + 1 == self.out_w):
+                m.d.sync += [x.eq(0), y_odd.eq(~y_odd)]
+                with m.If(y_odd):
+                    next_row = window_row + (self.out_w >> 1)
+                    m.d.sync += [window_row.eq(next_row), window.eq(next_row)]
+                with m.Else():
+                    m.d.sync += window.eq(window_row)
+            with m.Else():
+                m.d.sync += [x.eq(x + 1), window.eq(window + x[0])]
 
         step = data.StructLayout(
             {
@@ -905,7 +946,10 @@ class FoldDrain(wiring.Component):
             ctrl[0].row.eq(row),
             ctrl[0].bias_addr.eq(bias_addr),
             ctrl[0].tag.write.eq(pending_rows[0]),
-            ctrl[0].tag.addr.eq(addr),
+            ctrl[0].tag.addr.eq(Mux(self.pool, window, addr)),
+            ctrl[0].tag.x_odd.eq(x[0]),
+            ctrl[0].tag.y_odd.eq(y_odd),
+            ctrl[0].tag.line.eq(x >> 1),
             ctrl[0].tag.block_end.eq(block_last & (row == rows - 1)),
         ]
         for c in range(1, cols):
@@ -925,23 +969,140 @@ class FoldDrain(wiring.Component):
         return m
 
 
+def pool_input_layout(params: ConvEngineParams) -> data.StructLayout:
+    """A requantized value on its way to the transpose buffer, with its drain tag."""
+    return data.StructLayout({"value": signed(params.act_bits), "tag": drain_tag_layout(params)})
+
+
+def buffer_write_layout(params: ConvEngineParams) -> data.StructLayout:
+    """One write of a transpose buffer bank."""
+    return data.StructLayout(
+        {
+            "en": unsigned(1),
+            "addr": unsigned(_bits(2 * params.out_depth)),
+            "data": signed(params.act_bits),
+        }
+    )
+
+
+class PoolWriter(wiring.Component):
+    """Writes one column's requantized values into its transpose buffer bank, max-pooled 2x2
+    on the way when ``pool`` is set, so the emitter reads each pooled output once.
+
+    A column's values arrive in raster order (a fold's pixels, then the next fold's), so a
+    window's pixels come as two pairs, one output row apart. The even pixel of a pair waits in
+    a register for the odd one; the even row's pair maximum waits in a line buffer (a word per
+    window of the row) for the odd row's, and the maximum of the two is written at the window's
+    slot. Pixels of an odd last row or column have no partner and are never written, as the
+    reference drops them. Without ``pool`` every value is written at its pixel's slot, with the
+    same latency.
+
+    ::
+
+        clk        __/‾\\_/‾\\_/‾\\_/‾\\_
+        i          ==X v  X==========       value with its tag
+        write.en   ____________/‾‾‾\\___    LATENCY cycles later (registered)
+
+    Parameters
+    ----------
+    params
+        The engine's parameters.
+
+    Members
+    -------
+    pool : ``In(1)``
+        The layer is pooled.
+    i : ``In(stream.Signature(pool_input_layout(params), always_ready=True))``
+        Requantized values with their drain tags.
+    write : ``Out(buffer_write_layout(params))``
+        The bank's write port, driven from registers.
+    block_end : ``Out(1)``
+        The last value of a filter block was written (with its write, or in its place).
+    """
+
+    #: Cycles from a value on ``i`` to its write: the pair's compare, then the window's.
+    LATENCY = 2
+
+    def __init__(self, params: ConvEngineParams) -> None:
+        self.params = p = _check_params(self, params)
+        super().__init__(
+            {
+                "pool": In(1),
+                "i": In(stream.Signature(pool_input_layout(p), always_ready=True)),
+                "write": Out(buffer_write_layout(p)),
+                "block_end": Out(1),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        p = self.params
+        value = self.i.payload.value
+        tag = self.i.payload.tag
+        pool = self.pool
+
+        m.submodules.line = line = Memory(shape=signed(p.act_bits), depth=line_depth(p), init=[])
+        line_wp = line.write_port()
+        # The odd row's read of a window can meet the even row's write of it in one cycle
+        # (a one-window-wide output); the read then returns the value being written.
+        line_rp = line.read_port(transparent_for=(line_wp,))
+
+        # Stage 1: the even pixel of a pair waits; the odd one leaves with the pair's maximum.
+        even = Signal(signed(p.act_bits))
+        with m.If(self.i.valid & ~tag.x_odd):
+            m.d.sync += even.eq(value)
+        m.d.comb += [
+            line_rp.en.eq(self.i.valid & ~tag.x_odd & tag.y_odd),
+            line_rp.addr.eq(tag.line),
+        ]
+        s1_valid = Signal()
+        s1_tag = Signal(drain_tag_layout(p))
+        s1_value = Signal(signed(p.act_bits))
+        pair = Mux(pool & tag.x_odd & (even > value), even, value)
+        m.d.sync += [s1_valid.eq(self.i.valid), s1_tag.eq(tag), s1_value.eq(pair)]
+
+        # Stage 2: the even row's pair maximum goes into the line buffer; the odd row's meets
+        # it and the window's maximum is written.
+        m.d.comb += [
+            line_wp.en.eq(s1_valid & s1_tag.write & pool & s1_tag.x_odd & ~s1_tag.y_odd),
+            line_wp.addr.eq(s1_tag.line),
+            line_wp.data.eq(s1_value),
+        ]
+        # The line buffer's word is registered as it leaves the memory (nothing may follow a
+        # block RAM's output): it was read at the pair's even pixel, at least two cycles ago.
+        above = Signal(signed(p.act_bits))
+        m.d.sync += above.eq(line_rp.data)
+        window = Mux(pool & (above > s1_value), above, s1_value)
+        write = Signal(buffer_write_layout(p))
+        block_end = Signal()
+        m.d.sync += [
+            write.en.eq(s1_valid & s1_tag.write & (~pool | (s1_tag.x_odd & s1_tag.y_odd))),
+            write.addr.eq(s1_tag.addr),
+            write.data.eq(window),
+            block_end.eq(s1_valid & s1_tag.block_end),
+        ]
+        m.d.comb += [self.write.eq(write), self.block_end.eq(block_end)]
+        return m
+
+
 class OutputEmitter(wiring.Component):
     """Streams drained filter blocks out of the transpose buffer in (C, H, W) order.
 
     Once a block is drained (``drained > emitted``) and the previous one is out, it reads the
     block channel after channel (lane after lane, raster order inside), all lanes' banks at one
-    address (``rd_addr``); the lane is chosen when the data returns a cycle later. With
-    ``cfg.pool`` it reads the four pixels of each 2x2 window and sends their maximum. Reads are
+    address (``rd_addr``, a register); the lane is chosen when the data returns. With
+    ``cfg.pool`` the banks already hold the pooled outputs (:class:`PoolWriter`), so it reads
+    ``out_h // 2`` rows of ``out_w // 2`` slots: one read per output either way. Reads are
     issued against credit: an output is only started while the queue behind ``o`` has room for
     it and every output already on its way, so ``o.valid`` never meets a full queue and the
     memory read latency needs no skid buffer.
 
     ::
 
-        clk        __/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_
-        rd_addr    ==X a0 X a1 X a2 X=======
-        rd_data    =======X d0 X d1 X d2 X==   one cycle later, registered as it arrives
-        o.valid    _______________________/‾‾   READ_LATENCY after a0: d0 (or the window's maximum)
+        clk        __/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_
+        rd_addr    ==X a0 X a1 X a2 X============
+        rd_data    =======X d0 X d1 X d2 X=======   one cycle later, registered as it arrives
+        o.valid    _________________/‾‾‾‾‾‾‾‾‾‾‾‾   READ_LATENCY after a0: d0
 
     Parameters
     ----------
@@ -974,8 +1135,8 @@ class OutputEmitter(wiring.Component):
 
     #: Cycles from a read address to its value on ``o``: the memory's read, a register on the
     #: read data (a block RAM's output is slow; nothing else may follow it), a register on the
-    #: selected lane, a register on the output.
-    READ_LATENCY = 4
+    #: selected lane.
+    READ_LATENCY = 3
 
     def __init__(self, params: ConvEngineParams, queue_depth: int) -> None:
         self.params = p = _check_params(self, params)
@@ -1011,117 +1172,72 @@ class OutputEmitter(wiring.Component):
         lane = Signal(range(cols))
         channel = Signal(p.out_channel_bits + 1)
         block_channel = Signal(p.out_channel_bits + 1)  # first channel of the next block
-        half = Signal()
         x = Signal(len(self.out_w))
         y = Signal(len(self.out_w))
-        oa = len(self.rd_addr)
-        rowbase = Signal(oa)
-        colbase = Signal(oa)
-        phase = Signal(2)
+        # The read address is a register: the block's half, then one slot after another, back
+        # to the half's start for each lane (no adder between it and the memories).
+        rd_addr = Signal(len(self.rd_addr))
+        half_base = Signal(len(self.rd_addr))
         pending = Signal(range(self.queue_depth + 1))  # outputs started, not yet in the queue
         pool = cfg.pool
-        out_w = self.out_w
-        n_x = Mux(pool, out_w >> 1, out_w)
+        n_x = Mux(pool, self.out_w >> 1, self.out_w)
         n_y = Mux(pool, self.out_h >> 1, self.out_h)
         credit = self.queue_level + pending < self.queue_depth
-        item_first = phase == 0
-        item_last = ~pool | (phase == 3)
-        issue = active & (~item_first | credit)
-        offset = Mux(phase[1], Mux(phase[0], out_w + 1, out_w), Mux(phase[0], 1, 0))
-        m.d.comb += self.rd_addr.eq(Mux(half, p.out_depth, 0) + colbase + offset)
+        issue = active & credit
+        m.d.comb += self.rd_addr.eq(rd_addr)
         r_valid = Signal()
-        r_first = Signal()
-        r_last = Signal()
         r_lane = Signal(range(cols))
-        m.d.sync += [
-            r_valid.eq(issue),
-            r_first.eq(item_first),
-            r_last.eq(item_last),
-            r_lane.eq(lane),
-        ]
+        m.d.sync += [r_valid.eq(issue), r_lane.eq(lane)]
         with m.If(issue):
-            with m.If(~item_last):
-                m.d.sync += phase.eq(phase + 1)
-            with m.Else():
-                m.d.sync += phase.eq(0)
-                step_x = Mux(pool, 2, 1)
-                step_row = Mux(pool, out_w << 1, out_w)
-                with m.If(x + 1 == n_x):
-                    m.d.sync += x.eq(0)
-                    with m.If(y + 1 == n_y):
-                        m.d.sync += [y.eq(0), rowbase.eq(0), colbase.eq(0)]
-                        with m.If((lane + 1 == cols) | (channel + 1 >= cfg.out_channels)):
-                            m.d.sync += [
-                                active.eq(0),
-                                self.emitted.eq(self.emitted + 1),
-                                block_channel.eq(block_channel + cols),
-                            ]
-                        with m.Else():
-                            m.d.sync += [lane.eq(lane + 1), channel.eq(channel + 1)]
-                    with m.Else():
+            m.d.sync += rd_addr.eq(rd_addr + 1)
+            with m.If(x + 1 == n_x):
+                m.d.sync += x.eq(0)
+                with m.If(y + 1 == n_y):
+                    m.d.sync += [y.eq(0), rd_addr.eq(half_base)]
+                    with m.If((lane + 1 == cols) | (channel + 1 >= cfg.out_channels)):
                         m.d.sync += [
-                            y.eq(y + 1),
-                            rowbase.eq(rowbase + step_row),
-                            colbase.eq(rowbase + step_row),
+                            active.eq(0),
+                            self.emitted.eq(self.emitted + 1),
+                            block_channel.eq(block_channel + cols),
                         ]
+                    with m.Else():
+                        m.d.sync += [lane.eq(lane + 1), channel.eq(channel + 1)]
                 with m.Else():
-                    m.d.sync += [x.eq(x + 1), colbase.eq(colbase + step_x)]
+                    m.d.sync += y.eq(y + 1)
+            with m.Else():
+                m.d.sync += x.eq(x + 1)
         with m.If(~active & (self.drained > self.emitted)):
+            base = Mux(self.emitted[0], p.out_depth, 0)
             m.d.sync += [
                 active.eq(1),
                 lane.eq(0),
                 channel.eq(block_channel),
-                half.eq(self.emitted[0]),
+                half_base.eq(base),
+                rd_addr.eq(base),
                 x.eq(0),
                 y.eq(0),
-                rowbase.eq(0),
-                colbase.eq(0),
-                phase.eq(0),
             ]
         with m.If(self.restart):
             m.d.sync += [self.emitted.eq(0), block_channel.eq(0)]
 
-        # Every bank's word is registered as it leaves the memory; the lane is chosen behind.
+        # Every bank's word is registered as it leaves the memory; the lane is chosen behind,
+        # into a register that is the output.
         banks = Signal(_lanes(signed(p.act_bits), cols, col_field))
         d_valid = Signal()
-        d_first = Signal()
-        d_last = Signal()
         d_lane = Signal(range(cols))
-        m.d.sync += [
-            banks.eq(self.rd_data),
-            d_valid.eq(r_valid),
-            d_first.eq(r_first),
-            d_last.eq(r_last),
-            d_lane.eq(r_lane),
-        ]
-        # The selected lane is registered too, so the window's compare starts a clock period
-        # of its own (the lane multiplexer, the compare and the queue's write were one path).
-        s_data = Signal(signed(p.act_bits))
-        s_valid = Signal()
-        s_first = Signal()
-        s_last = Signal()
-        m.d.sync += [
-            s_data.eq(Array(banks[col_field(c)] for c in range(cols))[d_lane]),
-            s_valid.eq(d_valid),
-            s_first.eq(d_first),
-            s_last.eq(d_last),
-        ]
-        running_max = Signal(signed(p.act_bits))
-        value = Signal(signed(p.act_bits))
-        m.d.comb += value.eq(Mux(s_first, s_data, Mux(s_data > running_max, s_data, running_max)))
-        with m.If(s_valid):
-            m.d.sync += running_max.eq(value)
-        # The output is registered as well: the window's compare and the queue's write were
-        # one path.
-        push = Signal()
+        m.d.sync += [banks.eq(self.rd_data), d_valid.eq(r_valid), d_lane.eq(r_lane)]
         out = Signal(signed(p.act_bits))
-        m.d.sync += [push.eq(s_valid & s_last), out.eq(value)]
+        push = Signal()
+        m.d.sync += [
+            out.eq(Array(banks[col_field(c)] for c in range(cols))[d_lane]),
+            push.eq(d_valid),
+        ]
         m.d.comb += [
             self.o.valid.eq(push),
             self.o.payload.eq(out),
             self.idle.eq(~active & (pending == 0)),
         ]
-        m.d.sync += pending.eq(pending + (issue & item_first) - push)
+        m.d.sync += pending.eq(pending + issue - push)
         return m
 
 
@@ -1137,7 +1253,8 @@ class ConvEngine(wiring.Component):
 
     The engine is the block diagram of ``docs/conv_engine.md``: :class:`FoldSequencer` →
     operand fetch (memories) → :class:`SystolicArray` → :class:`FoldDrain` → a
-    :class:`~squeezeforge.hw.arith.Requantizer` per column → transpose buffer →
+    :class:`~squeezeforge.hw.arith.Requantizer` and a :class:`PoolWriter` per column →
+    transpose buffer →
     :class:`OutputEmitter` → :class:`~squeezeforge.hw.fifo.StreamFIFO` → ``o_act``.
 
     Parameters
@@ -1218,6 +1335,10 @@ class ConvEngine(wiring.Component):
             )
             m.submodules[f"requant_{c}"] = rq
             requants.append(rq)
+        writers = []
+        for c in range(cols):
+            m.submodules[f"pool_{c}"] = writer = PoolWriter(p)
+            writers.append(writer)
         m.submodules.emitter = emitter = OutputEmitter(p, OUTPUT_QUEUE_DEPTH)
         m.submodules.out_queue = out_queue = StreamFIFO(signed(p.act_bits), OUTPUT_QUEUE_DEPTH)
 
@@ -1369,13 +1490,16 @@ class ConvEngine(wiring.Component):
             fold_valid, fold = late_valid, late
         m.d.comb += [
             drain.bias_base.eq(cfg.bias_base),
+            drain.pool.eq(cfg.pool),
+            drain.out_w.eq(seq.out_w),
             drain.fold.valid.eq(fold_valid),
             drain.fold.payload.eq(fold),
             drain.result.eq(array.result),
         ]
 
-        # Requantizers: a column's sum meets its bias (read a cycle ahead) and enters the
-        # transpose buffer; the last column's block end counts the block as drained.
+        # Requantizers: a column's sum meets its bias (read a cycle ahead) and goes through the
+        # column's pool writer into the transpose buffer; the last column's block end counts
+        # the block as drained.
         for c, rq in enumerate(requants):
             m.d.comb += [
                 bias_rps[c].addr.eq(drain.bias_addr[col_field(c)]),
@@ -1389,12 +1513,15 @@ class ConvEngine(wiring.Component):
                 rq.i.payload.bias.eq(bias_rps[c].data.as_signed()),
                 rq.i.payload.tag.eq(drain.col[c].payload.tag),
                 rq.o.ready.eq(1),
-                out_wps[c].en.eq(rq.o.valid & rq.o.payload.tag.write),
-                out_wps[c].addr.eq(rq.o.payload.tag.addr),
-                out_wps[c].data.eq(rq.o.payload.value),
+                writers[c].pool.eq(cfg.pool),
+                writers[c].i.valid.eq(rq.o.valid),
+                writers[c].i.payload.value.eq(rq.o.payload.value),
+                writers[c].i.payload.tag.eq(rq.o.payload.tag),
+                out_wps[c].en.eq(writers[c].write.en),
+                out_wps[c].addr.eq(writers[c].write.addr),
+                out_wps[c].data.eq(writers[c].write.data),
             ]
-        last = requants[-1].o
-        with m.If(last.valid & last.payload.tag.block_end):
+        with m.If(writers[-1].block_end):
             m.d.sync += blocks_drained.eq(blocks_drained + 1)
         with m.If(accept_start):
             m.d.sync += blocks_drained.eq(0)

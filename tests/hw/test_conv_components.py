@@ -17,6 +17,7 @@ from squeezeforge.hw.conv.engine import (
     ConvEngineParams,
     FoldDrain,
     OutputEmitter,
+    PoolWriter,
     SystolicArray,
     col_field,
     row_field,
@@ -150,8 +151,10 @@ def wavefront_mismatches(p, schedule, seen, latency: int) -> list[str]:
 # Fold drain
 
 
-def test_fold_drain_follows_the_wavefront_with_tags_and_bias_addresses():
+@pytest.mark.parametrize("pool", [False, True])
+def test_fold_drain_follows_the_wavefront_with_tags_and_bias_addresses(pool):
     p = params_for(rows=3, cols=2, out_depth=10)
+    out_w = 4  # a filter block is two folds: 6 pixels, output rows wrap inside a fold
     dut = FoldDrain(p)
     rng = random.Random(7)
     bias_base = 1
@@ -171,6 +174,8 @@ def test_fold_drain_follows_the_wavefront_with_tags_and_bias_addresses():
 
     async def bench(ctx):
         ctx.set(dut.bias_base, bias_base)
+        ctx.set(dut.pool, pool)
+        ctx.set(dut.out_w, out_w)
         outs = {c: [] for c in range(p.cols)}
         bias = {c: [] for c in range(p.cols)}
         for cycle in range(end):
@@ -203,6 +208,9 @@ def test_fold_drain_follows_the_wavefront_with_tags_and_bias_addresses():
                             ctx.get(pl.acc),
                             ctx.get(pl.tag.write),
                             ctx.get(pl.tag.addr),
+                            ctx.get(pl.tag.x_odd),
+                            ctx.get(pl.tag.y_odd),
+                            ctx.get(pl.tag.line),
                             ctx.get(pl.tag.block_end),
                         )
                     )
@@ -215,9 +223,22 @@ def test_fold_drain_follows_the_wavefront_with_tags_and_bias_addresses():
         for f, (t0, e0, mask, block, last) in enumerate(events):
             for r in range(p.rows):
                 cycle = t0 + FoldDrain.LATENCY + r + c
-                addr = (block % 2) * p.out_depth + e0 + r
+                y, x = divmod(e0 + r, out_w)
+                slot = (y // 2) * (out_w // 2) + x // 2 if pool else e0 + r
+                addr = (block % 2) * p.out_depth + slot
                 end_of_block = int(last and r == p.rows - 1)
-                expected.append((cycle, value(f, r, c), (mask >> r) & 1, addr, end_of_block))
+                expected.append(
+                    (
+                        cycle,
+                        value(f, r, c),
+                        (mask >> r) & 1,
+                        addr,
+                        x % 2,
+                        y % 2,
+                        x // 2,
+                        end_of_block,
+                    )
+                )
                 # The bias word leads its sum by the bias memory's read latency.
                 assert bias[c][cycle - 1] == bias_base + block, f"column {c}, fold {f}, row {r}"
         assert outs[c] == expected, f"column {c}"
@@ -225,6 +246,106 @@ def test_fold_drain_follows_the_wavefront_with_tags_and_bias_addresses():
         corrupted = list(expected)
         corrupted[4] = (corrupted[4][0], corrupted[4][1] + 1, *corrupted[4][2:])
         assert outs[c] != corrupted
+
+
+# ---------------------------------------------------------------------------------------------
+# Pool writer
+
+
+def pool_writer_stream(rng, p, out_h, out_w, blocks, pool):
+    """A column's drained values as the drain tags them: raster order, two halves, idle cycles
+    between values (a fold's rows are back to back, folds are apart)."""
+    items = []
+    for b in range(blocks):
+        half = (b % 2) * p.out_depth
+        plane = rng.integers(-(1 << (p.act_bits - 1)), 1 << (p.act_bits - 1), (out_h, out_w))
+        for e in range(out_h * out_w):
+            y, x = divmod(e, out_w)
+            slot = (y // 2) * (out_w // 2) + x // 2 if pool else e
+            tag = dict(
+                write=1,
+                addr=half + slot,
+                x_odd=x % 2,
+                y_odd=y % 2,
+                line=x // 2,
+                block_end=int(e == out_h * out_w - 1),
+            )
+            items.append((int(plane[y, x]), tag, int(rng.integers(0, 3)) if e % p.rows == 0 else 0))
+        yield b, plane, items
+        items = []
+
+
+def pool_reference(plane: np.ndarray, pool: bool) -> list[int]:
+    if not pool:
+        return [int(v) for v in plane.reshape(-1)]
+    ph, pw = plane.shape[0] // 2, plane.shape[1] // 2
+    return [
+        int(v) for v in plane[: 2 * ph, : 2 * pw].reshape(ph, 2, pw, 2).max(axis=(1, 3)).reshape(-1)
+    ]
+
+
+@pytest.mark.parametrize("pool", [False, True])
+@pytest.mark.parametrize(("out_h", "out_w"), [(4, 4), (5, 3), (2, 2), (3, 7), (1, 6)])
+def test_pool_writer_writes_each_window_maximum_once(pool, out_h, out_w):
+    p = params_for(rows=3, out_depth=out_h * out_w)
+    dut = PoolWriter(p)
+    rng = np.random.default_rng(out_h * 10 + out_w)
+    blocks = list(pool_writer_stream(rng, p, out_h, out_w, 3, pool))
+
+    async def bench(ctx):
+        ctx.set(dut.pool, pool)
+        bank = {}
+        writes = []
+        ends = []
+        cycle = 0
+
+        async def tick():
+            nonlocal cycle
+            await ctx.tick()
+            cycle += 1
+            if ctx.get(dut.write.en):
+                addr = ctx.get(dut.write.addr)
+                bank[addr] = ctx.get(dut.write.data)
+                writes.append((cycle, addr))
+            if ctx.get(dut.block_end):
+                ends.append(cycle)
+
+        contents = []
+        sent = []
+        for b, _, items in blocks:
+            for value, tag, idle in items:
+                for _ in range(idle):
+                    ctx.set(dut.i.valid, 0)
+                    await tick()
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload.value, value)
+                for name, v in tag.items():
+                    ctx.set(getattr(dut.i.payload.tag, name), v)
+                sent.append(cycle)
+                await tick()
+            ctx.set(dut.i.valid, 0)
+            for _ in range(PoolWriter.LATENCY):
+                await tick()
+            half = (b % 2) * p.out_depth
+            contents.append([bank.get(half + i) for i in range(p.out_depth)])
+        return contents, writes, ends, sent
+
+    contents, writes, ends, sent = run_testbench(dut, bench)
+    for (b, plane, _), got in zip(blocks, contents, strict=True):
+        expected = pool_reference(plane, pool)
+        assert got[: len(expected)] == expected, f"block {b}"
+    # One write per output (per window with pooling), LATENCY cycles after its last pixel.
+    n_out = len(pool_reference(blocks[0][1], pool))
+    assert len(writes) == 3 * n_out
+    last_pixel = [sent[(b + 1) * out_h * out_w - 1] for b in range(3)]
+    assert ends == [t + PoolWriter.LATENCY for t in last_pixel]
+
+
+def test_pool_writer_comparison_fails_on_a_corrupted_reference():
+    plane = np.arange(20).reshape(4, 5) - 10
+    good = pool_reference(plane, True)
+    plane[1, 1] += 100
+    assert pool_reference(plane, True) != good
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,9 +384,8 @@ def emitter_reference(banks, p, out_h, out_w, out_channels, pool, blocks):
         half = (b % 2) * p.out_depth
         for lane in range(min(p.cols, out_channels - b * p.cols)):
             plane = np.asarray(banks[lane][half : half + out_h * out_w]).reshape(out_h, out_w)
-            if pool:
-                ph, pw = out_h // 2, out_w // 2
-                plane = plane[: 2 * ph, : 2 * pw].reshape(ph, 2, pw, 2).max(axis=(1, 3))
+            if pool:  # the pool writer left the windows' maxima in the first slots
+                plane = np.asarray(banks[lane][half : half + (out_h // 2) * (out_w // 2)])
             out.extend(int(v) for v in plane.reshape(-1))
     return out
 
@@ -308,7 +428,7 @@ def test_output_emitter_streams_blocks_in_chw_order(pool, ready_probability):
     assert emitted == 2
     # Block 1 waits for its drain.
     assert emitted_at[30] <= 1
-    reads = out_h * out_w if not pool else (out_h // 2) * (out_w // 2) * 4
+    reads = out_h * out_w if not pool else (out_h // 2) * (out_w // 2)
     if ready_probability == 1.0:
         # A read per cycle: block 0 (three lanes) is out in 3 * reads cycles and a few more.
         assert emitted_at.index(1) <= 3 * reads + 2

@@ -11,7 +11,7 @@ schedule event by event, one filter block at a time:
 - **folds**: ``ceil(M/cols)`` filter blocks of ``ceil(E/rows)`` folds, one GEMM step per cycle;
   consecutive folds start ``max(K, rows + 1)`` cycles apart (the cursor writes one pixel of the
   next fold per cycle, so a fold shorter than ``rows + 1`` steps waits for it);
-- **drain** of a filter block ends ``rows + cols + 8`` cycles after its last step (the operand
+- **drain** of a filter block ends ``rows + cols + 9`` cycles after its last step (the operand
   fetch's, the PEs', the drain's, the requantizer's and the pool writer's latencies, read from
   the components);
 - **emission** of a block (``lanes * out_h * out_w`` reads, ``lanes * (out_h // 2) *

@@ -1020,8 +1020,9 @@ class PoolWriter(wiring.Component):
         The last value of a filter block was written (with its write, or in its place).
     """
 
-    #: Cycles from a value on ``i`` to its write: the pair's compare, then the window's.
-    LATENCY = 2
+    #: Cycles from a value on ``i`` to its write: a register on the input, the pair's compare,
+    #: the window's.
+    LATENCY = 3
 
     def __init__(self, params: ConvEngineParams) -> None:
         self.params = p = _check_params(self, params)
@@ -1043,43 +1044,52 @@ class PoolWriter(wiring.Component):
 
         m.submodules.line = line = Memory(shape=signed(p.act_bits), depth=line_depth(p), init=[])
         line_wp = line.write_port()
-        # The odd row's read of a window can meet the even row's write of it in one cycle
-        # (a one-window-wide output); the read then returns the value being written.
+        # An odd row's read of a window can meet the even row's write of it in one cycle (a
+        # one-window-wide output); the read then returns the value being written.
         line_rp = line.read_port(transparent_for=(line_wp,))
 
-        # Stage 1: the even pixel of a pair waits; the odd one leaves with the pair's maximum.
-        even = Signal(signed(p.act_bits))
-        with m.If(self.i.valid & ~tag.x_odd):
-            m.d.sync += even.eq(value)
-        m.d.comb += [
-            line_rp.en.eq(self.i.valid & ~tag.x_odd & tag.y_odd),
-            line_rp.addr.eq(tag.line),
-        ]
-        s1_valid = Signal()
-        s1_tag = Signal(drain_tag_layout(p))
-        s1_value = Signal(signed(p.act_bits))
-        pair = Mux(pool & tag.x_odd & (even > value), even, value)
-        m.d.sync += [s1_valid.eq(self.i.valid), s1_tag.eq(tag), s1_value.eq(pair)]
+        # Stage 1 registers the input: the requantizer's saturation is combinational behind its
+        # last register, and nothing may follow it but a register.
+        a_valid = Signal()
+        a_tag = Signal(drain_tag_layout(p))
+        a_value = Signal(signed(p.act_bits))
+        m.d.sync += [a_valid.eq(self.i.valid), a_tag.eq(tag), a_value.eq(value)]
 
-        # Stage 2: the even row's pair maximum goes into the line buffer; the odd row's meets
+        # Stage 2: the even pixel of a pair waits; the odd one leaves with the pair's maximum.
+        # An odd row's even pixel reads its window's word of the line buffer.
+        even = Signal(signed(p.act_bits))
+        with m.If(a_valid & ~a_tag.x_odd):
+            m.d.sync += even.eq(a_value)
+        m.d.comb += [
+            line_rp.en.eq(a_valid & ~a_tag.x_odd & a_tag.y_odd),
+            line_rp.addr.eq(a_tag.line),
+        ]
+        b_valid = Signal()
+        b_tag = Signal(drain_tag_layout(p))
+        b_value = Signal(signed(p.act_bits))
+        pair = Mux(pool & a_tag.x_odd & (even > a_value), even, a_value)
+        m.d.sync += [b_valid.eq(a_valid), b_tag.eq(a_tag), b_value.eq(pair)]
+
+        # Stage 3: the even row's pair maximum goes into the line buffer; the odd row's meets
         # it and the window's maximum is written.
         m.d.comb += [
-            line_wp.en.eq(s1_valid & s1_tag.write & pool & s1_tag.x_odd & ~s1_tag.y_odd),
-            line_wp.addr.eq(s1_tag.line),
-            line_wp.data.eq(s1_value),
+            line_wp.en.eq(b_valid & b_tag.write & pool & b_tag.x_odd & ~b_tag.y_odd),
+            line_wp.addr.eq(b_tag.line),
+            line_wp.data.eq(b_value),
         ]
         # The line buffer's word is registered as it leaves the memory (nothing may follow a
-        # block RAM's output): it was read at the pair's even pixel, at least two cycles ago.
+        # block RAM's output): it was read at the even pixel's stage 2, so it is there by the
+        # odd pixel's stage 3, and the next read comes no earlier than that.
         above = Signal(signed(p.act_bits))
         m.d.sync += above.eq(line_rp.data)
-        window = Mux(pool & (above > s1_value), above, s1_value)
+        window = Mux(pool & (above > b_value), above, b_value)
         write = Signal(buffer_write_layout(p))
         block_end = Signal()
         m.d.sync += [
-            write.en.eq(s1_valid & s1_tag.write & (~pool | (s1_tag.x_odd & s1_tag.y_odd))),
-            write.addr.eq(s1_tag.addr),
+            write.en.eq(b_valid & b_tag.write & (~pool | (b_tag.x_odd & b_tag.y_odd))),
+            write.addr.eq(b_tag.addr),
             write.data.eq(window),
-            block_end.eq(s1_valid & s1_tag.block_end),
+            block_end.eq(b_valid & b_tag.block_end),
         ]
         m.d.comb += [self.write.eq(write), self.block_end.eq(block_end)]
         return m

@@ -27,6 +27,13 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--index-bits", type=int, metavar="N", help="relative row index width of a CSC entry"
     )
+    g.add_argument(
+        "--pipeline",
+        action="store_const",
+        const=True,
+        help="two pipeline stages (conv layers, then FC layers): the next image enters while"
+        " the last is in the FC layers (docs/pipeline.md)",
+    )
 
 
 def target_from_args(args: argparse.Namespace, base: Target | None = None) -> Target:
@@ -38,4 +45,5 @@ def target_from_args(args: argparse.Namespace, base: Target | None = None) -> Ta
         fc_pes=args.fc_pes,
         fifo_depth=args.fifo_depth,
         index_bits=args.index_bits,
+        pipeline=getattr(args, "pipeline", None),
     )

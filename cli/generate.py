@@ -88,8 +88,15 @@ def run(args: argparse.Namespace) -> int:
         f" FIFO {t['fifo_depth']}, {t['index_bits']}-bit index ({t['family']})"
     )
     print(f"estimated cycles per inference: {manifest.cycles_estimated}")
+    if manifest.split is not None:
+        interval = manifest.interval_estimated
+        print(
+            f"pipelined: steps 0-{manifest.split - 1} and {manifest.split}-"
+            f"{len(manifest.steps) - 1} overlap; estimated interval {interval} cycles between"
+            f" images ({manifest.cycles_estimated / interval:.2f}x the images/s of one at a time)"
+        )
     for line in manifest.passes:
-        if line.startswith("fold_engines:"):
+        if line.startswith(("fold_engines:", "pipeline_stages: no split")):
             print(line)
     print(f"wrote {args.output}/top.v and manifest.json")
     return 0

@@ -74,7 +74,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_report(report)
     # golden_consistent is None for the user's own inputs: no stored outputs to agree with.
-    ok = report["bit_exact"] == report["images"] and report["golden_consistent"] is not False
+    ok = (
+        report["bit_exact"] == report["images"]
+        and report["golden_consistent"] is not False
+        and report.get("streamed_bit_exact", report["images"]) == report["images"]
+    )
     return 0 if ok else 1
 
 
@@ -96,6 +100,14 @@ def print_report(report: dict) -> None:
         f"\ncycles per inference: {report['cycles_per_inference']:.1f}"
         f" (estimated {report['cycles_estimated']})"
     )
+    if report.get("pipelined"):
+        print(
+            f"images back to back: {report['streamed_bit_exact']}/{report['images']} bit-exact,"
+            f" interval {report['interval']:.1f} cycles (estimated"
+            f" {report['interval_estimated']})"
+            if report["interval"] is not None
+            else f"images back to back: {report['streamed_bit_exact']}/1 bit-exact"
+        )
     if report["accuracy"] is not None:
         print(f"RTL accuracy: {100 * report['accuracy']:.2f}%")
     if report.get("error"):

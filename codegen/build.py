@@ -125,6 +125,8 @@ def manifest_of(plan: Plan, top: Top) -> Manifest:
         ),
         ports=tuple(Port(*p) for p in port_list(top)),
         passes=plan.log,
+        split=plan.split,
+        interval_estimated=plan.interval_estimated if plan.split is not None else None,
     )
 
 

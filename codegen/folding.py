@@ -45,7 +45,7 @@ import numpy as np
 
 from ..hw.conv import ConvEngineParams
 from ..hw.sparse_fc import SparseFCParams
-from ..hw.top import activation_depth
+from ..hw.top import activation_depth, boundary_depth, split_problem, stage_steps
 from ..sim.errors import UserError
 from ..sim.ir import Net
 from ..sim.target import Budget, Target
@@ -279,9 +279,27 @@ def plan_memories(plan: Plan) -> dict[str, list[MemoryShape]]:
 
 
 def top_memories(plan: Plan) -> list[MemoryShape]:
-    """The top level's own memory: the activation memory, as deep as the placed steps need
-    (it needs only the activation placement, not the engines' sizes)."""
-    return [MemoryShape("top.activations", plan.act_bits, activation_depth(plan.steps))]
+    """The top level's own memories: the activation memory, as deep as the placed steps need
+    (it needs only the activation placement, not the engines' sizes); with two pipeline
+    stages, one per stage and the queue between them."""
+    if plan.split is None:
+        return [MemoryShape("top.activations", plan.act_bits, activation_depth(plan.steps))]
+    first, second = stage_steps(plan.steps, plan.split)
+    return [
+        MemoryShape("top.activations_a", plan.act_bits, activation_depth(first)),
+        MemoryShape("top.activations_b", plan.act_bits, activation_depth(second)),
+        MemoryShape("top.boundary", plan.act_bits, boundary_depth(plan.steps, plan.split)),
+    ]
+
+
+def family_split(plan: Plan) -> int | None:
+    """The step at which a plan with engines assigned splits into a conv stage and an FC stage
+    (the split :func:`~squeezeforge.codegen.plan.pipeline_stages` can take), or None."""
+    families = [plan.engines[s.engine].FAMILY for s in plan.steps]
+    for k in range(1, len(families)):
+        if set(families[:k]) == {"conv"} and set(families[k:]) == {"sparse_fc"}:
+            return k if split_problem(plan.steps, k) is None else None
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,6 +547,8 @@ class Folding:
     by_engine: dict[str, Resources]
     candidates: int
     fitting: int
+    #: ``cycles`` is the slower pipeline stage's, not the whole inference's.
+    staged: bool = False
 
     def summary(self) -> str:
         t, r = self.target, self.resources
@@ -539,7 +559,8 @@ class Folding:
         )
         return (
             f"fold_engines: conv {t.conv_rows}x{t.conv_cols}, {t.fc_pes} FC PEs for"
-            f" {t.part or t.name} ({t.family}): {self.cycles} cycles per inference; estimated"
+            f" {t.part or t.name} ({t.family}): {self.cycles} cycles"
+            f" {'in the slower stage' if self.staged else 'per inference'}; estimated"
             f" {shares} of the budget; {self.fitting} of {self.candidates} shapes fit within"
             f" {100 * HEADROOM:.0f}%"
         )
@@ -622,6 +643,11 @@ def choose_folding(net: Net, target: Target, headroom: float = HEADROOM) -> Fold
     base = Plan.start(net, target)
     for p in (check_supported, fuse_steps, place_activations, assign_engines, size_engines):
         base = p(base)
+    # Two pipeline stages: the images/s follow the slower stage, so the choice balances them
+    # (FINN's folding) and gives the faster one no more PEs than it needs.
+    staged = target.pipeline and family_split(base) is not None
+    if staged:
+        base = replace(base, split=family_split(base))
     top, _ = estimate_engine("top", base.act_bits, top_memories(base), target.family)
     groups = sorted({b.FAMILY for b in base.engines.values()})
     unknown = [g for g in groups if g not in _AXES]
@@ -636,7 +662,7 @@ def choose_folding(net: Net, target: Target, headroom: float = HEADROOM) -> Fold
         if not all(u <= headroom for u in total.usage(target.budget, target.family)):
             continue
         fitting += 1
-        cycles = sum(o.cycles for o in combo)
+        cycles = max(o.cycles for o in combo) if staged else sum(o.cycles for o in combo)
         key = (cycles, *_tie_break(total))
         if best is None or key < best[0]:
             best = (key, combo, total)
@@ -660,7 +686,8 @@ def choose_folding(net: Net, target: Target, headroom: float = HEADROOM) -> Fold
     if chosen != target:
         chosen = replace(chosen, name=f"{target.name}+fold")
     by_engine = {n: r for o in combo for n, r in o.by_engine.items()} | {"top": top}
-    return Folding(chosen, sum(o.cycles for o in combo), total, by_engine, candidates, fitting)
+    cycles = max(o.cycles for o in combo) if staged else sum(o.cycles for o in combo)
+    return Folding(chosen, cycles, total, by_engine, candidates, fitting, staged)
 
 
 def fold_engines(plan: Plan) -> Plan:

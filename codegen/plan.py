@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..hw.top import Top, TopEngine, TopParams, TopStep
+from ..hw.top import Top, TopEngine, TopParams, TopStep, split_problem
 from ..sim.errors import UserError
 from ..sim.ir import (
     NET_INPUT,
@@ -43,7 +43,16 @@ from ..sim.storage import net_act_bits
 from ..sim.target import Target
 from .engines import EngineBinding, binding_for
 
-__all__ = ["PASSES", "Plan", "Step", "compile_net", "place_activations", "top_params"]
+__all__ = [
+    "PASSES",
+    "Plan",
+    "Step",
+    "compile_net",
+    "pipeline_stages",
+    "place_activations",
+    "stage_interval",
+    "top_params",
+]
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,26 @@ class Plan:
     params: dict[str, Any] = field(default_factory=dict)
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     act_bits: int = 0
+    #: The first step of the second pipeline stage (None: one image at a time).
+    split: int | None = None
     log: tuple[str, ...] = ()
+
+    @property
+    def cycles_estimated(self) -> int:
+        """Estimated cycles of one inference (one image at a time): the sum over the steps."""
+        return sum(s.cycles_estimated for s in self.steps)
+
+    @property
+    def interval_estimated(self) -> int:
+        """Estimated cycles between two images fed back to back: the slower stage's cycles
+        plus the cycle its sequencer spends idle between images; the latency when the net
+        runs one image at a time."""
+        if self.split is None:
+            return self.cycles_estimated
+        return stage_interval(
+            [s.cycles_estimated for s in self.steps[: self.split]],
+            [s.cycles_estimated for s in self.steps[self.split :]],
+        )
 
     @classmethod
     def start(cls, net: Net, target: Target | None = None) -> Plan:
@@ -376,20 +404,32 @@ def check_fits(plan: Plan) -> Plan:
 ESTIMATE_IMAGES = 100
 
 
-def estimate_cycles(plan: Plan) -> Plan:
-    """Cycles of every step from the engines' cycle models (plus the sequencer's launch)."""
-    net = plan.net
+def _net_values(net: Net) -> dict[str, np.ndarray]:
+    """Every tensor of the net on (up to) ``ESTIMATE_IMAGES`` of its test images."""
     x = net.test_inputs[:ESTIMATE_IMAGES].astype(np.int64)
     values = {NET_INPUT: x}
     if len(x):
         values.update(zip([la.name for la in net.layers], run_net(net, x, taps=True), strict=True))
+    return values
+
+
+def _step_inputs(net: Net, s: Step, values: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """The words step ``s`` reads, one row per test image (ones for a net without test
+    vectors: dense activations)."""
+    values = values if values is not None else _net_values(net)
+    n = len(values[NET_INPUT])
+    if not n:
+        return np.ones((1, s.in_count), dtype=np.int64)
+    joined = np.concatenate([values[src].reshape(n, -1) for src in s.sources], axis=1)
+    return joined[:, s.in_offset : s.in_offset + s.in_count]
+
+
+def estimate_cycles(plan: Plan) -> Plan:
+    """Cycles of every step from the engines' cycle models (plus the sequencer's launch)."""
+    values = _net_values(plan.net)
     steps = []
     for s in plan.steps:
-        if len(x):
-            joined = np.concatenate([values[src].reshape(len(x), -1) for src in s.sources], axis=1)
-            step_in = joined[:, s.in_offset : s.in_offset + s.in_count]
-        else:  # a net without test vectors: assume dense activations
-            step_in = np.ones((1, s.in_count), dtype=np.int64)
+        step_in = _step_inputs(plan.net, s, values)
         # The pixel stream feeds a step at once; the memory's read port adds a cycle.
         delay = 0 if s.from_pixels else Top.PREFETCH_CYCLES
         cycles, ideal = plan.engines[s.engine].cycles(s, plan.params[s.engine], step_in, delay)
@@ -404,6 +444,50 @@ def estimate_cycles(plan: Plan) -> Plan:
     return plan.noted(f"estimate_cycles: {total} per inference", steps=tuple(steps))
 
 
+def stage_interval(first: Sequence[int], second: Sequence[int]) -> int:
+    """Cycles between two images through two pipeline stages whose steps take ``first`` and
+    ``second`` cycles: each stage's sequencer idles one cycle between its images, and the
+    slower stage sets the pace (the faster one waits on the boundary queue)."""
+    return max(sum(first), sum(second)) + Top.IDLE_CYCLES
+
+
+def pipeline_stages(plan: Plan) -> Plan:
+    """With the Target's ``pipeline``: split the steps into two stages on disjoint engines, at
+    the split that balances them best (the smallest interval); the second stage's first step
+    reads the boundary queue, which feeds it at once, like the pixel stream. A net with no
+    such split (one engine, or engines that alternate) runs one image at a time, said in the
+    log."""
+    if not plan.target.pipeline:
+        return plan.noted("pipeline_stages: one image at a time")
+    steps = plan.steps
+    best: tuple[int, int, Step] | None = None
+    for k in range(1, len(steps)):
+        if split_problem(steps, k) is not None:
+            continue
+        head = steps[k]
+        cycles, _ = plan.engines[head.engine].cycles(
+            head, plan.params[head.engine], _step_inputs(plan.net, head), 0
+        )
+        head = replace(head, cycles_estimated=round(cycles) + Top.LAUNCH_CYCLES)
+        interval = stage_interval(
+            [s.cycles_estimated for s in steps[:k]],
+            [head.cycles_estimated, *(s.cycles_estimated for s in steps[k + 1 :])],
+        )
+        if best is None or interval < best[0]:
+            best = (interval, k, head)
+    if best is None:
+        return plan.noted(
+            "pipeline_stages: no split into stages on disjoint engines; one image at a time"
+        )
+    interval, k, head = best
+    steps = (*steps[:k], head, *steps[k + 1 :])
+    return plan.noted(
+        f"pipeline_stages: steps 0-{k - 1} then {k}-{len(steps) - 1}, interval {interval} cycles",
+        steps=steps,
+        split=k,
+    )
+
+
 PASSES: tuple[Callable[[Plan], Plan], ...] = (
     check_supported,
     fuse_steps,
@@ -413,6 +497,7 @@ PASSES: tuple[Callable[[Plan], Plan], ...] = (
     check_fits,
     place_weights,
     estimate_cycles,
+    pipeline_stages,
 )
 
 
@@ -420,6 +505,7 @@ def top_params(plan: Plan) -> TopParams:
     """The frozen parameters the top level (:class:`~squeezeforge.hw.top.Top`) is built from."""
     return TopParams(
         act_bits=plan.act_bits,
+        split=plan.split,
         steps=tuple(
             TopStep(
                 s.engine,

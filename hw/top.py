@@ -1,4 +1,4 @@
-"""The whole-net accelerator: engines, one activation memory and a sequencer.
+"""The whole-net accelerator: engines, activation memory and sequencer, in one or two stages.
 
 :class:`Top` is built from frozen :class:`TopParams` (steps, engine instances with their
 parameters and memory images), not from the compiler's plan; ``codegen.plan.top_params`` fills
@@ -8,17 +8,21 @@ port list from it, which the build manifest records and the cocotb bench reads.
 Ports
 -----
 ``start`` (in)
-    pulse: run one inference.
+    pulse: run one inference (taken while ``ready``).
+``ready`` (out)
+    a ``start`` now begins an inference: nothing runs, or, with two stages, the first is idle.
 ``i_pixel`` (stream in, signed ``act_bits``)
     the input image in C, H, W order, already in the net's input format.
 ``o_score`` (stream out, signed ``act_bits``)
     the last layer's outputs in order.
 ``busy``, ``done`` (out)
-    ``done`` pulses for one cycle after the last score was accepted.
+    ``done`` pulses for one cycle after the last score of an image was accepted.
 ``cycles`` (out, 32 bits)
-    cycles from ``start`` to ``done`` of the last inference (the counter runs while busy).
+    cycles from ``start`` to ``done`` of the last inference when one image runs at a time (the
+    counter restarts at a ``start`` taken while nothing runs, and counts while busy).
 ``step`` (out)
-    the index of the step (hardware layer) now running; a bench reads per-layer cycles off it.
+    the index of the step (hardware layer) now running (the first stage's, when both run); a
+    bench reads per-layer cycles off it.
 ``tap`` (out: ``valid``, ``data``)
     every activation a step writes into a buffer, so a bench can locate the first layer that
     departs from the reference.
@@ -32,22 +36,38 @@ Timing (one step, ``k`` = 0 reads ``i_pixel``, later steps the buffer the previo
     eng.o_act                    ... <y0><y1> ... (into the other buffer, or o_score)
     eng.done                                  ‾‾|
 
-Each engine takes its whole input before it emits its first output. All activations live in
-one memory (one read and one write port); the compiler lays the tensors out in it
+Each engine takes its whole input before it emits its first output. All activations of a stage
+live in one memory (one read and one write port); the compiler lays the tensors out in it
 (``codegen.plan.place_activations``). A step reads the words of its ``in_segments`` in order,
 (address, count) each: one segment for a plain layer, one per input for an add, a slice for a
 group of a grouped conv; it writes its outputs from ``out_address`` on. A step that reads the
 net's input takes the next words of ``i_pixel`` instead, and one that makes the net's output
 streams it to ``o_score``.
+
+Two stages (``TopParams.split``, the Target's ``pipeline``): the steps before ``split`` and
+those from it on run on disjoint engines (the conv layers, then the fully connected ones), each
+stage with a sequencer and an activation memory of its own. The first stage's last step streams
+its output into a queue two images deep; the second stage's first step reads it from there as a
+step reads ``i_pixel``. The first stage takes the next ``start`` as soon as it is idle, so
+image ``n + 1`` runs in the conv layers while image ``n`` is in the fully connected ones; the
+second stage begins an image the cycle after the first finished it, or after its own idle
+cycle. The interval between images is the slower stage's cycles plus that idle cycle
+(:data:`Top.IDLE_CYCLES`; ``docs/pipeline.md``)::
+
+    start     ‾|_______________|‾|______________|‾|____
+    stage A    | conv n        | | conv n+1     | | conv n+2
+    queue                      n               n+1
+    stage B                      | fc n          | fc n+1
+    done                                         ‾|             ‾|
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from amaranth.hdl import Module, Shape, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -56,7 +76,17 @@ from .engine import EngineBinding, Images
 from .fifo import StreamFIFO
 from .interface import discard
 
-__all__ = ["Top", "TopEngine", "TopParams", "TopStep", "activation_depth", "port_list"]
+__all__ = [
+    "Top",
+    "TopEngine",
+    "TopParams",
+    "TopStep",
+    "activation_depth",
+    "boundary_depth",
+    "port_list",
+    "split_problem",
+    "stage_steps",
+]
 
 
 @dataclass(frozen=True)
@@ -96,11 +126,18 @@ def activation_depth(steps: Iterable[Any]) -> int:
 
 @dataclass(frozen=True, eq=False)
 class TopParams:
-    """Everything the top level is built from (the compiler fills it in from its plan)."""
+    """Everything the top level is built from (the compiler fills it in from its plan).
+
+    ``split``, when set, is the index of the first step of the second pipeline stage: steps
+    before it and steps from it on run on disjoint engines, each stage with its own sequencer
+    and activation memory, and the only tensor passing between them is the output of step
+    ``split - 1``, which step ``split`` reads whole (see the module docstring).
+    """
 
     act_bits: int
     steps: tuple[TopStep, ...]
     engines: tuple[TopEngine, ...]
+    split: int | None = None
 
     def __post_init__(self) -> None:
         if not self.steps:
@@ -116,6 +153,10 @@ class TopParams:
                 or min(c for _, c in s.in_segments) < 1
             ):
                 raise ValueError(f"TopParams.steps[{k}]: segments do not make {s.in_count} words")
+        if self.split is not None:
+            reason = split_problem(self.steps, self.split)
+            if reason:
+                raise ValueError(f"TopParams.split = {self.split}: {reason}")
 
     @property
     def memory_depth(self) -> int:
@@ -125,11 +166,49 @@ class TopParams:
     @property
     def segments(self) -> list[tuple[int, int, bool]]:
         """Every step's input segments in one table: (address, end, last of its step)."""
-        table = []
-        for s in self.steps:
-            for j, (a, c) in enumerate(s.in_segments):
-                table.append((a, a + c, j == len(s.in_segments) - 1))
-        return table
+        return _segments(self.steps)
+
+
+def boundary_depth(steps: tuple[Any, ...], split: int) -> int:
+    """Words of the queue between two pipeline stages: two images of the boundary tensor, so
+    the first stage can finish an image while the second still reads the one before."""
+    return 2 * steps[split - 1].out_count
+
+
+def stage_steps(steps: tuple[Any, ...], split: int) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The steps of the two pipeline stages as each stage's sequencer runs them: the first
+    stage's last step writes its output stream (the boundary queue), the second's first step
+    reads its input stream (the same queue)."""
+    first = (*steps[: split - 1], replace(steps[split - 1], to_scores=True))
+    second = (replace(steps[split], from_pixels=True, in_segments=()), *steps[split + 1 :])
+    return first, second
+
+
+def split_problem(steps: tuple[Any, ...], split: int) -> str | None:
+    """Why ``steps`` (:class:`TopStep` or the compiler's steps) cannot run as two pipeline
+    stages from step ``split`` on, or None when they can."""
+    if not 0 < split < len(steps):
+        return f"must be in 1..{len(steps) - 1}"
+    first, second = steps[:split], steps[split:]
+    shared = {s.engine for s in first} & {s.engine for s in second}
+    if shared:
+        return f"engine {sorted(shared)[0]} runs in both stages"
+    last, head = steps[split - 1], steps[split]
+    if last.to_scores or any(s.from_pixels for s in second):
+        return "the second stage must read only what the first writes, not the net's input"
+    if head.in_segments != ((last.out_address, last.out_count),):
+        return "the second stage's first step must read exactly the first stage's last output"
+    # The second stage's memory holds only what its own steps wrote: every later word it
+    # reads must have been written there first.
+    written: set[int] = set()
+    for s in second:
+        if s is not head and any(
+            w not in written for a, c in s.in_segments for w in range(a, a + c)
+        ):
+            return "a step of the second stage reads a tensor of the first other than its output"
+        if not s.to_scores:
+            written.update(range(s.out_address, s.out_address + s.out_count))
+    return None
 
 
 def port_list(component: wiring.Component) -> list[tuple[str, str, str, int]]:
@@ -153,6 +232,9 @@ class Top(wiring.Component):
 
     #: The sequencer spends one cycle starting each step (its LAUNCH state).
     LAUNCH_CYCLES = 1
+    #: Between two images a stage's sequencer spends one cycle idle (it takes ``start``, or
+    #: an image the first stage finished, in its IDLE state).
+    IDLE_CYCLES = 1
     #: A step fed from the activation memory waits two more cycles for its first word: the
     #: synchronous read, then the input queue (a word leaves it the cycle after it enters).
     PREFETCH_CYCLES = 2
@@ -173,6 +255,7 @@ class Top(wiring.Component):
         super().__init__(
             {
                 "start": In(1),
+                "ready": Out(1),
                 "busy": Out(1),
                 "done": Out(1),
                 "i_pixel": In(stream.Signature(act)),
@@ -191,20 +274,85 @@ class Top(wiring.Component):
             engines[e.name] = e.binding.build(e.params, e.images)
             m.submodules[e.name] = engines[e.name]
 
-        mem = Memory(shape=signed(self.act_bits), depth=self.memory_depth, init=[])
-        m.submodules.activations = mem
+        busy = Signal()
+        cycles = Signal(32)
+        if p.split is None:
+            seq = self._stage(m, p.steps, 0, engines, self.start, self.i_pixel, self.o_score, "")
+            stages = [seq]
+            m.d.comb += [self.step.eq(seq.step), self.done.eq(seq.done), self.ready.eq(seq.idle)]
+        else:
+            # Two stages joined by a queue that holds two images' worth of the boundary tensor,
+            # so stage A can finish the next image while stage B still reads the last one.
+            k = p.split
+            m.submodules.boundary = fifo = StreamFIFO(
+                signed(self.act_bits), boundary_depth(p.steps, k), registered=True
+            )
+            a_steps, b_steps = stage_steps(p.steps, k)
+            a = self._stage(m, a_steps, 0, engines, self.start, self.i_pixel, fifo.w, "_a")
+            # Images stage A has finished that stage B has not yet begun (at most three: one
+            # read by B's first step, two in the queue).
+            pending = Signal(range(4))
+            go_b = Signal()
+            m.d.comb += go_b.eq((pending != 0) | a.done)
+            b = self._stage(m, b_steps, k, engines, go_b, fifo.r, self.o_score, "_b")
+            b_take = Signal()
+            m.d.comb += b_take.eq(b.idle & go_b)
+            m.d.sync += pending.eq(pending + a.done - b_take)
+            stages = [a, b]
+            m.d.comb += [
+                self.step.eq(Mux(a.busy, a.step, b.step)),
+                self.done.eq(b.done),
+                self.ready.eq(a.idle),
+            ]
+        m.d.comb += [
+            busy.eq(Cat(*(st.busy for st in stages)).any()),
+            self.busy.eq(busy),
+            self.cycles.eq(cycles),
+        ]
+        # Cycles of one inference when one image runs at a time: from a start taken while
+        # nothing runs, every cycle something does.
+        with m.If(busy):
+            m.d.sync += cycles.eq(cycles + 1)
+        with m.Elif(self.start):
+            m.d.sync += cycles.eq(0)
+        # Taps: one stage writes at a time when one image runs at a time (the bench reads them
+        # only then).
+        tap = stages[0]
+        for st in stages[1:]:
+            with m.If(~tap.tap_valid):
+                m.d.comb += [self.tap.valid.eq(st.tap_valid), self.tap.data.eq(st.tap_data)]
+        with m.If(tap.tap_valid):
+            m.d.comb += [self.tap.valid.eq(1), self.tap.data.eq(tap.tap_data)]
+        return m
+
+    def _stage(
+        self,
+        m: Module,
+        steps: tuple[TopStep, ...],
+        base: int,
+        engines: Mapping[str, Any],
+        go: Signal,
+        source: Any,
+        sink: Any,
+        suffix: str,
+    ) -> _Stage:
+        """The sequencer of ``steps`` (global indices from ``base``) with an activation memory of
+        its own: it reads the words of a ``from_pixels`` step from ``source`` and sends those of
+        a ``to_scores`` step to ``sink`` (both streams); ``go`` starts it from idle."""
+        p = self.params
+        n_steps = len(steps)
+        table = _segments(steps)
+        mem = Memory(shape=signed(self.act_bits), depth=activation_depth(steps), init=[])
+        m.submodules["activations" + suffix] = mem
         rd, wr = mem.read_port(), mem.write_port()
 
-        addr = range(self.memory_depth + 1)
-        table = p.segments
-        step = Signal(range(max(self.n_steps, 2)))
-        seg = Signal(range(max(len(table), 2)))  # the segment now read, an index into table
-        rd_addr = Signal(addr)
-        wr_addr = Signal(addr)
-        more = Signal()  # words are left to read
-        cycles = Signal(32)
-        launch = Signal()
-        m.d.comb += [self.step.eq(step), self.cycles.eq(cycles)]
+        addr = range(mem.depth + 1)
+        step = Signal(range(max(n_steps, 2)), name="step" + suffix)
+        seg = Signal(range(max(len(table), 2)), name="seg" + suffix)  # index into table
+        rd_addr = Signal(addr, name="rd_addr" + suffix)
+        wr_addr = Signal(addr, name="wr_addr" + suffix)
+        more = Signal(name="more" + suffix)  # words are left to read
+        launch = Signal(name="launch" + suffix)
 
         # Per-step constants: which engine, where its words come from and go, its cfg.
         cur_i_valid = Signal()
@@ -214,14 +362,14 @@ class Top(wiring.Component):
         cur_o_data = Signal(signed(self.act_bits))
         cur_o_ready = Signal()
         cur_done = Signal()
-        pixels = Signal()  # the step reads i_pixel
-        scores = Signal()  # the step writes o_score
-        final = Signal()  # the last step
+        pixels = Signal()  # the step reads the source stream
+        scores = Signal()  # the step writes the sink stream
+        final = Signal()  # the stage's last step
         first_seg = Signal.like(seg)
         out_address = Signal(addr)
         seg_index = 0
         with m.Switch(step):
-            for index, s in enumerate(p.steps):
+            for index, s in enumerate(steps):
                 eng = engines[s.engine]
                 with m.Case(index):
                     m.d.comb += [
@@ -229,7 +377,7 @@ class Top(wiring.Component):
                         scores.eq(s.to_scores),
                         first_seg.eq(seg_index if s.in_segments else 0),
                         out_address.eq(s.out_address if not s.to_scores else 0),
-                        final.eq(index == self.n_steps - 1),
+                        final.eq(index == n_steps - 1),
                         eng.i_act.valid.eq(cur_i_valid),
                         eng.i_act.payload.eq(cur_i_data),
                         cur_i_ready.eq(eng.i_act.ready),
@@ -241,9 +389,10 @@ class Top(wiring.Component):
                     ]
                 seg_index += len(s.in_segments)
         # Each engine sees the cfg of whichever of its steps runs now (held for the whole step).
-        for name, eng in engines.items():
+        for name in {s.engine for s in steps}:
+            eng = engines[name]
             with m.Switch(step):
-                for index, s in enumerate(p.steps):
+                for index, s in enumerate(steps):
                     if s.engine == name:
                         with m.Case(index):
                             m.d.comb += eng.cfg.eq(eng.cfg.shape().const(dict(s.cfg)))
@@ -265,13 +414,14 @@ class Top(wiring.Component):
                 with m.Case(j):
                     m.d.comb += launch_start.eq(start)
 
-        running = Signal()
+        running = Signal(name="running" + suffix)
         m.d.comb += [rd.addr.eq(rd_addr), more.eq(rd_addr < seg_end)]
         # Words read from the memory go through a queue to the engine. A read issues while the
         # queue has room for it and for the read in flight, so the memory's read enable and
         # address never depend on the engine's ready (nor on the word just read), and the
         # memory's output goes into the queue with no logic in between.
-        m.submodules.in_queue = in_queue = StreamFIFO(signed(self.act_bits), self.INPUT_QUEUE_DEPTH)
+        in_queue = StreamFIFO(signed(self.act_bits), self.INPUT_QUEUE_DEPTH)
+        m.submodules["in_queue" + suffix] = in_queue
         in_flight = Signal()
         read = Signal()
         m.d.comb += [
@@ -292,9 +442,9 @@ class Top(wiring.Component):
                 m.d.sync += rd_addr.eq(rd_addr + 1)
         with m.If(running & pixels):
             m.d.comb += [
-                cur_i_valid.eq(self.i_pixel.valid),
-                cur_i_data.eq(self.i_pixel.payload),
-                self.i_pixel.ready.eq(cur_i_ready),
+                cur_i_valid.eq(source.valid),
+                cur_i_data.eq(source.payload),
+                source.ready.eq(cur_i_ready),
             ]
         with m.Elif(running):
             m.d.comb += [
@@ -303,12 +453,12 @@ class Top(wiring.Component):
                 in_queue.r.ready.eq(cur_i_ready),
             ]
 
-        # Sink of the step's output: the memory, or the score stream.
+        # Sink of the step's output: the memory, or the sink stream.
         with m.If(running & scores):
             m.d.comb += [
-                self.o_score.valid.eq(cur_o_valid),
-                self.o_score.payload.eq(cur_o_data),
-                cur_o_ready.eq(self.o_score.ready),
+                sink.valid.eq(cur_o_valid),
+                sink.payload.eq(cur_o_data),
+                cur_o_ready.eq(sink.ready),
             ]
         with m.Elif(running):
             m.d.comb += [
@@ -319,33 +469,62 @@ class Top(wiring.Component):
             ]
             with m.If(cur_o_valid):
                 m.d.sync += wr_addr.eq(wr_addr + 1)
-        m.d.comb += [
-            self.tap.valid.eq(running & cur_o_valid & cur_o_ready),
-            self.tap.data.eq(cur_o_data),
-        ]
 
-        with m.FSM():
+        st = _Stage(
+            idle=Signal(name="idle" + suffix),
+            busy=Signal(name="busy" + suffix),
+            done=Signal(name="done" + suffix),
+            step=Signal(range(max(len(p.steps), 2)), name="global_step" + suffix),
+            tap_valid=Signal(name="tap_valid" + suffix),
+            tap_data=Signal(signed(self.act_bits), name="tap_data" + suffix),
+        )
+        m.d.comb += [
+            st.step.eq(step + base),
+            st.tap_valid.eq(running & cur_o_valid & cur_o_ready),
+            st.tap_data.eq(cur_o_data),
+        ]
+        with m.FSM(name="seq" + suffix):
             with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [step.eq(0), cycles.eq(0)]
+                m.d.comb += st.idle.eq(1)
+                with m.If(go):
+                    m.d.sync += step.eq(0)
                     m.next = "LAUNCH"
             with m.State("LAUNCH"):
-                m.d.comb += [launch.eq(1), self.busy.eq(1)]
+                m.d.comb += [launch.eq(1), st.busy.eq(1)]
                 m.d.sync += [
                     seg.eq(first_seg),
                     rd_addr.eq(launch_start),
                     wr_addr.eq(out_address),
-                    cycles.eq(cycles + 1),
                 ]
                 m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += [running.eq(1), self.busy.eq(1)]
-                m.d.sync += cycles.eq(cycles + 1)
+                m.d.comb += [running.eq(1), st.busy.eq(1)]
                 with m.If(cur_done):
                     with m.If(final):
-                        m.d.comb += self.done.eq(1)
+                        m.d.comb += st.done.eq(1)
                         m.next = "IDLE"
                     with m.Else():
                         m.d.sync += step.eq(step + 1)
                         m.next = "LAUNCH"
-        return m
+        return st
+
+
+@dataclass(frozen=True, eq=False)
+class _Stage:
+    """The signals a stage's sequencer gives the top level."""
+
+    idle: Signal  # a ``go`` now starts it
+    busy: Signal
+    done: Signal  # pulse: its last step finished
+    step: Signal  # the global index of the step it runs
+    tap_valid: Signal
+    tap_data: Signal
+
+
+def _segments(steps: Iterable[TopStep]) -> list[tuple[int, int, bool]]:
+    """Every step's input segments in one table: (address, end, last of its step)."""
+    table = []
+    for s in steps:
+        for j, (a, c) in enumerate(s.in_segments):
+            table.append((a, a + c, j == len(s.in_segments) - 1))
+    return table

@@ -3,18 +3,22 @@
     python scripts/bench_throughput.py [--out runs/throughput] [--images 20] [--json]
 
 The digits CNN (trained once, ``squeezeforge train``) compressed with the dense 8-bit baseline
-(fixed8), inq5 and deep-compression, each built three ways:
+(fixed8), inq5 and deep-compression, each built up to six ways:
 
-* ``today``: the LFE5U-25F preset's engines (conv 4x4, 8 FC PEs);
+* ``today``: the LFE5U-25F preset's engines (conv 4x4, 8 FC PEs), one image at a time;
 * ``fold-25f``: the folding pass's choice for the 25F's budget (``generate --fold auto``);
-* ``fold-85f``: the same for the LFE5U-85F.
+* ``fold-85f``: the same for the LFE5U-85F;
+* ``pipe``, ``fold-25f-pipe``, ``fold-85f-pipe``: the same engines (or the folding pass's
+  choice for two stages) as two pipeline stages, conv layers then FC layers (``--pipeline``).
 
 Per build, in one table: cycles per inference measured on Verilator (with the estimate and
-the bit-exact images), the ideal bound (MACs / PEs, non-zero work / PEs), the latency over
-that bound, the initiation interval (the accelerator runs one image at a time, so it equals
-the latency), Fmax from nextpnr, images/s at Fmax, LUT / FF / DSP / BRAM from Yosys, images/s
-per LUT, and images/s and images/s per LUT over ``today``'s build of the same net. Builds and
-their synthesis results are kept under ``--out``, so a second run only prints.
+the bit-exact images, one at a time and, for a pipelined build, back to back), the ideal bound
+(MACs / PEs, non-zero work / PEs), the latency over that bound, the initiation interval
+measured with the images fed back to back (the latency for a build that runs one image at a
+time) beside its estimate and the slowest stage's ideal bound, Fmax from nextpnr, images/s at
+Fmax over the interval, LUT / FF / DSP / BRAM from Yosys, images/s per LUT, and images/s and
+images/s per LUT over ``today``'s build of the same net. Builds and their synthesis results
+are kept under ``--out``, so a second run only prints.
 """
 
 from __future__ import annotations
@@ -36,11 +40,14 @@ from squeezeforge.sim.netsim import simulate
 from squeezeforge.sim.target import resolve_target
 
 RECIPES = ("fixed8", "inq5", "deep-compression")
-# name -> (preset, fold?)
+# name -> (preset, fold?, two pipeline stages?)
 CONFIGS = {
-    "today": ("ecp5-25f", False),
-    "fold-25f": ("ecp5-25f", True),
-    "fold-85f": ("ecp5-85f", True),
+    "today": ("ecp5-25f", False, False),
+    "pipe": ("ecp5-25f", False, True),
+    "fold-25f": ("ecp5-25f", True, False),
+    "fold-25f-pipe": ("ecp5-25f", True, True),
+    "fold-85f": ("ecp5-85f", True, False),
+    "fold-85f-pipe": ("ecp5-85f", True, True),
 }
 
 
@@ -63,11 +70,12 @@ def nets(out: Path, recipes: list[str]) -> dict[str, Path]:
 
 
 def measure(net_path: Path, config: str, build: Path, images: int) -> dict:
-    preset, fold = CONFIGS[config]
+    preset, fold, pipeline = CONFIGS[config]
     if not (build / "manifest.json").is_file():
         # A kept build is not compiled again (the folding choice alone takes seconds).
         passes = FOLD_PASSES if fold else PASSES
-        write_build(compile_net(load_net(net_path), resolve_target(preset), passes), build)
+        target = resolve_target(preset, pipeline=pipeline or None)
+        write_build(compile_net(load_net(net_path), target, passes), build)
     manifest = read_manifest(build)
     sim = simulate(build, images)
     note = None
@@ -79,8 +87,16 @@ def measure(net_path: Path, config: str, build: Path, images: int) -> dict:
         note = str(exc).splitlines()[0]
     cycles = sim["cycles_per_inference"]
     ideal = sum(s.cycles_ideal for s in manifest.steps)
+    # Images back to back: a pipelined build takes the next image after its interval; one
+    # image at a time, the next starts when the last score has left.
+    interval = sim["interval"] if sim["pipelined"] else cycles
+    split = manifest.split if manifest.split is not None else len(manifest.steps)
+    stage_ideal = max(
+        sum(s.cycles_ideal for s in manifest.steps[:split]),
+        sum(s.cycles_ideal for s in manifest.steps[split:]),
+    )
     fmax = res.get("fmax_mhz")
-    rate = fmax * 1e6 / cycles if fmax else None
+    rate = fmax * 1e6 / interval if fmax else None
     t = manifest.target
     return {
         "note": note,
@@ -88,11 +104,15 @@ def measure(net_path: Path, config: str, build: Path, images: int) -> dict:
         "engines": f"conv {t['conv_rows']}x{t['conv_cols']}, {t['fc_pes']} FC PEs",
         "cycles": cycles,
         "estimated": manifest.cycles_estimated,
-        "bit_exact": f"{sim['bit_exact']}/{sim['images']}",
+        "bit_exact": f"{sim['bit_exact']}/{sim['images']}"
+        + (f", {sim['streamed_bit_exact']}/{sim['images']}" if sim["pipelined"] else ""),
         "ideal": ideal,
         "latency_over_ideal": cycles / ideal,
-        # One image at a time: the next starts when the last score has left.
-        "interval": cycles,
+        "interval": interval,
+        "interval_estimated": manifest.interval_estimated or manifest.cycles_estimated,
+        # The slowest stage's ideal bound: the whole net when it runs one image at a time.
+        "stage_ideal": stage_ideal,
+        "interval_over_stage_ideal": interval / stage_ideal,
         "fmax_mhz": fmax,
         "images_per_s": rate,
         **{k: res[k] for k in ("lut", "ff", "dsp", "bram")},
@@ -107,9 +127,11 @@ def _f(x: float | None, fmt: str) -> str:
 def table(rows: dict[str, list[dict]]) -> str:
     lines = [
         "| recipe | build | engines | cycles (RTL) | estimated | bit-exact | ideal bound"
-        " | latency / ideal | interval | Fmax MHz | images/s | LUT | FF | DSP | BRAM"
+        " | latency / ideal | interval (RTL) | estimated | slowest stage's bound"
+        " | interval / bound | Fmax MHz | images/s | LUT | FF | DSP | BRAM"
         " | images/s per LUT | images/s vs today | per LUT vs today |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"
+        "|---:|---:|---:|",
     ]
     for recipe, runs in rows.items():
         base = next((r for r in runs if r["config"] == "today"), None)
@@ -123,6 +145,8 @@ def table(rows: dict[str, list[dict]]) -> str:
                 f"| {recipe} | {r['config']} | {r['engines']} | {r['cycles']:.0f}"
                 f" | {r['estimated']} | {r['bit_exact']} | {r['ideal']:.0f}"
                 f" | {r['latency_over_ideal']:.2f} | {r['interval']:.0f}"
+                f" | {r['interval_estimated']} | {r['stage_ideal']:.0f}"
+                f" | {r['interval_over_stage_ideal']:.2f}"
                 f" | {_f(r['fmax_mhz'], '.1f')} | {_f(r['images_per_s'], ',.0f')}"
                 f" | {_f(r['lut'], ',')} | {_f(r['ff'], ',')} | {_f(r['dsp'], 'd')}"
                 f" | {_f(r['bram'], 'g')}"

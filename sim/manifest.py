@@ -110,6 +110,10 @@ class Manifest:
     steps: tuple[StepEntry, ...]
     ports: tuple[Port, ...]
     passes: tuple[str, ...] = ()
+    #: The first step of the second pipeline stage (None: one image at a time), and the
+    #: estimated cycles between images fed back to back when there are two stages.
+    split: int | None = None
+    interval_estimated: int | None = None
     #: SHA-256 of every other file of the build, by path relative to the build folder.
     files: dict[str, str] = field(default_factory=dict)
     #: :func:`manifest_checksum` of the rest of the manifest.
@@ -182,6 +186,10 @@ class Manifest:
                 ),
                 ports=tuple(Port(**p) for p in d["ports"]),
                 passes=tuple(d.get("passes", ())),
+                split=None if d.get("split") is None else int(d["split"]),
+                interval_estimated=(
+                    None if d.get("interval_estimated") is None else int(d["interval_estimated"])
+                ),
                 files={str(k): str(v) for k, v in dict(d.get("files", {})).items()},
                 checksum=str(d.get("checksum", "")),
             )

@@ -127,6 +127,7 @@ def simulate(
             inputs=x.reshape(images, -1),
             expected=expected,
             n_steps=len(manifest.steps),
+            stream=int(manifest.split is not None),
         )
         with activity(f"simulate: {images} images on Verilator"):
             result = run_cocotb(
@@ -145,7 +146,9 @@ def simulate(
         if not result_path.is_file():
             result.check()  # says why the bench wrote nothing
             raise SimulationError(f"the bench wrote no results ({result.results_xml})")
-        measured = json.loads(result_path.read_text())["images"]
+        result_json = json.loads(result_path.read_text())
+        measured = result_json["images"]
+        streamed = result_json.get("streamed")
 
     scores = [np.asarray(m["scores"], dtype=np.int64) for m in measured]
     exact = [
@@ -171,6 +174,8 @@ def simulate(
         "cycles_min": int(min(cycles)),
         "cycles_max": int(max(cycles)),
         "cycles_estimated": manifest.cycles_estimated,
+        "step_cycles_per_image": [m["step_cycles"] for m in measured],
+        **_interval(manifest, streamed, expected),
         "steps": [
             {
                 "index": s.index,
@@ -190,6 +195,32 @@ def simulate(
     if waves:
         report["waves"] = str(next(result.run_dir.glob("dump.*"), ""))
     return report
+
+
+def _interval(manifest: Manifest, streamed: dict | None, expected: np.ndarray) -> dict:
+    """The initiation interval: cycles between the ``done`` of consecutive images fed back to
+    back (a pipelined build), against its estimate; one image at a time, the latency."""
+    if streamed is None:
+        return {"pipelined": False, "interval": None, "interval_estimated": None}
+    done = streamed["done_at"]
+    gaps = np.diff(done)
+    start_gaps = np.diff(streamed["start_at"])
+    exact = sum(
+        bool(np.array_equal(np.asarray(got, dtype=np.int64), want))
+        for got, want in zip(streamed["scores"], expected, strict=True)
+    )
+    return {
+        "pipelined": True,
+        # The first image fills the pipeline: its gap is the latency, not an interval.
+        "interval": float(np.mean(gaps)) if len(gaps) else None,
+        "interval_min": int(gaps.min()) if len(gaps) else None,
+        "interval_max": int(gaps.max()) if len(gaps) else None,
+        "interval_estimated": manifest.interval_estimated,
+        # Cycles between consecutive dones, and between the starts the first stage took.
+        "intervals": gaps.tolist(),
+        "start_intervals": start_gaps.tolist(),
+        "streamed_bit_exact": exact,
+    }
 
 
 def _scores(

@@ -91,6 +91,10 @@ class Target:
     budget
         The part's LUT/FF/DSP/BRAM budget, for utilization and (later) a folding pass; None
         when the Target names no part.
+    pipeline
+        Run the net as two pipeline stages on disjoint engines (the conv layers, then the
+        fully connected ones), so the next image enters the first stage while the last one is
+        in the second; False: one image at a time (the latency mode, with no boundary queue).
     layers
         Per-layer overrides, reserved: a table per layer name. No pass reads them yet, so a
         Target that sets any is refused rather than silently ignored.
@@ -107,6 +111,7 @@ class Target:
     part: str = ""
     clock_mhz: float = 0.0
     budget: Budget | None = None
+    pipeline: bool = False
     layers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -131,6 +136,8 @@ class Target:
             raise UserError(f"target key 'clock_mhz': must be in 0..1000, got {self.clock_mhz}")
         if self.budget is not None and not isinstance(self.budget, Budget):
             raise UserError(f"target key 'budget': expected a Budget, got {self.budget!r}")
+        if not isinstance(self.pipeline, bool):
+            raise UserError(f"target key 'pipeline': must be true or false, got {self.pipeline!r}")
         if not isinstance(self.layers, Mapping):
             raise UserError("target key 'layers': must be a table of per-layer tables")
         if self.layers:
@@ -146,14 +153,17 @@ class Target:
         return f"{self.conv_rows}x{self.conv_cols}"
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON- and TOML-friendly dict (``act_bits`` and ``budget`` left out when None)."""
+        """A JSON- and TOML-friendly dict (``act_bits`` and ``budget`` left out when None,
+        ``pipeline`` when False, so a Target written before it existed keeps its form)."""
         d: dict[str, Any] = {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name not in ("budget", "layers", "act_bits")
+            if f.name not in ("budget", "layers", "act_bits", "pipeline")
         }
         if self.act_bits is not None:
             d["act_bits"] = self.act_bits
+        if self.pipeline:
+            d["pipeline"] = True
         if self.budget is not None:
             d["budget"] = self.budget.to_dict()
         return d
@@ -189,7 +199,8 @@ class Target:
         part = f" {self.family}/{self.part}" if self.part else f" {self.family}"
         return (
             f"Target({self.name!r}: conv {self.conv_array}, {self.fc_pes} FC PEs,"
-            f" FIFO {self.fifo_depth}, index {self.index_bits} bits,{part})"
+            f" FIFO {self.fifo_depth}, index {self.index_bits} bits,{part}"
+            f"{', pipelined' if self.pipeline else ''})"
         )
 
 

@@ -3,6 +3,7 @@ Brevitas-style QONNX model for the tests that import one."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
@@ -124,6 +125,24 @@ def _rewrite_net_file(path: Path, edit=None, arrays: dict[str, bytes] | None = N
 def rewrite_net_file() -> Callable[..., Path]:
     """:func:`_rewrite_net_file`: edit a net file's manifest or arrays to test the loader."""
     return _rewrite_net_file
+
+
+def _reseal(build: Path) -> None:
+    """Record a build's current net.sfnet in its manifest, as generate would have (a test that
+    swaps a corrupted golden net into a build then reaches the golden comparison)."""
+    from squeezeforge.sim.manifest import manifest_checksum
+
+    path = build / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["files"]["net.sfnet"] = hashlib.sha256((build / "net.sfnet").read_bytes()).hexdigest()
+    manifest["checksum"] = manifest_checksum(manifest)
+    path.write_text(json.dumps(manifest, indent=1))
+
+
+@pytest.fixture
+def reseal_build() -> Callable[[Path], None]:
+    """:func:`_reseal`."""
+    return _reseal
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

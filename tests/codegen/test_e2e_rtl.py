@@ -3,7 +3,6 @@ corrupted golden value or a corrupted weight in the generated memories."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +14,6 @@ from squeezeforge.cli.main import main
 from squeezeforge.codegen.build import generate, write_build
 from squeezeforge.codegen.plan import PASSES, Plan, place_weights
 from squeezeforge.sim.ir import Conv2d, save_net
-from squeezeforge.sim.manifest import manifest_checksum
 from squeezeforge.sim.netsim import simulate
 from squeezeforge.sim.random_layers import random_net
 from squeezeforge.sim.reference import run_net
@@ -54,7 +52,7 @@ def test_bit_exact_and_cycles_as_estimated(build: Path, net) -> None:
     assert abs(report["cycles_per_inference"] - total) <= 0.02 * total
 
 
-def test_corrupted_golden_value_fails_the_command(build: Path, net, capsys) -> None:
+def test_corrupted_golden_value_fails_the_command(build: Path, net, capsys, reseal_build) -> None:
     bad = net.test_outputs.copy()
     v = bad[IMAGES - 1, 2]
     bad[IMAGES - 1, 2] = v - 1 if v > net.output_format.min else v + 1
@@ -64,24 +62,14 @@ def test_corrupted_golden_value_fails_the_command(build: Path, net, capsys) -> N
         assert main(["simulate", str(build), "--images", str(IMAGES)]) == 2
         assert "net.sfnet is not the file" in capsys.readouterr().err
         # ... and one whose hashes were updated to match reaches the golden comparison.
-        _reseal(build)
+        reseal_build(build)
         rc = main(["simulate", str(build), "--images", str(IMAGES)])
         out = capsys.readouterr().out
         assert rc == 1
         assert "GOLDEN MISMATCH" in out and f"'image': {IMAGES - 1}" in out
     finally:
         save_net(net, build / "net.sfnet")
-        _reseal(build)
-
-
-def _reseal(build: Path) -> None:
-    """Record the build's current net.sfnet in its manifest, as generate would have."""
-    path = build / "manifest.json"
-    manifest = json.loads(path.read_text())
-    digest = hashlib.sha256((build / "net.sfnet").read_bytes()).hexdigest()
-    manifest["files"]["net.sfnet"] = digest
-    manifest["checksum"] = manifest_checksum(manifest)
-    path.write_text(json.dumps(manifest, indent=1))
+        reseal_build(build)
 
 
 def _one_weight_changed(net):

@@ -31,7 +31,11 @@ class SimulationResult:
     bit_exact
         True when every RTL output equals the reference's (``==`` on the integers).
     cycles_per_inference
-        Measured on Verilator, the mean over the inputs.
+        Measured on Verilator, the mean over the inputs run one at a time.
+    interval
+        For a pipelined build (a Target with ``pipeline``): the mean cycles between the
+        outputs of consecutive inputs fed back to back (those outputs are compared too);
+        None for a build that runs one input at a time.
     first_mismatch
         Where the first difference is (input, output, first layer that departed), or None.
     report
@@ -46,12 +50,14 @@ class SimulationResult:
     cycles_per_inference: float
     first_mismatch: dict | None
     report: dict
+    interval: float | None = None
 
     def __repr__(self) -> str:
         verdict = "bit-exact" if self.bit_exact else f"MISMATCH at {self.first_mismatch}"
+        interval = "" if self.interval is None else f", interval {self.interval:.1f}"
         return (
             f"SimulationResult({len(self.ints)} inputs, {verdict},"
-            f" {self.cycles_per_inference:.1f} cycles per inference)"
+            f" {self.cycles_per_inference:.1f} cycles per inference{interval})"
         )
 
 
@@ -120,10 +126,13 @@ class Accelerator:
             ints=rtl,
             reference=ref * scale,
             reference_ints=ref,
-            bit_exact=report["bit_exact"] == n and bool(np.array_equal(rtl, ref)),
+            bit_exact=report["bit_exact"] == n
+            and bool(np.array_equal(rtl, ref))
+            and report.get("streamed_bit_exact", n) == n,
             cycles_per_inference=report["cycles_per_inference"],
             first_mismatch=report["first_mismatch"],
             report=report,
+            interval=report.get("interval"),
         )
 
     def resources(self, family: str | None = None, fmax: bool = False) -> dict:
@@ -136,7 +145,9 @@ class Accelerator:
     def __repr__(self) -> str:
         target = (self.manifest.target or {}).get("name", "?")
         engines = "+".join(e.name for e in self.manifest.engines)
+        m = self.manifest
+        interval = f" (interval {m.interval_estimated})" if m.interval_estimated else ""
         return (
-            f"Accelerator({self.manifest.net!r}, target {target!r}, engines {engines},"
-            f" {self.manifest.cycles_estimated} cycles estimated, build {str(self.build_dir)!r})"
+            f"Accelerator({m.net!r}, target {target!r}, engines {engines},"
+            f" {m.cycles_estimated} cycles estimated{interval}, build {str(self.build_dir)!r})"
         )

@@ -95,3 +95,16 @@ def test_corrupted_golden_fails_back_to_back_too(
     finally:
         save_net(net, build / "net.sfnet")
         reseal_build(build)
+
+
+def test_api_runs_own_inputs_back_to_back(report: dict, net: Net) -> None:
+    import squeezeforge as sf
+
+    # The same hardware generated again into the build: its Verilator model is reused.
+    acc = sf.generate(net, Target(pipeline=True), out=report["build"], force=True)
+    assert f"(interval {report['interval_estimated']})" in repr(acc)
+    own = np.flip(net.test_inputs[:3], axis=-1).copy()  # not the stored test vectors
+    result = acc.simulate(own)
+    assert result.bit_exact and result.report["streamed_bit_exact"] == 3
+    assert np.array_equal(result.ints.reshape(3, -1), run_net(net, own).reshape(3, -1))
+    assert result.interval is not None and "interval" in repr(result)

@@ -16,6 +16,7 @@ from squeezeforge.hw.interface import discard
 from squeezeforge.hw.top import Top, TopParams, port_list, split_problem
 from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import Net, save_net
+from squeezeforge.sim.manifest import Manifest, read_manifest
 from squeezeforge.sim.random_layers import random_net
 from squeezeforge.sim.reference import run_net
 from squeezeforge.sim.target import Target, load_target, resolve_target
@@ -112,6 +113,11 @@ def test_generate_pipeline_flag(net: Net, tmp_path, capsys) -> None:
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "pipelined: steps 0-0 and 1-2 overlap; estimated interval" in out
-    assert main(["generate", str(tmp_path / "n.sfnet"), "-o", str(tmp_path / "c"), "--json"]) == 0
-    manifest = json.loads(capsys.readouterr().out)
-    assert manifest["split"] is None and manifest["interval_estimated"] is None
+    manifest = read_manifest(tmp_path / "b")
+    plan = compile_net(net, Target(pipeline=True))
+    assert manifest.split == 1 and manifest.interval_estimated == plan.interval_estimated
+    assert manifest.target["pipeline"] is True
+    # A manifest of a build made one image at a time names no split.
+    raw = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    del raw["split"], raw["interval_estimated"]
+    assert Manifest.from_dict(raw).split is None

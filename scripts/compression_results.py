@@ -11,6 +11,12 @@ accuracy against compression ratio as a PNG. A few minutes at most on two cores.
 
 from __future__ import annotations
 
+import os
+
+# The same trained weights on every x86 processor, as the console script gives (Makefile); set
+# before torch is imported.
+os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
+
 import argparse
 import copy
 import json

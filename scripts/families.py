@@ -16,6 +16,12 @@ the CNN (Cr over the CNN's float bytes, MACs and Sr over the CNN's dense 8-bit n
 
 from __future__ import annotations
 
+import os
+
+# The same trained weights on every x86 processor, as the console script gives (Makefile); set
+# before torch is imported.
+os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
+
 import argparse
 import json
 import sys

@@ -11,6 +11,12 @@ resources per target. Takes about 10-15 minutes on 2 cores the first time.
 
 from __future__ import annotations
 
+import os
+
+# The same trained weights on every x86 processor, as the console script gives (Makefile); set
+# before torch is imported.
+os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
+
 import argparse
 import json
 import sys

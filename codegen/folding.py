@@ -645,9 +645,9 @@ def choose_folding(net: Net, target: Target, headroom: float = HEADROOM) -> Fold
         base = p(base)
     # Two pipeline stages: the images/s follow the slower stage, so the choice balances them
     # (FINN's folding) and gives the faster one no more PEs than it needs.
-    staged = target.pipeline and family_split(base) is not None
-    if staged:
-        base = replace(base, split=family_split(base))
+    base = replace(base, split=family_split(base) if target.pipeline else None)
+    staged = base.split is not None
+    stage_cycles = max if staged else sum  # of the engines' cycles: the interval or the latency
     top, _ = estimate_engine("top", base.act_bits, top_memories(base), target.family)
     groups = sorted({b.FAMILY for b in base.engines.values()})
     unknown = [g for g in groups if g not in _AXES]
@@ -662,7 +662,7 @@ def choose_folding(net: Net, target: Target, headroom: float = HEADROOM) -> Fold
         if not all(u <= headroom for u in total.usage(target.budget, target.family)):
             continue
         fitting += 1
-        cycles = max(o.cycles for o in combo) if staged else sum(o.cycles for o in combo)
+        cycles = stage_cycles(o.cycles for o in combo)
         key = (cycles, *_tie_break(total))
         if best is None or key < best[0]:
             best = (key, combo, total)
@@ -686,7 +686,7 @@ def choose_folding(net: Net, target: Target, headroom: float = HEADROOM) -> Fold
     if chosen != target:
         chosen = replace(chosen, name=f"{target.name}+fold")
     by_engine = {n: r for o in combo for n, r in o.by_engine.items()} | {"top": top}
-    cycles = max(o.cycles for o in combo) if staged else sum(o.cycles for o in combo)
+    cycles = stage_cycles(o.cycles for o in combo)
     return Folding(chosen, cycles, total, by_engine, candidates, fitting, staged)
 
 

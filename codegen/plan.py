@@ -413,10 +413,9 @@ def _net_values(net: Net) -> dict[str, np.ndarray]:
     return values
 
 
-def _step_inputs(net: Net, s: Step, values: dict[str, np.ndarray] | None = None) -> np.ndarray:
-    """The words step ``s`` reads, one row per test image (ones for a net without test
-    vectors: dense activations)."""
-    values = values if values is not None else _net_values(net)
+def _step_inputs(s: Step, values: dict[str, np.ndarray]) -> np.ndarray:
+    """The words step ``s`` reads, one row per test image of ``values`` (:func:`_net_values`;
+    ones for a net without test vectors: dense activations)."""
     n = len(values[NET_INPUT])
     if not n:
         return np.ones((1, s.in_count), dtype=np.int64)
@@ -429,7 +428,7 @@ def estimate_cycles(plan: Plan) -> Plan:
     values = _net_values(plan.net)
     steps = []
     for s in plan.steps:
-        step_in = _step_inputs(plan.net, s, values)
+        step_in = _step_inputs(s, values)
         # The pixel stream feeds a step at once; the memory's read port adds a cycle.
         delay = 0 if s.from_pixels else Top.PREFETCH_CYCLES
         cycles, ideal = plan.engines[s.engine].cycles(s, plan.params[s.engine], step_in, delay)
@@ -460,13 +459,14 @@ def pipeline_stages(plan: Plan) -> Plan:
     if not plan.target.pipeline:
         return plan.noted("pipeline_stages: one image at a time")
     steps = plan.steps
+    splits = [k for k in range(1, len(steps)) if split_problem(steps, k) is None]
+    # The reference run over the test images, once for every candidate head step.
+    values = _net_values(plan.net) if splits else {}
     best: tuple[int, int, Step] | None = None
-    for k in range(1, len(steps)):
-        if split_problem(steps, k) is not None:
-            continue
+    for k in splits:
         head = steps[k]
         cycles, _ = plan.engines[head.engine].cycles(
-            head, plan.params[head.engine], _step_inputs(plan.net, head), 0
+            head, plan.params[head.engine], _step_inputs(head, values), 0
         )
         head = replace(head, cycles_estimated=round(cycles) + Top.LAUNCH_CYCLES)
         interval = stage_interval(

@@ -9,7 +9,9 @@ The digits CNN (trained once, ``squeezeforge train``) compressed with the dense 
 * ``fold-25f``: the folding pass's choice for the 25F's budget (``generate --fold auto``);
 * ``fold-85f``: the same for the LFE5U-85F;
 * ``pipe``, ``fold-25f-pipe``, ``fold-85f-pipe``: the same engines (or the folding pass's
-  choice for two stages) as two pipeline stages, conv layers then FC layers (``--pipeline``).
+  choice for two stages) as two pipeline stages, conv layers then FC layers (``--pipeline``);
+* ``smallest`` (not in the default set): the smallest engines (conv 2x2, one FC PE) on the
+  25F, a quick check of a net's figures (place and route takes about a minute, not ten).
 
 Per build, in one table: cycles per inference measured on Verilator (with the estimate and
 the bit-exact images, one at a time and, for a pipelined build, back to back), the ideal bound
@@ -40,15 +42,17 @@ from squeezeforge.sim.netsim import simulate
 from squeezeforge.sim.target import resolve_target
 
 RECIPES = ("fixed8", "inq5", "deep-compression")
-# name -> (preset, fold?, two pipeline stages?)
-CONFIGS = {
-    "today": ("ecp5-25f", False, False),
-    "pipe": ("ecp5-25f", False, True),
-    "fold-25f": ("ecp5-25f", True, False),
-    "fold-25f-pipe": ("ecp5-25f", True, True),
-    "fold-85f": ("ecp5-85f", True, False),
-    "fold-85f-pipe": ("ecp5-85f", True, True),
+# name -> (preset, fold?, two pipeline stages?, Target overrides)
+CONFIGS: dict[str, tuple[str, bool, bool, dict]] = {
+    "today": ("ecp5-25f", False, False, {}),
+    "pipe": ("ecp5-25f", False, True, {}),
+    "fold-25f": ("ecp5-25f", True, False, {}),
+    "fold-25f-pipe": ("ecp5-25f", True, True, {}),
+    "fold-85f": ("ecp5-85f", True, False, {}),
+    "fold-85f-pipe": ("ecp5-85f", True, True, {}),
+    "smallest": ("ecp5-25f", False, False, {"conv_rows": 2, "conv_cols": 2, "fc_pes": 1}),
 }
+DEFAULT_CONFIGS = [name for name in CONFIGS if name != "smallest"]
 
 
 def _cli(*args: object) -> None:
@@ -70,11 +74,11 @@ def nets(out: Path, recipes: list[str]) -> dict[str, Path]:
 
 
 def measure(net_path: Path, config: str, build: Path, images: int) -> dict:
-    preset, fold, pipeline = CONFIGS[config]
+    preset, fold, pipeline, overrides = CONFIGS[config]
     if not (build / "manifest.json").is_file():
         # A kept build is not compiled again (the folding choice alone takes seconds).
         passes = FOLD_PASSES if fold else PASSES
-        target = resolve_target(preset, pipeline=pipeline or None)
+        target = resolve_target(preset, pipeline=pipeline or None, **overrides)
         write_build(compile_net(load_net(net_path), target, passes), build)
     manifest = read_manifest(build)
     sim = simulate(build, images)
@@ -101,7 +105,8 @@ def measure(net_path: Path, config: str, build: Path, images: int) -> dict:
     return {
         "note": note,
         "config": config,
-        "engines": f"conv {t['conv_rows']}x{t['conv_cols']}, {t['fc_pes']} FC PEs",
+        "engines": f"conv {t['conv_rows']}x{t['conv_cols']}, {t['fc_pes']} FC PE"
+        + ("s" if t["fc_pes"] != 1 else ""),
         "cycles": cycles,
         "estimated": manifest.cycles_estimated,
         "bit_exact": f"{sim['bit_exact']}/{sim['images']}"
@@ -165,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=Path("runs/throughput"))
     ap.add_argument("--images", type=int, default=20, help="images simulated per build")
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES))
-    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, choices=list(CONFIGS))
     ap.add_argument(
         "--nets", nargs="+", type=Path, help="recipe=path.sfnet pairs instead of training"
     )

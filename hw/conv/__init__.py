@@ -6,7 +6,7 @@ binding to the compiler (:mod:`.binding`, the engine contract of :mod:`squeezefo
 """
 
 from .binding import ConvBinding
-from .cycles import ConvCycles, conv_cycles
+from .cycles import ConvCycles, conv_cycles, conv_stream_dones
 from .driver import (
     check_conv_fits,
     conv_layer_config,
@@ -27,6 +27,7 @@ __all__ = [
     "check_conv_fits",
     "conv_cfg_layout",
     "conv_cycles",
+    "conv_stream_dones",
     "conv_layer_config",
     "conv_load_writes",
     "conv_memory_images",

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from math import prod
 from typing import Protocol
 
 from ...sim.ir import Conv2d
 from ..arith import Requantizer
 from .engine import ConvEngine, FoldDrain, OutputEmitter, PoolWriter
 
-__all__ = ["ArrayShape", "ConvCycles", "conv_cycles"]
+__all__ = ["ArrayShape", "ConvCycles", "conv_cycles", "conv_stream_dones"]
 
 
 def _drain_after_last_step() -> int:
@@ -126,7 +127,8 @@ def conv_cycles(
         The engine also applies the 2x2 max pool.
     input_delay
         Cycles after ``start`` before the first input word is offered (a buffer's read
-        latency): it delays the load, which the set-up may hide.
+        latency): it delays the load, which the set-up may hide. Negative when the input was
+        loaded before the compute began (:func:`conv_stream_dones`).
     """
     rows, cols = int(params.rows), int(params.cols)
     c, h, w = (int(s) for s in in_shape)
@@ -179,3 +181,30 @@ def conv_cycles(
         fold_cycles=fold_cycles,
         steps=k,
     )
+
+
+def conv_stream_dones(
+    runs: Sequence[tuple[Conv2d, Sequence[int], bool]], params: ArrayShape
+) -> list[int]:
+    """The cycle of each run's ``done``, counted from the first ``start``, on an engine with two
+    input banks (``input_banks=2``) started back to back: each ``start`` offered as soon as
+    the engine takes one, inputs always valid, outputs always ready.
+
+    ``runs`` are ``(layer, in_shape, pool)``. Run ``j`` is taken once run ``j - 1``'s input is
+    in and that run computes (``A[j] = max(A[j-1] + load[j-1], F[j-1]) + 1``). It loads into
+    the free bank and computes from ``F[j] = max(A[j], done[j-1])``: its cycles are
+    :func:`conv_cycles` from there, with the load shifted by ``A[j] - F[j]`` (so a load that
+    ended during the previous run costs nothing). The outputs of run ``j - 1`` are all out
+    before run ``j`` computes, so only the loads overlap.
+    """
+    dones: list[int] = []
+    taken = began = 0
+    previous_load = 0
+    for j, (layer, in_shape, pool) in enumerate(runs):
+        if j:
+            taken = max(taken + previous_load, began) + 1
+            began = max(taken, dones[-1])
+        cycles = conv_cycles(layer, in_shape, params, pool, input_delay=taken - began).cycles
+        dones.append(began + cycles)
+        previous_load = prod(int(d) for d in in_shape)
+    return dones

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -105,6 +105,10 @@ class ConvEngineParams:
         Output pixels per channel (``out_h * out_w``, before pooling) the transpose buffer holds.
     init_weights, init_biases
         Optional initial memory contents (words as :func:`conv_memory_images` packs them).
+    input_banks
+        Banks of the input feature-map memory: 1, or 2 for double buffering, where the next
+        layer's input loads into one bank while the current layer computes from the other
+        (twice the memory; :class:`ConvEngine` describes the timing).
     """
 
     rows: int = 4
@@ -119,9 +123,11 @@ class ConvEngineParams:
     out_depth: int = 256
     init_weights: tuple[int, ...] | None = None
     init_biases: tuple[int, ...] | None = None
+    input_banks: int = 1
 
     def __post_init__(self) -> None:
         check_int(self.rows, "ConvEngineParams.rows", 1, 64)
+        check_int(self.input_banks, "ConvEngineParams.input_banks", 1, 2)
         check_int(self.cols, "ConvEngineParams.cols", 1, 64)
         check_int(self.act_bits, "ConvEngineParams.act_bits", 2, 16)
         if self.weight_kind not in ("fixed", "pow2"):
@@ -1280,9 +1286,11 @@ class ConvEngine(wiring.Component):
     start : In(1)
         Starts a layer when the engine is not busy.
     busy : Out(1)
-        From the cycle after ``start`` until ``done``.
+        A ``start`` is not taken. One input bank: from the cycle after ``start`` until
+        ``done``. Two banks: while a run's input is loading, or while a run waits for the one
+        computing to finish (see below).
     done : Out(1)
-        One-cycle pulse the cycle after the last output was accepted.
+        One-cycle pulse the cycle after the last output of a run was accepted.
     i_act : In(stream.Signature(signed(act_bits)))
         The layer's input activations in (C, H, W) order, accepted one per cycle after
         ``start`` until all ``in_channels * in_h * in_w`` have arrived.
@@ -1305,6 +1313,12 @@ class ConvEngine(wiring.Component):
 
     ``o_act`` starts once the first filter block is computed and overlaps the computation of
     the next ones; ``o_act.ready`` low stalls the engine only when the transpose buffer is full.
+
+    With two input banks (``params.input_banks == 2``) the engine takes the next ``start`` as
+    soon as the current run's input is in: the next run's input loads into the other bank
+    while the current run computes, and the next run computes from the cycle the current
+    one's ``done`` pulses (its cfg was sampled at its ``start``). Runs' outputs never overlap;
+    the loads do. :func:`~squeezeforge.hw.conv.cycles.conv_stream_dones` gives each ``done``.
     """
 
     # Pipeline latencies the cycle model (:mod:`squeezeforge.hw.conv.cycles`) schedules with;
@@ -1352,54 +1366,98 @@ class ConvEngine(wiring.Component):
         m.submodules.emitter = emitter = OutputEmitter(p, OUTPUT_QUEUE_DEPTH)
         m.submodules.out_queue = out_queue = StreamFIFO(signed(p.act_bits), OUTPUT_QUEUE_DEPTH)
 
-        # Layer control: cfg latched at start, the input load, done once everything is out.
+        # Layer control: a run's cfg latched when its compute begins, the input load, done once
+        # everything is out. With two input banks a run can be accepted while the one before it
+        # computes: it loads into the other bank and waits ("queued") until that one is done.
+        double = p.input_banks == 2
         cfg = Signal(conv_cfg_layout(p))
-        busy = Signal()
+        busy = Signal()  # a run is computing
         loading = Signal()
-        act_ready = Signal()
+        act_ready = Signal()  # the computing run's input is all in
         seq_start = Signal()
         blocks_drained = Signal(range(p.bias_depth + 2))
         l_addr = Signal(p.act_addr_bits)
         l_c = Signal(p.dim_bits)
         l_h = Signal(p.dim_bits)
         l_w = Signal(p.dim_bits)
-        accept_start = self.start & ~busy
-        m.d.comb += self.busy.eq(busy)
-        m.d.sync += seq_start.eq(0)
+        all_out = Signal()
+        # The loader counts against the sizes of the run it loads, which with two banks may
+        # not be the run computing.
+        l_cfg = Signal(conv_cfg_layout(p)) if double else cfg
+        queued = Signal()
+        q_cfg = Signal(conv_cfg_layout(p))
+        q_loaded = Signal()
+        l_bank = Signal()
+        c_bank = Signal()
+        load_done = Signal()
+
+        if double:
+            refuse = loading | queued
+        else:
+            refuse = busy
+        accept_start = self.start & ~refuse
+        free = ~busy | all_out  # the compute side can take a run at this edge
+        dequeue = queued & free
+        direct = accept_start & free
+        compute_start = dequeue | direct
+        m.d.comb += self.busy.eq(refuse)
+        m.d.sync += seq_start.eq(compute_start)
+        with m.If(all_out):
+            m.d.sync += busy.eq(0)
         with m.If(accept_start):
             m.d.sync += [
-                cfg.eq(self.cfg),
-                busy.eq(1),
                 loading.eq(1),
-                act_ready.eq(0),
-                seq_start.eq(1),
                 l_addr.eq(0),
                 l_c.eq(0),
                 l_h.eq(0),
                 l_w.eq(0),
-                blocks_drained.eq(0),
             ]
+            if double:
+                m.d.sync += [l_cfg.eq(self.cfg), l_bank.eq(~l_bank)]
+                with m.If(~free):
+                    m.d.sync += [queued.eq(1), q_cfg.eq(self.cfg), q_loaded.eq(0)]
+        with m.If(compute_start):
+            m.d.sync += [busy.eq(1), blocks_drained.eq(0)]
+        with m.If(direct):
+            m.d.sync += [cfg.eq(self.cfg), act_ready.eq(0)]
+            if double:
+                m.d.sync += c_bank.eq(~l_bank)
+        if double:
+            with m.If(dequeue):
+                m.d.sync += [
+                    cfg.eq(q_cfg),
+                    c_bank.eq(~c_bank),
+                    act_ready.eq(q_loaded | load_done),
+                    queued.eq(0),
+                ]
 
-        # Input feature map: written in arrival order, read by every row each cycle.
-        m.submodules.act_mem = act_mem = Memory(
-            shape=signed(p.act_bits), depth=p.act_depth, init=[]
-        )
+        # Input feature map: written in arrival order, read by every row each cycle; with two
+        # banks the bank is the top address bit.
+        depth = p.act_depth if not double else 2 << p.act_addr_bits
+        m.submodules.act_mem = act_mem = Memory(shape=signed(p.act_bits), depth=depth, init=[])
         act_wp = act_mem.write_port()
         act_rps = [act_mem.read_port() for _ in range(rows)]
         m.d.comb += self.i_act.ready.eq(loading)
         with m.If(self.i_act.valid & loading):
             m.d.comb += [
                 act_wp.en.eq(1),
-                act_wp.addr.eq(l_addr),
+                act_wp.addr.eq(Cat(l_addr, l_bank) if double else l_addr),
                 act_wp.data.eq(self.i_act.payload),
             ]
             m.d.sync += l_addr.eq(l_addr + 1)
-            with m.If(l_w + 1 == cfg.in_w):
+            with m.If(l_w + 1 == l_cfg.in_w):
                 m.d.sync += l_w.eq(0)
-                with m.If(l_h + 1 == cfg.in_h):
+                with m.If(l_h + 1 == l_cfg.in_h):
                     m.d.sync += l_h.eq(0)
-                    with m.If(l_c + 1 == cfg.in_channels):
-                        m.d.sync += [loading.eq(0), act_ready.eq(1)]
+                    with m.If(l_c + 1 == l_cfg.in_channels):
+                        m.d.comb += load_done.eq(1)
+                        m.d.sync += loading.eq(0)
+                        # The run it loaded computes (its input is ready) or waits for the
+                        # one computing to finish.
+                        with m.If(queued & ~dequeue):
+                            m.d.sync += q_loaded.eq(1)
+                        with m.Elif(~queued):
+                            m.d.sync += act_ready.eq(1)
                     with m.Else():
                         m.d.sync += l_c.eq(l_c + 1)
                 with m.Else():
@@ -1469,7 +1527,8 @@ class ConvEngine(wiring.Component):
         m.d.comb += w_rp.addr.eq(seq.step_w_addr)
         for r in range(rows):
             a = Signal(signed(p.act_bits), name=f"operand_a_{r}")
-            m.d.comb += act_rps[r].addr.eq(seq.step_addr[r])
+            addr = seq.step_addr[r]
+            m.d.comb += act_rps[r].addr.eq(Cat(addr, c_bank) if double else addr)
             m.d.sync += a.eq(Mux(fetched.inb[r], act_rps[r].data, 0))
             m.d.comb += array.step.payload.a[row_field(r)].eq(a)
         w_word = Signal(p.weight_word_bits)
@@ -1533,7 +1592,7 @@ class ConvEngine(wiring.Component):
             ]
         with m.If(writers[-1].block_end):
             m.d.sync += blocks_drained.eq(blocks_drained + 1)
-        with m.If(accept_start):
+        with m.If(compute_start):
             m.d.sync += blocks_drained.eq(0)
 
         # Emitter and output queue.
@@ -1541,7 +1600,7 @@ class ConvEngine(wiring.Component):
             emitter.cfg.eq(cfg),
             emitter.out_h.eq(seq.out_h),
             emitter.out_w.eq(seq.out_w),
-            emitter.restart.eq(accept_start),
+            emitter.restart.eq(compute_start),
             emitter.drained.eq(Mux(busy, blocks_drained, 0)),
             emitter.queue_level.eq(out_queue.level),
         ]
@@ -1553,9 +1612,9 @@ class ConvEngine(wiring.Component):
         wiring.connect(m, emitter.o, out_queue.w)
         wiring.connect(m, out_queue.r, wiring.flipped(self.o_act))
 
-        all_out = (
+        m.d.comb += all_out.eq(
             busy
-            & ~loading
+            & act_ready
             & ~seq_start
             & seq.finished
             & (emitter.emitted == seq.blocks)
@@ -1563,6 +1622,4 @@ class ConvEngine(wiring.Component):
             & (out_queue.level == 0)
         )
         m.d.comb += self.done.eq(all_out)
-        with m.If(all_out):
-            m.d.sync += busy.eq(0)
         return m

@@ -92,8 +92,9 @@ def _position(index: int, shape: list[int]) -> str:
     return f"channel {index // (h * w)}, row {index // w % h}, column {index % w}"
 
 
-def _score(case: dict, outputs: list[int], cycles: int) -> list[str]:
-    """The scoreboard: every mismatch of the layer, as messages."""
+def _score(case: dict, outputs: list[int], cycles: int | None) -> list[str]:
+    """The scoreboard: every mismatch of the layer, as messages (the cycles too, unless None
+    or the streams stalled)."""
     name, expected, shape = case["name"], case["expected"], case["out_shape"]
     problems = []
     for i, (want, got) in enumerate(zip(expected, outputs, strict=False)):
@@ -105,9 +106,48 @@ def _score(case: dict, outputs: list[int], cycles: int) -> list[str]:
         problems.append(f"layer {name}: {len(outputs)} outputs, expected {len(expected)}")
     stalls = case["valid_probability"] < 1 or case["ready_probability"] < 1
     model = case["model_cycles"]
-    if not stalls and abs(cycles - model) > CYCLE_TOLERANCE * model:
+    if cycles is not None and not stalls and abs(cycles - model) > CYCLE_TOLERANCE * model:
         problems.append(f"layer {name}: {cycles} cycles, the cycle model predicts {model}")
     return problems
+
+
+async def _stream(dut, suite: dict) -> tuple[list[list[int]], list[int]]:
+    """Runs back to back on an engine with two input banks: every memory word written first,
+    then each run's ``start`` offered until the engine takes it (``busy`` low) and all inputs
+    as one stream; each run's outputs and the cycle of each ``done`` from the first start."""
+    for sel, addr, word in suite["writes"]:
+        dut.load__en.value = 1
+        dut.load__sel.value = sel
+        dut.load__addr.value = addr
+        dut.load__data.value = word
+        await FallingEdge(dut.clk)
+    dut.load__en.value = 0
+    runs = suite["stream"]
+    mask = (1 << suite["act_bits"]) - 1
+    feed = [v & mask for run in runs for v in run["x"]]
+    outputs: list[list[int]] = [[] for _ in runs]
+    dones: list[int] = []
+    started = fed = 0
+    dut.o_act__ready.value = 1
+    for cycle in range(sum(4 * run["model_cycles"] for run in runs) + 1000):
+        offering = started < len(runs)
+        dut.start.value = int(offering)
+        if offering:
+            dut.cfg.value = runs[started]["cfg"]
+        dut.i_act__valid.value = int(fed < len(feed))
+        dut.i_act__payload.value = feed[fed] if fed < len(feed) else 0
+        taken = offering and not int(dut.busy.value)
+        if fed < len(feed) and int(dut.i_act__ready.value):
+            fed += 1
+        if int(dut.o_act__valid.value):
+            outputs[len(dones)].append(dut.o_act__payload.value.to_signed())
+        if int(dut.done.value):
+            dones.append(cycle)
+            if len(dones) == len(runs):
+                return outputs, dones
+        await FallingEdge(dut.clk)
+        started += taken
+    raise AssertionError(f"{len(dones)} of {len(runs)} runs done")
 
 
 @cocotb.test()
@@ -119,6 +159,14 @@ async def conv_layers_match_reference(dut) -> None:
     await _reset(dut)
     problems: list[str] = []
     measured = []
+    if "stream" in suite:
+        outputs, dones = await _stream(dut, suite)
+        for run, got in zip(suite["stream"], outputs, strict=True):
+            problems += _score(run, got, None)
+        if dones != suite["dones"]:
+            problems.append(f"done at cycles {dones}, the stream model predicts {suite['dones']}")
+        assert not problems, "\n".join(problems[:20])
+        return
     for case in suite["layers"]:
         await _load(dut, 0, case["weight"])
         await _load(dut, 1, case["bias"])

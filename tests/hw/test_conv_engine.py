@@ -21,6 +21,9 @@ from squeezeforge.hw.conv import (
     conv_load_writes,
     conv_memory_images,
     conv_output_shape,
+    conv_stream_dones,
+    filter_blocks,
+    weight_words,
 )
 from squeezeforge.hw.interface import LayerFitError, pack_cfg
 from squeezeforge.hw.pe import MacPE, ShiftAddPE
@@ -595,3 +598,122 @@ def test_initial_memory_contents_need_no_load():
     )
     [(outputs, _)] = simulate(params, [(layer, x, False)], load=False)
     assert_outputs_equal(layer.name, outputs, expected_outputs(layer, x, False))
+
+
+# ---------------------------------------------------------------------------------------------
+# Two input banks: runs back to back, the next input loading while the current run computes
+
+
+async def stream_layers(ctx, dut, params, cases, *, ready_probability=1.0, valid_probability=1.0):
+    """Load every layer's memories, then offer each run's ``start`` as soon as the engine takes
+    one and all inputs as one stream; return each run's outputs and the cycle of each ``done``
+    counted from the first start."""
+    rnd = random.Random(1)
+    layout = conv_cfg_layout(params)
+    cfgs = []
+    bases: dict[int, tuple[int, int]] = {}  # a layer run twice is loaded once
+    weight_base = bias_base = 0
+    for layer, x, pool in cases:
+        if id(layer) not in bases:
+            bases[id(layer)] = (weight_base, bias_base)
+            images = conv_memory_images(layer, params)
+            for sel, addr, word in conv_load_writes(images, weight_base, bias_base):
+                ctx.set(dut.load.en, 1)
+                ctx.set(dut.load.sel, sel)
+                ctx.set(dut.load.addr, addr)
+                ctx.set(dut.load.data, word)
+                await ctx.tick()
+            weight_base += weight_words(layer, params)
+            bias_base += filter_blocks(layer, params)
+        cfg = conv_layer_config(layer, x.shape, pool, params, *bases[id(layer)])
+        cfgs.append(pack_cfg(layout, cfg))
+    ctx.set(dut.load.en, 0)
+    feed = [int(v) for _, x, _ in cases for v in x.reshape(-1)]
+    outputs: list[list[int]] = [[] for _ in cases]
+    dones: list[int] = []
+    started = cycle = 0
+    while len(dones) < len(cases):
+        offering = started < len(cases)
+        ctx.set(dut.start, offering)
+        if offering:
+            ctx.set(dut.cfg.as_value(), cfgs[started])
+        offer = bool(feed) and rnd.random() < valid_probability
+        ctx.set(dut.i_act.valid, offer)
+        ctx.set(dut.i_act.payload, feed[0] if feed else 0)
+        ctx.set(dut.o_act.ready, rnd.random() < ready_probability)
+        taken = offering and not ctx.get(dut.busy)
+        if offer and ctx.get(dut.i_act.ready):
+            feed.pop(0)
+        if ctx.get(dut.o_act.valid) and ctx.get(dut.o_act.ready):
+            outputs[len(dones)].append(ctx.get(dut.o_act.payload))
+        if ctx.get(dut.done):
+            dones.append(cycle)
+        await ctx.tick()
+        cycle += 1
+        started += taken
+        assert cycle < 100_000, "no done"
+    return outputs, dones
+
+
+def stream(params, cases, **kw):
+    dut = ConvEngine(params)
+    return run_testbench(dut, lambda ctx: stream_layers(ctx, dut, params, cases, **kw))
+
+
+def stream_cases(rng, kind: str) -> list:
+    """Runs whose loads are shorter than the compute before them (hidden), longer (the next
+    run waits for its input), and of one layer on several images."""
+    cases = []
+    same = conv_layer(rng, kind, in_channels=2, out_channels=4)
+    for _ in range(3):
+        cases.append((same, random_activations(rng, same.input_format, (2, 4, 5)), False))
+    wide = conv_layer(rng, kind, in_channels=3, out_channels=2, kernel=(1, 1), padding=0)
+    cases.append((wide, random_activations(rng, wide.input_format, (3, 6, 6)), True))
+    deep = conv_layer(rng, kind, in_channels=1, out_channels=5, stride=2, padding=0)
+    cases.append((deep, random_activations(rng, deep.input_format, (1, 7, 5)), False))
+    cases.append((same, random_activations(rng, same.input_format, (2, 3, 3)), True))
+    # Short runs, then a long load: the next run waits for its input (its start is then taken
+    # while nothing computes).
+    tiny = conv_layer(rng, kind, in_channels=1, out_channels=1, kernel=(1, 1), padding=0)
+    for _ in range(2):
+        cases.append((tiny, random_activations(rng, tiny.input_format, (1, 2, 2)), False))
+    cases.append((wide, random_activations(rng, wide.input_format, (3, 7, 6)), False))
+    cases.append((tiny, random_activations(rng, tiny.input_format, (1, 2, 2)), False))
+    return cases
+
+
+@pytest.mark.parametrize("kind", ["fixed", "pow2"])
+def test_two_banks_run_back_to_back_as_the_stream_model_says(kind):
+    rng = np.random.default_rng(13)
+    params = small_params(kind, input_banks=2)
+    cases = stream_cases(rng, kind)
+    outputs, dones = stream(params, cases)
+    for (layer, x, pool), got in zip(cases, outputs, strict=True):
+        assert_outputs_equal(layer.name, got, expected_outputs(layer, x, pool))
+    runs = [(layer, x.shape, pool) for layer, x, pool in cases]
+    assert dones == conv_stream_dones(runs, params)
+    # The loads overlapped: back to back beats the same runs one at a time.
+    alone = sum(conv_cycles(layer, x.shape, params, pool).cycles for layer, x, pool in cases)
+    assert dones[-1] < alone - 40
+
+
+def test_two_banks_with_stalled_streams_keep_every_result():
+    rng = np.random.default_rng(14)
+    params = small_params(input_banks=2)
+    cases = stream_cases(rng, "fixed")
+    outputs, _ = stream(params, cases, ready_probability=0.5, valid_probability=0.6)
+    for (layer, x, pool), got in zip(cases, outputs, strict=True):
+        assert_outputs_equal(layer.name, got, expected_outputs(layer, x, pool))
+
+
+def test_one_bank_takes_no_start_while_it_computes():
+    """The same stream on one bank: each run starts after the last one's done, and its cycles
+    are the one-at-a-time model's (the start is taken the cycle after done)."""
+    rng = np.random.default_rng(13)
+    params = small_params()
+    cases = stream_cases(rng, "fixed")[:3]
+    outputs, dones = stream(params, cases)
+    for (layer, x, pool), got in zip(cases, outputs, strict=True):
+        assert_outputs_equal(layer.name, got, expected_outputs(layer, x, pool))
+    each = [conv_cycles(layer, x.shape, params, pool).cycles for layer, x, pool in cases]
+    assert dones == [sum(each[: j + 1]) + j for j in range(len(cases))]

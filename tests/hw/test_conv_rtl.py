@@ -18,8 +18,12 @@ from squeezeforge.hw.conv import (
     conv_cfg_layout,
     conv_cycles,
     conv_layer_config,
+    conv_load_writes,
     conv_memory_images,
     conv_output_shape,
+    conv_stream_dones,
+    filter_blocks,
+    weight_words,
 )
 from squeezeforge.hw.interface import pack_cfg
 from squeezeforge.sim.ir import Conv2d
@@ -37,7 +41,9 @@ TOP = "conv_engine"
 # input file and c++ fails with "Vtop__pch.h.fast: linker input file not found").
 VERILATOR_ARGS = ["--output-split", "0"]
 
-# Non-square arrays, so that a row/column mix-up cannot pass.
+# Non-square arrays, so that a row/column mix-up cannot pass. The fixed-point build has two
+# input banks (one layer at a time it runs as one bank does; test_runs_back_to_back streams
+# on it), the power-of-two build one.
 ENGINES = {
     "fixed": ConvEngineParams(
         rows=3,
@@ -50,6 +56,7 @@ ENGINES = {
         weight_depth=1024,
         bias_depth=8,
         out_depth=128,
+        input_banks=2,
     ),
     "pow2": ConvEngineParams(
         rows=4,
@@ -143,6 +150,7 @@ def case(
     seed: int = 0,
     valid_probability: float = 1.0,
     ready_probability: float = 1.0,
+    bases: tuple[int, int] = (0, 0),
 ) -> dict:
     """One layer of a bench case file, with its reference outputs and modelled cycles."""
     check_conv_fits(layer, x.shape, params, pool=pool)
@@ -152,7 +160,9 @@ def case(
     images = conv_memory_images(layer, params)
     return {
         "name": name,
-        "cfg": pack_cfg(conv_cfg_layout(params), conv_layer_config(layer, x.shape, pool, params)),
+        "cfg": pack_cfg(
+            conv_cfg_layout(params), conv_layer_config(layer, x.shape, pool, params, *bases)
+        ),
         "weight": images["weight"],
         "bias": images["bias"],
         "x": [int(v) for v in x.reshape(-1)],
@@ -165,11 +175,13 @@ def case(
     }
 
 
-def run_bench(kind: str, build: Path, layers: list[dict], tmp_path: Path) -> tuple[RtlResult, list]:
+def run_bench(
+    kind: str, build: Path, layers: list[dict], tmp_path: Path, **suite: object
+) -> tuple[RtlResult, list]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     cases = tmp_path / "cases.json"
     report = tmp_path / "report.json"
-    cases.write_text(json.dumps({"act_bits": ENGINES[kind].act_bits, "layers": layers}))
+    cases.write_text(json.dumps({"act_bits": ENGINES[kind].act_bits, "layers": layers, **suite}))
     result = run_cocotb(
         build,
         TOP,
@@ -310,3 +322,47 @@ def test_wrong_cycle_model_fails(builds, tmp_path: Path) -> None:
     bad, _ = run_bench("pow2", builds["pow2"], layers, tmp_path)
     with pytest.raises(AssertionError, match="the cycle model predicts"):
         bad.check()
+
+
+def stream_suite(seed: int) -> dict:
+    """Random layers, some run on several images, back to back on the two-bank build: the
+    memory writes of every layer (each at its own base), the runs, and the model's dones."""
+    params = ENGINES["fixed"]
+    rng = np.random.default_rng(seed)
+    writes: list = []
+    runs, shapes = [], []
+    weight_base = bias_base = 0
+    while len(runs) < 12:
+        layer, shape = fitting_layer(rng, params)
+        words, blocks = weight_words(layer, params), filter_blocks(layer, params)
+        if weight_base + words > params.weight_depth or bias_base + blocks > params.bias_depth:
+            break
+        images = conv_memory_images(layer, params)
+        writes += conv_load_writes(images, weight_base, bias_base)
+        for _ in range(int(rng.integers(1, 4))):
+            x = random_activations(rng, layer.input_format, shape)
+            name = f"stream-{len(runs)}"
+            runs.append(case(name, layer, x, params, bases=(weight_base, bias_base)))
+            shapes.append((layer, shape, False))
+        weight_base += words
+        bias_base += blocks
+    return {
+        "writes": [list(w) for w in writes],
+        "stream": runs,
+        "dones": conv_stream_dones(shapes, params),
+    }
+
+
+def test_runs_back_to_back(builds, tmp_path: Path) -> None:
+    """Two input banks on Verilator: every run's outputs equal the reference, every done comes
+    at the cycle the stream model gives; a corrupted golden value and a wrong model fail."""
+    suite = stream_suite(21)
+    assert len(suite["stream"]) >= 4
+    good, _ = run_bench("fixed", builds["fixed"], [], tmp_path / "good", **suite)
+    good.check()
+    suite["stream"][2]["expected"][0] += 1
+    suite["dones"][-1] += 1
+    bad, _ = run_bench("fixed", builds["fixed"], [], tmp_path / "bad", **suite)
+    with pytest.raises(AssertionError, match=r"layer stream-2: output 0 .*expected") as info:
+        bad.check()
+    assert "the stream model predicts" in str(info.value)

@@ -34,6 +34,13 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
         help="two pipeline stages (conv layers, then FC layers): the next image enters while"
         " the last is in the FC layers (docs/pipeline.md)",
     )
+    g.add_argument(
+        "--double-buffer",
+        action="store_const",
+        const=True,
+        help="two input banks in the conv engine: a conv layer takes the previous conv layer's"
+        " outputs as they leave, not after (docs/pipeline.md)",
+    )
 
 
 def target_from_args(args: argparse.Namespace, base: Target | None = None) -> Target:
@@ -46,4 +53,5 @@ def target_from_args(args: argparse.Namespace, base: Target | None = None) -> Ta
         fifo_depth=args.fifo_depth,
         index_bits=args.index_bits,
         pipeline=getattr(args, "pipeline", None),
+        double_buffer=getattr(args, "double_buffer", None),
     )

@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"\ntarget {t['name']}: conv {t['conv_rows']}x{t['conv_cols']}, {t['fc_pes']} FC PEs,"
         f" FIFO {t['fifo_depth']}, {t['index_bits']}-bit index ({t['family']})"
+        + (", conv input double-buffered" if t.get("double_buffer") else "")
     )
     print(f"estimated cycles per inference: {manifest.cycles_estimated}")
     if manifest.split is not None:

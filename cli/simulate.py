@@ -91,7 +91,9 @@ def print_report(report: dict) -> None:
     if t:
         print(
             f"target {t['name']}: conv {t['conv_rows']}x{t['conv_cols']}, {t['fc_pes']} FC PEs,"
-            f" FIFO {t['fifo_depth']}, {t['index_bits']}-bit index\n"
+            f" FIFO {t['fifo_depth']}, {t['index_bits']}-bit index"
+            + (", conv input double-buffered" if t.get("double_buffer") else "")
+            + "\n"
         )
     print(markdown_table(["layers", "engine", "cycles measured", "cycles estimated"], rows))
     print(

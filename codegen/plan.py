@@ -47,6 +47,7 @@ __all__ = [
     "PASSES",
     "Plan",
     "Step",
+    "chain_steps",
     "compile_net",
     "pipeline_stages",
     "place_activations",
@@ -88,6 +89,8 @@ class Step:
     out_address: int = 0
     from_pixels: bool = False
     to_scores: bool = False
+    #: Takes the previous step's outputs as its engine emits them (:func:`chain_steps`).
+    chained: bool = False
 
     @property
     def in_count(self) -> int:
@@ -359,6 +362,31 @@ def assign_engines(plan: Plan) -> Plan:
     return plan.noted(f"assign_engines: {', '.join(engines)}", steps=steps, engines=engines)
 
 
+def chain_steps(plan: Plan) -> Plan:
+    """With the Target's ``double_buffer``: a step whose engine can load while it computes
+    (:attr:`~squeezeforge.hw.engine.EngineBinding.CHAINS`) and that reads exactly the words
+    the step before it wrote, on the same engine, takes them as they leave the engine
+    (``chained``); the top level streams them into the engine's free input bank, and the step
+    computes from the cycle the one before is done."""
+    if not plan.target.double_buffer:
+        return plan.noted("chain_steps: none (no double_buffer)")
+    steps = list(plan.steps)
+    for k in range(1, len(steps)):
+        before, s = steps[k - 1], steps[k]
+        if (
+            plan.engines[s.engine].CHAINS
+            and s.engine == before.engine
+            and not before.to_scores
+            and not s.from_pixels
+            and s.in_segments == ((before.out_address, before.out_count),)
+        ):
+            steps[k] = replace(s, chained=True)
+    chained = [s.index for s in steps if s.chained]
+    return plan.noted(
+        f"chain_steps: {', '.join(map(str, chained)) if chained else 'none'}", steps=tuple(steps)
+    )
+
+
 def size_engines(plan: Plan) -> Plan:
     """Elaboration parameters: engine shapes from the Target; widths are the maxima over the
     steps (or the Target's activation width); memories hold them all."""
@@ -429,16 +457,16 @@ def estimate_cycles(plan: Plan) -> Plan:
     steps = []
     for s in plan.steps:
         step_in = _step_inputs(s, values)
-        # The pixel stream feeds a step at once; the memory's read port adds a cycle.
-        delay = 0 if s.from_pixels else Top.PREFETCH_CYCLES
+        # The pixel stream feeds a step at once; the memory's read port adds a cycle. A chained
+        # step's input is all in before it computes (the last word left with the step before's
+        # last output); it computes from the cycle that step is done, a cycle before its
+        # sequencer's launch state, so the launch costs nothing.
+        if s.chained:
+            delay, launch = -(s.in_count + 1), 0
+        else:
+            delay, launch = (0 if s.from_pixels else Top.PREFETCH_CYCLES), Top.LAUNCH_CYCLES
         cycles, ideal = plan.engines[s.engine].cycles(s, plan.params[s.engine], step_in, delay)
-        steps.append(
-            replace(
-                s,
-                cycles_estimated=round(cycles) + Top.LAUNCH_CYCLES,
-                cycles_ideal=ideal,
-            )
-        )
+        steps.append(replace(s, cycles_estimated=round(cycles) + launch, cycles_ideal=ideal))
     total = sum(s.cycles_estimated for s in steps)
     return plan.noted(f"estimate_cycles: {total} per inference", steps=tuple(steps))
 
@@ -493,6 +521,7 @@ PASSES: tuple[Callable[[Plan], Plan], ...] = (
     fuse_steps,
     place_activations,
     assign_engines,
+    chain_steps,
     size_engines,
     check_fits,
     place_weights,
@@ -516,6 +545,7 @@ def top_params(plan: Plan) -> TopParams:
                 out_address=s.out_address,
                 from_pixels=s.from_pixels,
                 to_scores=s.to_scores,
+                chained=s.chained,
             )
             for s in plan.steps
         ),

@@ -64,12 +64,18 @@ class EngineBinding(ABC):
         :meth:`unsupported`'s reason.
     WHY_NOT
         The reason given for a weight format outside :attr:`WEIGHT_KINDS`.
+    CHAINS
+        Whether the engine can take a run's input while it computes the run before (two input
+        banks): the compiler then feeds a step the previous step's outputs as they leave
+        (a ``chained`` step; :func:`squeezeforge.codegen.plan.chain_steps`), and
+        :meth:`size` gives the engine its second bank.
     """
 
     FAMILY: ClassVar[str]
     LAYER_KINDS: ClassVar[tuple[str, ...]]
     WEIGHT_KINDS: ClassVar[tuple[str, ...]]
     WHY_NOT: ClassVar[str]
+    CHAINS: ClassVar[bool] = False
 
     # What a layer may be: pure rules on kinds, so a recipe is checked before any training.
 

@@ -44,6 +44,13 @@ group of a grouped conv; it writes its outputs from ``out_address`` on. A step t
 net's input takes the next words of ``i_pixel`` instead, and one that makes the net's output
 streams it to ``o_score``.
 
+A ``chained`` step (the Target's ``double_buffer``; its engine has two input banks) reads exactly
+what the step before it wrote on the same engine. The sequencer starts it during that step, as
+soon as the engine takes a start (once the step before has its input), and sends the step
+before's outputs both into the memory and into the engine's free bank as they leave; the
+chained step then computes from the cycle the one before is done, and its launch state starts
+nothing and reads nothing.
+
 Two stages (``TopParams.split``, the Target's ``pipeline``): the steps before ``split`` and
 those from it on run on disjoint engines (the conv layers, then the fully connected ones), each
 stage with a sequencer and an activation memory of its own. The first stage's last step streams
@@ -102,6 +109,10 @@ class TopStep:
     out_address: int = 0
     from_pixels: bool = False
     to_scores: bool = False
+    #: Its input is the step before's output, streamed into its engine's free input bank as
+    #: it leaves (the engine has two; the sequencer starts this step's run during the one
+    #: before and neither reads nor launches it afterwards).
+    chained: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -365,6 +376,13 @@ class Top(wiring.Component):
         pixels = Signal()  # the step reads the source stream
         scores = Signal()  # the step writes the sink stream
         final = Signal()  # the stage's last step
+        chained = Signal()  # the step's input came with the step before's outputs
+        chain_next = Signal()  # the next step is chained to this one
+        cur_busy = Signal()
+        cur_start = Signal()
+        # The chained next step's start was taken (the engine is loading its input or has it).
+        pre_taken = Signal(name="pre_taken" + suffix)
+        pre_launch = Signal(name="pre_launch" + suffix)
         first_seg = Signal.like(seg)
         out_address = Signal(addr)
         seg_index = 0
@@ -378,6 +396,9 @@ class Top(wiring.Component):
                         first_seg.eq(seg_index if s.in_segments else 0),
                         out_address.eq(s.out_address if not s.to_scores else 0),
                         final.eq(index == n_steps - 1),
+                        chained.eq(s.chained),
+                        chain_next.eq(index + 1 < n_steps and steps[index + 1].chained),
+                        cur_busy.eq(eng.busy),
                         eng.i_act.valid.eq(cur_i_valid),
                         eng.i_act.payload.eq(cur_i_data),
                         cur_i_ready.eq(eng.i_act.ready),
@@ -385,13 +406,17 @@ class Top(wiring.Component):
                         cur_o_data.eq(eng.o_act.payload),
                         eng.o_act.ready.eq(cur_o_ready),
                         cur_done.eq(eng.done),
-                        eng.start.eq(launch),
+                        eng.start.eq(cur_start),
                     ]
                 seg_index += len(s.in_segments)
-        # Each engine sees the cfg of whichever of its steps runs now (held for the whole step).
+        # Each engine sees the cfg of whichever of its steps runs now (held for the whole step),
+        # or of the chained step the sequencer starts during the one before (an engine samples
+        # its cfg when it takes a start).
+        cfg_step = Signal.like(step, name="cfg_step" + suffix)
+        m.d.comb += cfg_step.eq(Mux(pre_launch, step + 1, step))
         for name in {s.engine for s in steps}:
             eng = engines[name]
-            with m.Switch(step):
+            with m.Switch(cfg_step):
                 for index, s in enumerate(steps):
                     if s.engine == name:
                         with m.Case(index):
@@ -426,7 +451,11 @@ class Top(wiring.Component):
         read = Signal()
         m.d.comb += [
             read.eq(
-                running & ~pixels & more & (in_queue.level + in_flight < self.INPUT_QUEUE_DEPTH)
+                running
+                & ~pixels
+                & ~chained
+                & more
+                & (in_queue.level + in_flight < self.INPUT_QUEUE_DEPTH)
             ),
             rd.en.eq(read),
             in_queue.w.valid.eq(in_flight),
@@ -440,7 +469,19 @@ class Top(wiring.Component):
                 m.d.sync += [seg.eq(seg + 1), rd_addr.eq(next_start)]
             with m.Else():
                 m.d.sync += rd_addr.eq(rd_addr + 1)
-        with m.If(running & pixels):
+        # A chained next step: started as soon as the engine takes it (when this step's input is
+        # in), then fed this step's outputs as they leave.
+        m.d.comb += [
+            pre_launch.eq(running & chain_next & ~pre_taken),
+            cur_start.eq((launch & ~chained) | pre_launch),
+        ]
+        with m.If(pre_launch & ~cur_busy):
+            m.d.sync += pre_taken.eq(1)
+        with m.If(launch):
+            m.d.sync += pre_taken.eq(0)
+        with m.If(running & pre_taken):
+            m.d.comb += [cur_i_valid.eq(cur_o_valid), cur_i_data.eq(cur_o_data)]
+        with m.Elif(running & pixels):
             m.d.comb += [
                 cur_i_valid.eq(source.valid),
                 cur_i_data.eq(source.payload),
@@ -461,13 +502,15 @@ class Top(wiring.Component):
                 cur_o_ready.eq(sink.ready),
             ]
         with m.Elif(running):
+            # Into the memory; also into the engine's free bank when the next step is chained,
+            # at the pace its loader takes them.
             m.d.comb += [
-                cur_o_ready.eq(1),
+                cur_o_ready.eq(Mux(chain_next, pre_taken & cur_i_ready, 1)),
                 wr.addr.eq(wr_addr),
                 wr.data.eq(cur_o_data),
-                wr.en.eq(cur_o_valid),
+                wr.en.eq(cur_o_valid & cur_o_ready),
             ]
-            with m.If(cur_o_valid):
+            with m.If(cur_o_valid & cur_o_ready):
                 m.d.sync += wr_addr.eq(wr_addr + 1)
 
         st = _Stage(

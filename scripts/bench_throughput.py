@@ -10,6 +10,8 @@ The digits CNN (trained once, ``squeezeforge train``) compressed with the dense 
 * ``fold-85f``: the same for the LFE5U-85F;
 * ``pipe``, ``fold-25f-pipe``, ``fold-85f-pipe``: the same engines (or the folding pass's
   choice for two stages) as two pipeline stages, conv layers then FC layers (``--pipeline``);
+* ``pipe-db``, ``fold-25f-pipe-db``: ``pipe`` and ``fold-25f-pipe`` with the conv engine's
+  input double-buffered (``--double-buffer``: conv2 takes conv1's outputs as they leave);
 * ``smallest`` (not in the default set): the smallest engines (conv 2x2, one FC PE) on the
   25F, a quick check of a net's figures (place and route takes about a minute, not ten).
 
@@ -50,6 +52,8 @@ CONFIGS: dict[str, tuple[str, bool, bool, dict]] = {
     "fold-25f-pipe": ("ecp5-25f", True, True, {}),
     "fold-85f": ("ecp5-85f", True, False, {}),
     "fold-85f-pipe": ("ecp5-85f", True, True, {}),
+    "pipe-db": ("ecp5-25f", False, True, {"double_buffer": True}),
+    "fold-25f-pipe-db": ("ecp5-25f", True, True, {"double_buffer": True}),
     "smallest": ("ecp5-25f", False, False, {"conv_rows": 2, "conv_cols": 2, "fc_pes": 1}),
 }
 DEFAULT_CONFIGS = [name for name in CONFIGS if name != "smallest"]

@@ -95,6 +95,11 @@ class Target:
         Run the net as two pipeline stages on disjoint engines (the conv layers, then the
         fully connected ones), so the next image enters the first stage while the last one is
         in the second; False: one image at a time (the latency mode, with no boundary queue).
+    double_buffer
+        Give the conv engine two input banks: a conv step that reads exactly the output of
+        the conv step before it on the same engine takes those words as they are emitted,
+        into the free bank, instead of loading them from the activation memory afterwards
+        (twice the engine's input memory; ``docs/pipeline.md``).
     layers
         Per-layer overrides, reserved: a table per layer name. No pass reads them yet, so a
         Target that sets any is refused rather than silently ignored.
@@ -112,6 +117,7 @@ class Target:
     clock_mhz: float = 0.0
     budget: Budget | None = None
     pipeline: bool = False
+    double_buffer: bool = False
     layers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -138,6 +144,10 @@ class Target:
             raise UserError(f"target key 'budget': expected a Budget, got {self.budget!r}")
         if not isinstance(self.pipeline, bool):
             raise UserError(f"target key 'pipeline': must be true or false, got {self.pipeline!r}")
+        if not isinstance(self.double_buffer, bool):
+            raise UserError(
+                f"target key 'double_buffer': must be true or false, got {self.double_buffer!r}"
+            )
         if not isinstance(self.layers, Mapping):
             raise UserError("target key 'layers': must be a table of per-layer tables")
         if self.layers:
@@ -154,16 +164,19 @@ class Target:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON- and TOML-friendly dict (``act_bits`` and ``budget`` left out when None,
-        ``pipeline`` when False, so a Target written before it existed keeps its form)."""
+        ``pipeline`` and ``double_buffer`` when False, so a Target written before they existed
+        keeps its form)."""
         d: dict[str, Any] = {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name not in ("budget", "layers", "act_bits", "pipeline")
+            if f.name not in ("budget", "layers", "act_bits", "pipeline", "double_buffer")
         }
         if self.act_bits is not None:
             d["act_bits"] = self.act_bits
         if self.pipeline:
             d["pipeline"] = True
+        if self.double_buffer:
+            d["double_buffer"] = True
         if self.budget is not None:
             d["budget"] = self.budget.to_dict()
         return d
@@ -200,7 +213,8 @@ class Target:
         return (
             f"Target({self.name!r}: conv {self.conv_array}, {self.fc_pes} FC PEs,"
             f" FIFO {self.fifo_depth}, index {self.index_bits} bits,{part}"
-            f"{', pipelined' if self.pipeline else ''})"
+            f"{', pipelined' if self.pipeline else ''}"
+            f"{', double-buffered' if self.double_buffer else ''})"
         )
 
 

@@ -34,6 +34,7 @@ class ConvBinding(EngineBinding):
     LAYER_KINDS: ClassVar[tuple[str, ...]] = (Conv2d.kind,)
     WEIGHT_KINDS: ClassVar[tuple[str, ...]] = tuple(_NAMES)
     WHY_NOT: ClassVar[str] = "conv layers run fixed-point or power-of-two weights"
+    CHAINS: ClassVar[bool] = True
 
     weight_kind: str
     # Defaults are the default Target's; the compiler passes the build's (for_layer).
@@ -83,6 +84,8 @@ class ConvBinding(EngineBinding):
             ),
             bias_depth=memory_depth(sum(filter_blocks(s.layer, probe) for s in steps)),
             out_depth=max(out_pixels),
+            # A chained step loads while the step before computes: a second input bank.
+            input_banks=2 if any(getattr(s, "chained", False) for s in steps) else 1,
         )
 
     def fits(self, step: EngineStep, params: ConvEngineParams) -> str | None:

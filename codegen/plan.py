@@ -91,6 +91,9 @@ class Step:
     to_scores: bool = False
     #: Takes the previous step's outputs as its engine emits them (:func:`chain_steps`).
     chained: bool = False
+    #: The net's first step, whose engine may load the next image's pixels while the first
+    #: pipeline stage finishes this one (:func:`chain_steps`, :func:`pipeline_stages`).
+    prefetched: bool = False
 
     @property
     def in_count(self) -> int:
@@ -117,6 +120,9 @@ class Plan:
     act_bits: int = 0
     #: The first step of the second pipeline stage (None: one image at a time).
     split: int | None = None
+    #: With two stages and the first step's pixels loaded during the first stage's last step:
+    #: that first step's cycles then (None: no such prefetch).
+    prefetch_cycles: int | None = None
     log: tuple[str, ...] = ()
 
     @property
@@ -134,6 +140,7 @@ class Plan:
         return stage_interval(
             [s.cycles_estimated for s in self.steps[: self.split]],
             [s.cycles_estimated for s in self.steps[self.split :]],
+            self.prefetch_cycles,
         )
 
     @classmethod
@@ -367,10 +374,16 @@ def chain_steps(plan: Plan) -> Plan:
     (:attr:`~squeezeforge.hw.engine.EngineBinding.CHAINS`) and that reads exactly the words
     the step before it wrote, on the same engine, takes them as they leave the engine
     (``chained``); the top level streams them into the engine's free input bank, and the step
-    computes from the cycle the one before is done."""
+    computes from the cycle the one before is done. With two pipeline stages too, the first
+    step is marked ``prefetched``: its engine gets the second bank, and if the first stage
+    ends on that engine, the next image's pixels load while it finishes the last one
+    (:func:`pipeline_stages`)."""
     if not plan.target.double_buffer:
         return plan.noted("chain_steps: none (no double_buffer)")
     steps = list(plan.steps)
+    head = steps[0]
+    if plan.target.pipeline and head.from_pixels and plan.engines[head.engine].CHAINS:
+        steps[0] = replace(head, prefetched=True)
     for k in range(1, len(steps)):
         before, s = steps[k - 1], steps[k]
         if (
@@ -471,11 +484,17 @@ def estimate_cycles(plan: Plan) -> Plan:
     return plan.noted(f"estimate_cycles: {total} per inference", steps=tuple(steps))
 
 
-def stage_interval(first: Sequence[int], second: Sequence[int]) -> int:
+def stage_interval(
+    first: Sequence[int], second: Sequence[int], prefetch: int | None = None
+) -> int:
     """Cycles between two images through two pipeline stages whose steps take ``first`` and
     ``second`` cycles: each stage's sequencer idles one cycle between its images, and the
-    slower stage sets the pace (the faster one waits on the boundary queue)."""
-    return max(sum(first), sum(second)) + Top.IDLE_CYCLES
+    slower stage sets the pace (the faster one waits on the boundary queue). With
+    ``prefetch``, the first stage's first step takes that many cycles (its pixels arrived
+    during the stage's last step) and the first stage never idles."""
+    if prefetch is None:
+        return max(sum(first), sum(second)) + Top.IDLE_CYCLES
+    return max(sum(first[1:]) + prefetch, sum(second) + Top.IDLE_CYCLES)
 
 
 def pipeline_stages(plan: Plan) -> Plan:
@@ -490,29 +509,45 @@ def pipeline_stages(plan: Plan) -> Plan:
     splits = [k for k in range(1, len(steps)) if split_problem(steps, k) is None]
     # The reference run over the test images, once for every candidate head step.
     values = _net_values(plan.net) if splits else {}
-    best: tuple[int, int, Step] | None = None
+    first = steps[0]
+    prefetch = None
+    if first.prefetched:
+        # The first step's input all in when it computes, from the cycle the stage's last
+        # step is done; its launch state starts nothing (as for a chained step).
+        cycles, _ = plan.engines[first.engine].cycles(
+            first, plan.params[first.engine], _step_inputs(first, values), -(first.in_count + 1)
+        )
+        prefetch = round(cycles)
+    best: tuple[int, int, Step, int | None] | None = None
     for k in splits:
         head = steps[k]
         cycles, _ = plan.engines[head.engine].cycles(
             head, plan.params[head.engine], _step_inputs(head, values), 0
         )
         head = replace(head, cycles_estimated=round(cycles) + Top.LAUNCH_CYCLES)
+        # The next image's pixels load during the first stage's last step only on the engine
+        # that runs its first step.
+        wraps = prefetch if steps[k - 1].engine == first.engine else None
         interval = stage_interval(
             [s.cycles_estimated for s in steps[:k]],
             [head.cycles_estimated, *(s.cycles_estimated for s in steps[k + 1 :])],
+            wraps,
         )
         if best is None or interval < best[0]:
-            best = (interval, k, head)
+            best = (interval, k, head, wraps)
     if best is None:
         return plan.noted(
             "pipeline_stages: no split into stages on disjoint engines; one image at a time"
         )
-    interval, k, head = best
+    interval, k, head, wraps = best
     steps = (*steps[:k], head, *steps[k + 1 :])
+    note = "" if wraps is None else f"; the next image's pixels load during step {k - 1}"
     return plan.noted(
-        f"pipeline_stages: steps 0-{k - 1} then {k}-{len(steps) - 1}, interval {interval} cycles",
+        f"pipeline_stages: steps 0-{k - 1} then {k}-{len(steps) - 1}, interval {interval} cycles"
+        + note,
         steps=steps,
         split=k,
+        prefetch_cycles=wraps,
     )
 
 
@@ -535,6 +570,7 @@ def top_params(plan: Plan) -> TopParams:
     return TopParams(
         act_bits=plan.act_bits,
         split=plan.split,
+        prefetch=plan.prefetch_cycles is not None,
         steps=tuple(
             TopStep(
                 s.engine,

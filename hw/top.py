@@ -49,7 +49,11 @@ what the step before it wrote on the same engine. The sequencer starts it during
 soon as the engine takes a start (once the step before has its input), and sends the step
 before's outputs both into the memory and into the engine's free bank as they leave; the
 chained step then computes from the cycle the one before is done, and its launch state starts
-nothing and reads nothing.
+nothing and reads nothing. With two stages as well, and a first stage that begins and ends on
+that engine (``TopParams.prefetch``), the first stage shows ``ready`` during its last step: a
+``start`` then starts the next image's first step on the engine at once, its pixels stream into
+the free bank while the last step finishes, and the stage goes from its last step to the first
+without idling.
 
 Two stages (``TopParams.split``, the Target's ``pipeline``): the steps before ``split`` and
 those from it on run on disjoint engines (the conv layers, then the fully connected ones), each
@@ -143,12 +147,17 @@ class TopParams:
     before it and steps from it on run on disjoint engines, each stage with its own sequencer
     and activation memory, and the only tensor passing between them is the output of step
     ``split - 1``, which step ``split`` reads whole (see the module docstring).
+
+    ``prefetch`` (two stages, the first stage beginning and ending on one engine that has two
+    input banks): the first stage takes the next image's ``start`` during its last step and
+    loads that image's pixels into the engine's free bank meanwhile.
     """
 
     act_bits: int
     steps: tuple[TopStep, ...]
     engines: tuple[TopEngine, ...]
     split: int | None = None
+    prefetch: bool = False
 
     def __post_init__(self) -> None:
         if not self.steps:
@@ -168,6 +177,15 @@ class TopParams:
             reason = split_problem(self.steps, self.split)
             if reason:
                 raise ValueError(f"TopParams.split = {self.split}: {reason}")
+        if self.prefetch and (
+            self.split is None
+            or not self.steps[0].from_pixels
+            or self.steps[self.split - 1].engine != self.steps[0].engine
+        ):
+            raise ValueError(
+                "TopParams.prefetch: needs two stages, the first beginning with the pixels and"
+                " ending on the engine it begins on"
+            )
 
     @property
     def memory_depth(self) -> int:
@@ -299,7 +317,9 @@ class Top(wiring.Component):
                 signed(self.act_bits), boundary_depth(p.steps, k), registered=True
             )
             a_steps, b_steps = stage_steps(p.steps, k)
-            a = self._stage(m, a_steps, 0, engines, self.start, self.i_pixel, fifo.w, "_a")
+            a = self._stage(
+                m, a_steps, 0, engines, self.start, self.i_pixel, fifo.w, "_a", p.prefetch
+            )
             # Images stage A has finished that stage B has not yet begun (at most three: one
             # read by B's first step, two in the queue).
             pending = Signal(range(4))
@@ -313,7 +333,7 @@ class Top(wiring.Component):
             m.d.comb += [
                 self.step.eq(Mux(a.busy, a.step, b.step)),
                 self.done.eq(b.done),
-                self.ready.eq(a.idle),
+                self.ready.eq(a.ready),
             ]
         m.d.comb += [
             busy.eq(Cat(*(st.busy for st in stages)).any()),
@@ -346,10 +366,13 @@ class Top(wiring.Component):
         source: Any,
         sink: Any,
         suffix: str,
+        prefetch: bool = False,
     ) -> _Stage:
         """The sequencer of ``steps`` (global indices from ``base``) with an activation memory of
         its own: it reads the words of a ``from_pixels`` step from ``source`` and sends those of
-        a ``to_scores`` step to ``sink`` (both streams); ``go`` starts it from idle."""
+        a ``to_scores`` step to ``sink`` (both streams); ``go`` starts it from idle, and with
+        ``prefetch`` also during its last step (the next image's first step is then started
+        on its engine at once, and fed ``source`` while the last step finishes)."""
         p = self.params
         n_steps = len(steps)
         table = _segments(steps)
@@ -383,6 +406,13 @@ class Top(wiring.Component):
         # The chained next step's start was taken (the engine is loading its input or has it).
         pre_taken = Signal(name="pre_taken" + suffix)
         pre_launch = Signal(name="pre_launch" + suffix)
+        # The next image's start taken during the last step (prefetch), its first step's start
+        # offered to the engine, and the launch state of a step whose start was taken before.
+        wrap_armed = Signal(name="wrap_armed" + suffix)
+        wrap_launch = Signal(name="wrap_launch" + suffix)
+        wrap_open = Signal(name="wrap_open" + suffix)
+        prelaunched = Signal(name="prelaunched" + suffix)
+        taken_now = Signal()
         first_seg = Signal.like(seg)
         out_address = Signal(addr)
         seg_index = 0
@@ -413,7 +443,7 @@ class Top(wiring.Component):
         # or of the chained step the sequencer starts during the one before (an engine samples
         # its cfg when it takes a start).
         cfg_step = Signal.like(step, name="cfg_step" + suffix)
-        m.d.comb += cfg_step.eq(Mux(pre_launch, step + 1, step))
+        m.d.comb += cfg_step.eq(Mux(pre_launch, step + 1, Mux(wrap_launch, 0, step)))
         for name in {s.engine for s in steps}:
             eng = engines[name]
             with m.Switch(cfg_step):
@@ -473,15 +503,23 @@ class Top(wiring.Component):
         # in), then fed this step's outputs as they leave.
         m.d.comb += [
             pre_launch.eq(running & chain_next & ~pre_taken),
-            cur_start.eq((launch & ~chained) | pre_launch),
+            wrap_launch.eq(running & final & wrap_armed & ~pre_taken),
+            cur_start.eq((launch & ~chained & ~prelaunched) | pre_launch | wrap_launch),
+            taken_now.eq((pre_launch | wrap_launch) & ~cur_busy),
         ]
-        with m.If(pre_launch & ~cur_busy):
+        if prefetch:
+            # Not in the done cycle, when the stage goes idle instead (and takes it from there).
+            m.d.comb += wrap_open.eq(running & final & ~wrap_armed & ~cur_done)
+            with m.If(wrap_open & go):
+                m.d.sync += wrap_armed.eq(1)
+        with m.If(taken_now):
             m.d.sync += pre_taken.eq(1)
         with m.If(launch):
             m.d.sync += pre_taken.eq(0)
-        with m.If(running & pre_taken):
+        with m.If(running & pre_taken & chain_next):
             m.d.comb += [cur_i_valid.eq(cur_o_valid), cur_i_data.eq(cur_o_data)]
-        with m.Elif(running & pixels):
+        with m.Elif(running & ((pixels & ~pre_taken) | (pre_taken & final))):
+            # The step's own pixels, or (prefetch) the next image's once its start is taken.
             m.d.comb += [
                 cur_i_valid.eq(source.valid),
                 cur_i_data.eq(source.payload),
@@ -514,6 +552,7 @@ class Top(wiring.Component):
                 m.d.sync += wr_addr.eq(wr_addr + 1)
 
         st = _Stage(
+            ready=Signal(name="ready" + suffix),
             idle=Signal(name="idle" + suffix),
             busy=Signal(name="busy" + suffix),
             done=Signal(name="done" + suffix),
@@ -525,12 +564,13 @@ class Top(wiring.Component):
             st.step.eq(step + base),
             st.tap_valid.eq(running & cur_o_valid & cur_o_ready),
             st.tap_data.eq(cur_o_data),
+            st.ready.eq(st.idle | wrap_open),
         ]
         with m.FSM(name="seq" + suffix):
             with m.State("IDLE"):
                 m.d.comb += st.idle.eq(1)
                 with m.If(go):
-                    m.d.sync += step.eq(0)
+                    m.d.sync += [step.eq(0), prelaunched.eq(0)]
                     m.next = "LAUNCH"
             with m.State("LAUNCH"):
                 m.d.comb += [launch.eq(1), st.busy.eq(1)]
@@ -543,9 +583,15 @@ class Top(wiring.Component):
             with m.State("RUN"):
                 m.d.comb += [running.eq(1), st.busy.eq(1)]
                 with m.If(cur_done):
+                    # A step whose start the engine took during this one launches nothing.
+                    m.d.sync += prelaunched.eq(pre_taken | taken_now)
                     with m.If(final):
                         m.d.comb += st.done.eq(1)
-                        m.next = "IDLE"
+                        with m.If(wrap_armed):
+                            m.d.sync += [step.eq(0), wrap_armed.eq(0)]
+                            m.next = "LAUNCH"
+                        with m.Else():
+                            m.next = "IDLE"
                     with m.Else():
                         m.d.sync += step.eq(step + 1)
                         m.next = "LAUNCH"
@@ -556,6 +602,7 @@ class Top(wiring.Component):
 class _Stage:
     """The signals a stage's sequencer gives the top level."""
 
+    ready: Signal  # a ``go`` now is taken (idle, or, with prefetch, in its last step)
     idle: Signal  # a ``go`` now starts it
     busy: Signal
     done: Signal  # pulse: its last step finished

@@ -7,7 +7,8 @@ import hashlib
 import json
 import os
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -148,8 +149,45 @@ def reseal_build() -> Callable[[Path], None]:
     return _reseal
 
 
+@contextmanager
+def _golden_corrupted(build: Path, net, image: int, index: int) -> Iterator[None]:
+    """The build's golden output ``[image, index]`` one step off (resealed, so a simulation
+    reaches the comparison), then the net as it was."""
+    from squeezeforge.sim.ir import save_net
+
+    bad = net.test_outputs.copy()
+    v = bad[image, index]
+    bad[image, index] = v - 1 if v > net.output_format.min else v + 1
+    save_net(net.replace(test_outputs=bad), build / "net.sfnet")
+    _reseal(build)
+    try:
+        yield
+    finally:
+        save_net(net, build / "net.sfnet")
+        _reseal(build)
+
+
+@pytest.fixture
+def golden_corrupted() -> Callable[..., AbstractContextManager[None]]:
+    """:func:`_golden_corrupted`."""
+    return _golden_corrupted
+
+
+#: Seconds each long test file took on 2 cores (``--durations=0``, summed per file): weights
+#: that order the work, nothing asserts them.
+DURATIONS = json.loads((Path(__file__).parent / "durations.json").read_text())
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Files with slow tests first, each file's order kept: `make test` runs one worker per
-    core, and a long file started last would leave the other workers idle until it ends."""
+    """The longest files first, each file's order kept: `make test` runs one worker per core
+    and hands out whole files in this order, and a long file started last would leave the other
+    workers idle until it ends (longest first is the classic list-scheduling rule). Files
+    without a recorded time follow, those with slow tests first."""
+    root = Path(__file__).parent.parent
     slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)
+
+    def weight(item: pytest.Item) -> tuple[float, bool]:
+        seconds = DURATIONS.get(item.path.relative_to(root).as_posix(), 0)
+        return (-seconds, item.path not in slow)
+
+    items.sort(key=weight)

@@ -84,8 +84,11 @@ class ConvBinding(EngineBinding):
             ),
             bias_depth=memory_depth(sum(filter_blocks(s.layer, probe) for s in steps)),
             out_depth=max(out_pixels),
-            # A chained step loads while the step before computes: a second input bank.
-            input_banks=2 if any(getattr(s, "chained", False) for s in steps) else 1,
+            # A chained step loads while the step before computes, a prefetched one while the
+            # pipeline stage finishes the image before: a second input bank.
+            input_banks=2
+            if any(getattr(s, "chained", False) or getattr(s, "prefetched", False) for s in steps)
+            else 1,
         )
 
     def fits(self, step: EngineStep, params: ConvEngineParams) -> str | None:

@@ -10,7 +10,7 @@ import pytest
 
 from squeezeforge.cli.main import main
 from squeezeforge.codegen.folding import plan_memories
-from squeezeforge.codegen.plan import chain_steps, compile_net
+from squeezeforge.codegen.plan import chain_steps, compile_net, top_params
 from squeezeforge.sim.errors import UserError
 from squeezeforge.sim.ir import save_net
 from squeezeforge.sim.manifest import read_manifest
@@ -62,3 +62,17 @@ def test_target_key_and_flag(tmp_path, capsys) -> None:
     manifest = read_manifest(tmp_path / "b")
     assert manifest.target["double_buffer"] is True
     assert "chain_steps: 1, 2" in manifest.passes
+
+
+def test_prefetch_needs_a_first_stage_that_begins_and_ends_on_one_engine() -> None:
+    net = chain_net(2)
+    plan = compile_net(net, Target(double_buffer=True, pipeline=True))
+    assert plan.steps[0].prefetched and plan.prefetch_cycles is not None
+    params = top_params(plan)
+    assert params.prefetch
+    # Without two stages, or with a first stage ending on another engine: refused.
+    with pytest.raises(ValueError, match="TopParams.prefetch: needs two stages"):
+        replace(params, split=None)
+    latency = compile_net(net, Target(double_buffer=True))
+    assert latency.prefetch_cycles is None and not top_params(latency).prefetch
+    assert not latency.steps[0].prefetched  # one image at a time: nothing to prefetch

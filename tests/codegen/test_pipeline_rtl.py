@@ -14,7 +14,7 @@ import pytest
 from squeezeforge.cli.main import main
 from squeezeforge.codegen.build import generate
 from squeezeforge.hw.top import Top
-from squeezeforge.sim.ir import Dense, FixedFormat, Net, SparseDense, save_net
+from squeezeforge.sim.ir import Dense, FixedFormat, Net, SparseDense
 from squeezeforge.sim.netsim import simulate
 from squeezeforge.sim.random_layers import random_dense, random_net, random_sparse_dense
 from squeezeforge.sim.reference import run_net
@@ -81,20 +81,12 @@ def test_interval_is_the_slower_stage(report: dict) -> None:
 
 
 def test_corrupted_golden_fails_back_to_back_too(
-    report: dict, net: Net, capsys, reseal_build
+    report: dict, net: Net, capsys, golden_corrupted
 ) -> None:
-    build = Path(report["build"])
-    bad = net.test_outputs.copy()
-    bad[IMAGES - 1, 0] += 1 if bad[IMAGES - 1, 0] < 127 else -1
-    save_net(net.replace(test_outputs=bad), build / "net.sfnet")
-    reseal_build(build)
-    try:
-        assert main(["simulate", str(build), "--images", str(IMAGES)]) == 1
+    with golden_corrupted(Path(report["build"]), net, IMAGES - 1, 0):
+        assert main(["simulate", report["build"], "--images", str(IMAGES)]) == 1
         out = capsys.readouterr().out
         assert f"images back to back: {IMAGES - 1}/{IMAGES} bit-exact" in out
-    finally:
-        save_net(net, build / "net.sfnet")
-        reseal_build(build)
 
 
 def test_api_runs_own_inputs_back_to_back(report: dict, net: Net) -> None:

@@ -47,14 +47,19 @@ async def _reset(dut) -> None:
     dut.rst.value = 0
 
 
-async def _load(dut, sel: int, words: list[int]) -> None:
-    for addr, word in enumerate(words):
+async def _write(dut, writes) -> None:
+    """Memory words through the ``load`` port, ``(sel, addr, word)`` each."""
+    for sel, addr, word in writes:
         dut.load__en.value = 1
         dut.load__sel.value = sel
         dut.load__addr.value = addr
         dut.load__data.value = word
         await FallingEdge(dut.clk)
     dut.load__en.value = 0
+
+
+async def _load(dut, sel: int, words: list[int]) -> None:
+    await _write(dut, ((sel, addr, word) for addr, word in enumerate(words)))
 
 
 async def _run_layer(dut, case: dict, act_bits: int) -> tuple[list[int], int]:
@@ -115,13 +120,7 @@ async def _stream(dut, suite: dict) -> tuple[list[list[int]], list[int]]:
     """Runs back to back on an engine with two input banks: every memory word written first,
     then each run's ``start`` offered until the engine takes it (``busy`` low) and all inputs
     as one stream; each run's outputs and the cycle of each ``done`` from the first start."""
-    for sel, addr, word in suite["writes"]:
-        dut.load__en.value = 1
-        dut.load__sel.value = sel
-        dut.load__addr.value = addr
-        dut.load__data.value = word
-        await FallingEdge(dut.clk)
-    dut.load__en.value = 0
+    await _write(dut, suite["writes"])
     runs = suite["stream"]
     mask = (1 << suite["act_bits"]) - 1
     feed = [v & mask for run in runs for v in run["x"]]

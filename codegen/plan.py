@@ -484,9 +484,7 @@ def estimate_cycles(plan: Plan) -> Plan:
     return plan.noted(f"estimate_cycles: {total} per inference", steps=tuple(steps))
 
 
-def stage_interval(
-    first: Sequence[int], second: Sequence[int], prefetch: int | None = None
-) -> int:
+def stage_interval(first: Sequence[int], second: Sequence[int], prefetch: int | None = None) -> int:
     """Cycles between two images through two pipeline stages whose steps take ``first`` and
     ``second`` cycles: each stage's sequencer idles one cycle between its images, and the
     slower stage sets the pace (the faster one waits on the boundary queue). With

@@ -200,13 +200,7 @@ def conv_memories(name: str, p: ConvEngineParams, images: dict[str, Any]) -> lis
         for c in range(p.cols)
     ]
     mems = [
-        # Two input banks: the bank is the top address bit.
-        MemoryShape(
-            f"{name}.act_mem",
-            p.act_bits,
-            p.act_depth if p.input_banks == 1 else 2 << p.act_addr_bits,
-            read_ports=p.rows,
-        ),
+        MemoryShape(f"{name}.act_mem", p.act_bits, p.act_mem_depth, read_ports=p.rows),
         MemoryShape(
             f"{name}.w_mem",
             _varying_bits(images.get("weight", ()), p.weight_depth, p.weight_word_bits),

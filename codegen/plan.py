@@ -464,6 +464,13 @@ def _step_inputs(s: Step, values: dict[str, np.ndarray]) -> np.ndarray:
     return joined[:, s.in_offset : s.in_offset + s.in_count]
 
 
+def _input_already_in(s: Step) -> int:
+    """The input delay that tells an engine's cycle model the step's input all arrived before
+    it computes (a chained or prefetched step: its last word came before the step that ran
+    before it was done)."""
+    return -(s.in_count + 1)
+
+
 def estimate_cycles(plan: Plan) -> Plan:
     """Cycles of every step from the engines' cycle models (plus the sequencer's launch)."""
     values = _net_values(plan.net)
@@ -475,7 +482,7 @@ def estimate_cycles(plan: Plan) -> Plan:
         # last output); it computes from the cycle that step is done, a cycle before its
         # sequencer's launch state, so the launch costs nothing.
         if s.chained:
-            delay, launch = -(s.in_count + 1), 0
+            delay, launch = _input_already_in(s), 0
         else:
             delay, launch = (0 if s.from_pixels else Top.PREFETCH_CYCLES), Top.LAUNCH_CYCLES
         cycles, ideal = plan.engines[s.engine].cycles(s, plan.params[s.engine], step_in, delay)
@@ -513,7 +520,7 @@ def pipeline_stages(plan: Plan) -> Plan:
         # The first step's input all in when it computes, from the cycle the stage's last
         # step is done; its launch state starts nothing (as for a chained step).
         cycles, _ = plan.engines[first.engine].cycles(
-            first, plan.params[first.engine], _step_inputs(first, values), -(first.in_count + 1)
+            first, plan.params[first.engine], _step_inputs(first, values), _input_already_in(first)
         )
         prefetch = round(cycles)
     best: tuple[int, int, Step, int | None] | None = None

@@ -201,6 +201,12 @@ class ConvEngineParams:
         return _bits(self.act_depth)
 
     @property
+    def act_mem_depth(self) -> int:
+        """Words of the input memory: ``act_depth``, or two banks with the bank as the top
+        address bit."""
+        return self.act_depth if self.input_banks == 1 else 2 << self.act_addr_bits
+
+    @property
     def weight_addr_bits(self) -> int:
         return _bits(self.weight_depth)
 
@@ -1383,9 +1389,9 @@ class ConvEngine(wiring.Component):
         all_out = Signal()
         # The loader counts against the sizes of the run it loads, which with two banks may
         # not be the run computing.
+        # A queued run is the last one taken, so its cfg is the loader's.
         l_cfg = Signal(conv_cfg_layout(p)) if double else cfg
         queued = Signal()
-        q_cfg = Signal(conv_cfg_layout(p))
         q_loaded = Signal()
         l_bank = Signal()
         c_bank = Signal()
@@ -1415,9 +1421,9 @@ class ConvEngine(wiring.Component):
             if double:
                 m.d.sync += [l_cfg.eq(self.cfg), l_bank.eq(~l_bank)]
                 with m.If(~free):
-                    m.d.sync += [queued.eq(1), q_cfg.eq(self.cfg), q_loaded.eq(0)]
+                    m.d.sync += [queued.eq(1), q_loaded.eq(0)]
         with m.If(compute_start):
-            m.d.sync += [busy.eq(1), blocks_drained.eq(0)]
+            m.d.sync += busy.eq(1)
         with m.If(direct):
             m.d.sync += [cfg.eq(self.cfg), act_ready.eq(0)]
             if double:
@@ -1425,7 +1431,7 @@ class ConvEngine(wiring.Component):
         if double:
             with m.If(dequeue):
                 m.d.sync += [
-                    cfg.eq(q_cfg),
+                    cfg.eq(l_cfg),
                     c_bank.eq(~c_bank),
                     act_ready.eq(q_loaded | load_done),
                     queued.eq(0),
@@ -1433,8 +1439,9 @@ class ConvEngine(wiring.Component):
 
         # Input feature map: written in arrival order, read by every row each cycle; with two
         # banks the bank is the top address bit.
-        depth = p.act_depth if not double else 2 << p.act_addr_bits
-        m.submodules.act_mem = act_mem = Memory(shape=signed(p.act_bits), depth=depth, init=[])
+        m.submodules.act_mem = act_mem = Memory(
+            shape=signed(p.act_bits), depth=p.act_mem_depth, init=[]
+        )
         act_wp = act_mem.write_port()
         act_rps = [act_mem.read_port() for _ in range(rows)]
         m.d.comb += self.i_act.ready.eq(loading)
@@ -1592,6 +1599,7 @@ class ConvEngine(wiring.Component):
             ]
         with m.If(writers[-1].block_end):
             m.d.sync += blocks_drained.eq(blocks_drained + 1)
+        # A run's compute start clears the count (after the increment above, so it wins).
         with m.If(compute_start):
             m.d.sync += blocks_drained.eq(0)
 

@@ -3,7 +3,7 @@ PYTHON ?= python3
 # Training is bit-reproducible on one machine, but MKL picks its kernels by processor, and two
 # x86 processors then train to different weights (a point of accuracy apart on the digits
 # CNN). Its conditional numerical reproducibility mode gives every x86 processor the same
-# results from MKL (tests/conftest.py and the console script set it too).
+# results from MKL (tests/conftest.py and `import squeezeforge` set it too).
 export MKL_CBWR ?= COMPATIBLE
 VENV := .venv
 PY := $(VENV)/bin/python

@@ -11,12 +11,14 @@ The Python API, for notebooks and scripts::
     acc.resources()                 # Yosys (and nextpnr) figures
 
 Names are imported on first use: ``import squeezeforge`` loads neither PyTorch nor Amaranth,
-and changes no global state (no matplotlib backend, no logging set-up).
+and changes no global state (no matplotlib backend, no logging set-up) but one: MKL's
+reproducibility mode (below).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,12 @@ try:
     __version__ = version("squeezeforge")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0+unknown"
+
+# Training gives the same weights on every x86 processor, and through the API the same as
+# through the console script: MKL picks its kernels by processor unless its conditional
+# numerical reproducibility mode is set, and reads the mode before its first call, so it is set
+# here, before anything of this package imports torch. A user's own setting wins.
+os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
 
 # Public name -> the module that defines it (relative to this package).
 _LAZY = {

@@ -121,8 +121,8 @@ class Plan:
     #: The first step of the second pipeline stage (None: one image at a time).
     split: int | None = None
     #: With two stages and the first step's pixels loaded during the first stage's last step:
-    #: that first step's cycles then (None: no such prefetch).
-    prefetch_cycles: int | None = None
+    #: the first stage's cycles per image, back to back (None: no such prefetch).
+    stage_period: int | None = None
     log: tuple[str, ...] = ()
 
     @property
@@ -140,7 +140,7 @@ class Plan:
         return stage_interval(
             [s.cycles_estimated for s in self.steps[: self.split]],
             [s.cycles_estimated for s in self.steps[self.split :]],
-            self.prefetch_cycles,
+            self.stage_period,
         )
 
     @classmethod
@@ -464,42 +464,123 @@ def _step_inputs(s: Step, values: dict[str, np.ndarray]) -> np.ndarray:
     return joined[:, s.in_offset : s.in_offset + s.in_count]
 
 
-def _input_already_in(s: Step) -> int:
-    """The input delay that tells an engine's cycle model the step's input all arrived before
-    it computes (a chained or prefetched step: its last word came before the step that ran
-    before it was done)."""
-    return -(s.in_count + 1)
+#: Cycles from the stage's last step's launch to the next image's first start the top offers
+#: (the stage shows ``ready`` once that step runs, and arms the start a cycle later).
+_WRAP_OFFER = 2
+
+
+@dataclass(frozen=True)
+class _Timed:
+    """A step on a time line: the cycle it was launched (the done of the step before), its
+    ``done`` and, on an engine that chains, its run."""
+
+    launched: int
+    done: int
+    run: Any = None
+
+
+def _time_line(
+    plan: Plan, steps: Sequence[Step], start: int = 0, wrap: _Timed | None = None
+) -> list[_Timed]:
+    """The steps of one image one after another from cycle ``start`` (the done of the step
+    before them), each step's ``cycles_estimated`` as the time a step launched at the done of
+    the one before takes, except where a step follows the run before it on its engine:
+
+    - a chained step (:func:`chain_steps`) is taken as soon as the engine takes a start once
+      the step before has its input; its input is the step before's output as it leaves (the
+      last word the cycle before that step's done);
+    - with ``wrap`` (the previous image's last step, on the first step's engine), the first
+      step is prefetched: taken during that step, its pixels one a cycle from then.
+
+    The engine's run model (:meth:`~squeezeforge.hw.engine.EngineBinding.chain_run`) places
+    each such step after the run before it: its compute may begin before that run is done.
+    """
+    timed: list[_Timed] = []
+    t = start
+    for j, s in enumerate(steps):
+        engine = plan.engines[s.engine]
+        if not engine.CHAINS:
+            timed.append(_Timed(t, t + s.cycles_estimated))
+        elif s.chained or (j == 0 and wrap is not None):
+            before = timed[-1] if s.chained else wrap
+            assert before is not None and before.run is not None
+            if s.chained:
+                taken = max(before.run.last_word, before.run.began) + 1
+                last_word = before.run.done - 1
+            else:
+                taken = (
+                    max(before.run.last_word, before.run.began, before.launched + _WRAP_OFFER) + 1
+                )
+                last_word = taken + s.in_count
+                if last_word > before.done:
+                    # The pixels pause in the cycle after the stage's done: the first step's
+                    # launch state, which routes no stream.
+                    last_word += 1
+            run = engine.chain_run(
+                s,
+                plan.params[s.engine],
+                began=before.run.next_began(taken),
+                last_word=last_word,
+                before=before.run,
+            )
+            timed.append(_Timed(t, run.done, run))
+        else:
+            # Launched at the done of the step before: its engine is idle.
+            began = t + Top.LAUNCH_CYCLES
+            delay = 0 if s.from_pixels else Top.PREFETCH_CYCLES
+            run = engine.chain_run(
+                s,
+                plan.params[s.engine],
+                began=began,
+                last_word=began + s.in_count + delay,
+                before=None,
+            )
+            timed.append(_Timed(t, run.done, run))
+        t = timed[-1].done
+    return timed
 
 
 def estimate_cycles(plan: Plan) -> Plan:
-    """Cycles of every step from the engines' cycle models (plus the sequencer's launch)."""
+    """Cycles of every step from the engines' cycle models (plus the sequencer's launch); a
+    chained step's from the engine's run model after the step before (:func:`_time_line`)."""
     values = _net_values(plan.net)
     steps = []
     for s in plan.steps:
         step_in = _step_inputs(s, values)
-        # The pixel stream feeds a step at once; the memory's read port adds a cycle. A chained
-        # step's input is all in before it computes (the last word left with the step before's
-        # last output); it computes from the cycle that step is done, a cycle before its
-        # sequencer's launch state, so the launch costs nothing.
-        if s.chained:
-            delay, launch = _input_already_in(s), 0
-        else:
-            delay, launch = (0 if s.from_pixels else Top.PREFETCH_CYCLES), Top.LAUNCH_CYCLES
+        # The pixel stream feeds a step at once; the memory's read port adds a cycle.
+        delay = 0 if s.from_pixels else Top.PREFETCH_CYCLES
         cycles, ideal = plan.engines[s.engine].cycles(s, plan.params[s.engine], step_in, delay)
-        steps.append(replace(s, cycles_estimated=round(cycles) + launch, cycles_ideal=ideal))
+        steps.append(
+            replace(s, cycles_estimated=round(cycles) + Top.LAUNCH_CYCLES, cycles_ideal=ideal)
+        )
+    if any(s.chained for s in steps):
+        dones = [0] + [t.done for t in _time_line(plan, steps)]
+        steps = [
+            replace(s, cycles_estimated=dones[k + 1] - dones[k]) if s.chained else s
+            for k, s in enumerate(steps)
+        ]
     total = sum(s.cycles_estimated for s in steps)
     return plan.noted(f"estimate_cycles: {total} per inference", steps=tuple(steps))
 
 
-def stage_interval(first: Sequence[int], second: Sequence[int], prefetch: int | None = None) -> int:
+def stage_interval(first: Sequence[int], second: Sequence[int], period: int | None = None) -> int:
     """Cycles between two images through two pipeline stages whose steps take ``first`` and
     ``second`` cycles: each stage's sequencer idles one cycle between its images, and the
-    slower stage sets the pace (the faster one waits on the boundary queue). With
-    ``prefetch``, the first stage's first step takes that many cycles (its pixels arrived
-    during the stage's last step) and the first stage never idles."""
-    if prefetch is None:
+    slower stage sets the pace (the faster one waits on the boundary queue). With ``period``,
+    the first stage's cycles per image when the next image's pixels load during its last step
+    (:func:`stage_period`): it never idles."""
+    if period is None:
         return max(sum(first), sum(second)) + Top.IDLE_CYCLES
-    return max(sum(first[1:]) + prefetch, sum(second) + Top.IDLE_CYCLES)
+    return max(period, sum(second) + Top.IDLE_CYCLES)
+
+
+def stage_period(plan: Plan, steps: Sequence[Step]) -> int:
+    """Cycles per image of a first stage whose first step is prefetched during its last, images
+    back to back: the third image's, when the time line repeats itself."""
+    images = [_time_line(plan, steps)]
+    for _ in range(2):
+        images.append(_time_line(plan, steps, images[-1][-1].done, wrap=images[-1][-1]))
+    return images[-1][-1].done - images[-2][-1].done
 
 
 def pipeline_stages(plan: Plan) -> Plan:
@@ -515,14 +596,6 @@ def pipeline_stages(plan: Plan) -> Plan:
     # The reference run over the test images, once for every candidate head step.
     values = _net_values(plan.net) if splits else {}
     first = steps[0]
-    prefetch = None
-    if first.prefetched:
-        # The first step's input all in when it computes, from the cycle the stage's last
-        # step is done; its launch state starts nothing (as for a chained step).
-        cycles, _ = plan.engines[first.engine].cycles(
-            first, plan.params[first.engine], _step_inputs(first, values), _input_already_in(first)
-        )
-        prefetch = round(cycles)
     best: tuple[int, int, Step, int | None] | None = None
     for k in splits:
         head = steps[k]
@@ -532,7 +605,11 @@ def pipeline_stages(plan: Plan) -> Plan:
         head = replace(head, cycles_estimated=round(cycles) + Top.LAUNCH_CYCLES)
         # The next image's pixels load during the first stage's last step only on the engine
         # that runs its first step.
-        wraps = prefetch if steps[k - 1].engine == first.engine else None
+        wraps = (
+            stage_period(plan, steps[:k])
+            if first.prefetched and steps[k - 1].engine == first.engine
+            else None
+        )
         interval = stage_interval(
             [s.cycles_estimated for s in steps[:k]],
             [head.cycles_estimated, *(s.cycles_estimated for s in steps[k + 1 :])],
@@ -552,7 +629,7 @@ def pipeline_stages(plan: Plan) -> Plan:
         + note,
         steps=steps,
         split=k,
-        prefetch_cycles=wraps,
+        stage_period=wraps,
     )
 
 
@@ -575,7 +652,7 @@ def top_params(plan: Plan) -> TopParams:
     return TopParams(
         act_bits=plan.act_bits,
         split=plan.split,
-        prefetch=plan.prefetch_cycles is not None,
+        prefetch=plan.stage_period is not None,
         steps=tuple(
             TopStep(
                 s.engine,

@@ -139,6 +139,16 @@ class EngineBinding(ABC):
         word arrives ``input_delay`` cycles after ``start`` (a buffer's read latency); an engine
         whose set-up outlasts its input load hides that delay."""
 
+    def chain_run(
+        self, step: EngineStep, params: Any, *, began: int, last_word: int, before: Any
+    ) -> Any:
+        """For an engine that :attr:`CHAINS`: the run of ``step`` on a time line shared with
+        the run ``before`` it on the instance (None: the instance was idle), its compute begun
+        at cycle ``began`` and its last input word at ``last_word``. The result has
+        ``began``, ``last_word``, ``done`` and ``next_began(taken)``: the cycle a run taken at
+        ``taken`` begins after it."""
+        raise NotImplementedError(f"the {self.FAMILY} engine does not chain runs")
+
     @abstractmethod
     def storage_bytes(self, params: Any) -> int:
         """Bytes of the on-chip memories the instance's weights, biases and tables live in."""

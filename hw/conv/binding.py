@@ -14,7 +14,7 @@ from ...sim.numerics import Pow2Weights
 from ...sim.target import Target
 from ..engine import EngineBinding, EngineStep, Images, memory_depth
 from ..interface import LayerFitError
-from .cycles import conv_cycles
+from .cycles import ConvRun, conv_cycles, conv_run
 from .driver import check_conv_fits, conv_layer_config, conv_memory_images, filter_blocks
 from .engine import ConvEngine, ConvEngineParams
 
@@ -119,6 +119,25 @@ class ConvBinding(EngineBinding):
         # The engine's schedule does not depend on the activations' values.
         c = conv_cycles(step.layer, step.in_shape, params, pool=step.pool, input_delay=input_delay)
         return float(c.cycles), float(c.ideal_cycles)
+
+    def chain_run(
+        self,
+        step: EngineStep,
+        params: ConvEngineParams,
+        *,
+        began: int,
+        last_word: int,
+        before: ConvRun | None,
+    ) -> ConvRun:
+        return conv_run(
+            step.layer,
+            step.in_shape,
+            params,
+            step.pool,
+            began=began,
+            last_word=last_word,
+            before=before,
+        )
 
     def storage_bytes(self, params: ConvEngineParams) -> int:
         bits = (

@@ -20,6 +20,9 @@ schedule event by event, one filter block at a time:
   block ``b - 2`` is out (they share half of the transpose buffer);
 - **done** a few cycles after the last read (memory read, output queue, handshake).
 
+With two input banks the next run's compute begins while this run's last block is emitted:
+:func:`conv_run` places a run on a time line after the run before it on the engine.
+
 The pipeline latencies are the engine's own constants (:class:`ConvEngine`), not copies.
 """
 
@@ -34,7 +37,7 @@ from ...sim.ir import Conv2d
 from ..arith import Requantizer
 from .engine import ConvEngine, FoldDrain, OutputEmitter, PoolWriter
 
-__all__ = ["ArrayShape", "ConvCycles", "conv_cycles", "conv_stream_dones"]
+__all__ = ["ArrayShape", "ConvCycles", "ConvRun", "conv_cycles", "conv_run", "conv_stream_dones"]
 
 
 def _drain_after_last_step() -> int:
@@ -106,6 +109,113 @@ class ConvCycles:
     steps: int
 
 
+@dataclass(frozen=True)
+class ConvRun:
+    """One run of the engine on a common time line (:func:`conv_run`), in cycles.
+
+    Attributes
+    ----------
+    began
+        Its compute began: the cycle its ``start`` was taken, or with two banks the cycle it
+        left the queue.
+    last_word
+        Its last input word arrived.
+    emitted
+        Each filter block's last transpose-buffer read.
+    computed
+        Its last block is drained: the engine may begin the next run's compute.
+    latched
+        The emitter began its first block.
+    done
+        Its ``done`` pulse.
+    """
+
+    began: int
+    last_word: int
+    emitted: tuple[int, ...]
+    computed: int
+    latched: int
+    done: int
+
+    def next_began(self, taken: int) -> int:
+        """The cycle a run taken at ``taken`` (two banks) begins its compute after this one:
+        once this run's last block is drained and the emitter has begun this run."""
+        return max(taken, self.computed, self.latched + 1)
+
+
+def conv_run(
+    layer: Conv2d,
+    in_shape: Sequence[int],
+    params: ArrayShape,
+    pool: bool = False,
+    *,
+    began: int = 0,
+    last_word: int | None = None,
+    before: ConvRun | None = None,
+) -> ConvRun:
+    """The run of ``layer`` whose compute begins at cycle ``began``, after the run ``before``
+    on the same engine (None: the engine was idle), with its last input word at ``last_word``
+    (None: one word a cycle from the cycle after ``began``).
+
+    A block waits for the transpose buffer half it shares with the block two before it (which
+    may be ``before``'s), and the run's first block is emitted only after ``before`` is done.
+    """
+    rows, cols = int(params.rows), int(params.cols)
+    c, h, w = (int(s) for s in in_shape)
+    m, oh, ow = layer.output_shape((c, h, w))
+    kh, kw = layer.kernel
+    s, p = layer.stride, layer.padding
+    k = layer.fan_in
+    pixels = oh * ow
+    load = c * h * w
+
+    setup_iterations = max(
+        h.bit_length(),
+        s.bit_length(),
+        p.bit_length(),
+        (h + 2 * p - kh) // s,
+        (w + 2 * p - kw) // s,
+    )
+    run_start = ConvEngine.SETUP_LATENCY + setup_iterations
+    fold_cycles = max(k, rows + 1)
+    pixel_blocks = -(-pixels // rows)
+    filter_blocks = -(-m // cols)
+    per_channel_reads = (oh // 2) * (ow // 2) if pool else pixels
+
+    if last_word is None:
+        last_word = began + load
+    # The cycle the first fold is taken.
+    take = max(began + run_start + rows, last_word + 1)
+    # Block g of every run shares its half of the transpose buffer with block g - 2, which
+    # may be the run before's.
+    emitted = list(before.emitted[-2:]) if before else []
+    first = len(emitted)
+    drained = 0
+    for b in range(filter_blocks):
+        if len(emitted) >= 2:
+            take = max(take, emitted[-2] + 1)
+        last_take = take + (pixel_blocks - 1) * fold_cycles
+        last_step = last_take + k
+        drained = last_step + rows + cols + _drain_after_last_step()
+        if b:
+            begin = max(drained, emitted[-1] + 1)
+        else:
+            # A run's first block waits for the run before to be done.
+            begin = max(drained, before.done + 1) if before else drained
+            latched = begin
+        lanes = min(cols, m - b * cols)
+        emitted.append(begin + lanes * per_channel_reads)
+        take = last_take + fold_cycles
+    return ConvRun(
+        began=began,
+        last_word=last_word,
+        emitted=tuple(emitted[first:]),
+        computed=drained,
+        latched=latched,
+        done=emitted[-1] + _done_after_last_read(),
+    )
+
+
 def conv_cycles(
     layer: Conv2d,
     in_shape: Sequence[int],
@@ -133,41 +243,14 @@ def conv_cycles(
     rows, cols = int(params.rows), int(params.cols)
     c, h, w = (int(s) for s in in_shape)
     m, oh, ow = layer.output_shape((c, h, w))
-    kh, kw = layer.kernel
-    s, p = layer.stride, layer.padding
-    k = layer.fan_in
     pixels = oh * ow
     load = c * h * w
-
-    setup_iterations = max(
-        h.bit_length(),
-        s.bit_length(),
-        p.bit_length(),
-        (h + 2 * p - kh) // s,
-        (w + 2 * p - kw) // s,
-    )
-    run_start = ConvEngine.SETUP_LATENCY + setup_iterations
-    fold_cycles = max(k, rows + 1)
-    pixel_blocks = -(-pixels // rows)
-    filter_blocks = -(-m // cols)
-    per_channel_reads = (oh // 2) * (ow // 2) if pool else pixels
-
-    take = max(run_start + rows, load + 1 + input_delay)  # cycle the first fold is taken
-    emitted: list[int] = []  # cycle of each block's last read
-    for b in range(filter_blocks):
-        if b >= 2:
-            take = max(take, emitted[b - 2] + 1)
-        last_take = take + (pixel_blocks - 1) * fold_cycles
-        last_step = last_take + k
-        drained = last_step + rows + cols + _drain_after_last_step()
-        begin = max(drained, emitted[-1] + 1) if emitted else drained
-        lanes = min(cols, m - b * cols)
-        emitted.append(begin + lanes * per_channel_reads)
-        take = last_take + fold_cycles
-    cycles = emitted[-1] + _done_after_last_read()
-
+    k = layer.fan_in
+    cycles = conv_run(layer, in_shape, params, pool, last_word=load + input_delay).done
     macs = layer.macs((c, h, w))
     pes = rows * cols
+    filter_blocks = -(-m // cols)
+    pixel_blocks = -(-pixels // rows)
     return ConvCycles(
         cycles=cycles,
         macs=macs,
@@ -178,7 +261,7 @@ def conv_cycles(
         folds=filter_blocks * pixel_blocks,
         filter_blocks=filter_blocks,
         pixel_blocks=pixel_blocks,
-        fold_cycles=fold_cycles,
+        fold_cycles=max(k, rows + 1),
         steps=k,
     )
 
@@ -192,19 +275,24 @@ def conv_stream_dones(
 
     ``runs`` are ``(layer, in_shape, pool)``. Run ``j`` is taken once run ``j - 1``'s input is
     in and that run computes (``A[j] = max(A[j-1] + load[j-1], F[j-1]) + 1``). It loads into
-    the free bank and computes from ``F[j] = max(A[j], done[j-1])``: its cycles are
-    :func:`conv_cycles` from there, with the load shifted by ``A[j] - F[j]`` (so a load that
-    ended during the previous run costs nothing). The outputs of run ``j - 1`` are all out
-    before run ``j`` computes, so only the loads overlap.
+    the free bank and computes from ``F[j] = max(A[j], computed[j-1], latched[j-1] + 1)``: once
+    run ``j - 1``'s last block is drained and the emitter has begun that run. Its blocks
+    follow :func:`conv_cycles` from there, with the load shifted by ``A[j] - F[j]`` (so a load
+    that ended during the previous run costs nothing), except that a block waits for the
+    transpose buffer half it shares with the block two before it (which may be run
+    ``j - 1``'s), and the run's first block is emitted only after run ``j - 1`` is done.
     """
     dones: list[int] = []
-    taken = began = 0
-    previous_load = 0
-    for j, (layer, in_shape, pool) in enumerate(runs):
-        if j:
-            taken = max(taken + previous_load, began) + 1
-            began = max(taken, dones[-1])
-        cycles = conv_cycles(layer, in_shape, params, pool, input_delay=taken - began).cycles
-        dones.append(began + cycles)
-        previous_load = prod(int(d) for d in in_shape)
+    taken = 0
+    before: ConvRun | None = None
+    for layer, in_shape, pool in runs:
+        if before is not None:
+            # Taken once the run before has its input and has left the queue.
+            taken = max(before.last_word, before.began) + 1
+        began = before.next_began(taken) if before is not None else taken
+        load = prod(int(d) for d in in_shape)
+        before = conv_run(
+            layer, in_shape, params, pool, began=began, last_word=taken + load, before=before
+        )
+        dones.append(before.done)
     return dones

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -77,6 +77,13 @@ LOAD_BIASES = 1
 def _bits(n: int) -> int:
     """Width of an unsigned field holding 0..n-1 (at least 1)."""
     return max(1, (n - 1).bit_length())
+
+
+def block_count_shape(params: ConvEngineParams) -> Shape:
+    """A count of filter blocks over every run, modulo its width: the transpose buffer half of
+    a block is its count's parity, whichever run it belongs to, and the counts compared never
+    lie more than a run's blocks apart."""
+    return unsigned(_bits(params.bias_depth + 2) + 1)
 
 
 @dataclass(frozen=True)
@@ -288,9 +295,11 @@ class FoldSequencer(wiring.Component):
         Begin a layer.
     act_ready : In(1)
         The input feature map is in memory; no fold issues before.
-    emitted_blocks : In
-        Filter blocks whose outputs have left the transpose buffer. Block ``b`` issues only once
-        block ``b - 2`` is out, since both use the same half of the buffer.
+    emitted_blocks : In(signed)
+        Filter blocks whose outputs have left the transpose buffer, counted from this run's
+        first block (negative while the run before is still being read). Block ``b`` issues
+        only once the block two before it is out, this run's or the one before's, since both
+        use the same half of the buffer.
     out_h, out_w : Out
         Output size, valid from the end of setup.
     step_valid, step_first, step_last : Out(1)
@@ -323,7 +332,7 @@ class FoldSequencer(wiring.Component):
                 "cfg": In(conv_cfg_layout(p)),
                 "start": In(1),
                 "act_ready": In(1),
-                "emitted_blocks": In(range(p.bias_depth + 2)),
+                "emitted_blocks": In(signed(block_count_shape(p).width)),
                 "out_h": Out(size),
                 "out_w": Out(size),
                 "step_valid": Out(1),
@@ -841,7 +850,8 @@ class FoldDrain(wiring.Component):
     fold's sums must be final there by then (the engine delays the event to make it so:
     :attr:`ConvEngine.FOLD_EVENT_DELAY`); column ``c`` gives row ``r``'s sum
     ``LATENCY + r + c`` cycles after the fold event, tagged with its transpose-buffer slot
-    (half ``block mod 2``, pixel ``e0 + r``; ``write`` is low for the rows past the last pixel).
+    (half ``(block + half0) mod 2``, pixel ``e0 + r``; ``write`` is low for the rows past the
+    last pixel).
     With ``pool`` the slot is the pixel's 2x2 window ``(y // 2) * (out_w // 2) + x // 2``
     instead, and the tag says where the pixel lies in it (``x_odd``, ``y_odd``, the window's
     column ``line``) for the :class:`PoolWriter`. The drain walks ``(x, y)`` along with the
@@ -868,6 +878,8 @@ class FoldDrain(wiring.Component):
         Bias word of the layer's filter block 0.
     pool : ``In(1)``, out_w : ``In``
         The layer is pooled; its output width before pooling.
+    half0 : ``In(1)``
+        The transpose buffer half of the run's block 0 (the parity of the blocks before it).
     fold : ``In(stream.Signature(fold_layout(params), always_ready=True))``
         A fold's last step has issued (the sequencer's event, ``FOLD_EVENT_DELAY`` cycles late).
     result : ``In(array_result_layout(params))``
@@ -888,6 +900,7 @@ class FoldDrain(wiring.Component):
                 "bias_base": In(unsigned(p.bias_addr_bits)),
                 "pool": In(1),
                 "out_w": In(unsigned(p.dim_bits + 2)),
+                "half0": In(1),
                 "fold": In(stream.Signature(fold_layout(p), always_ready=True)),
                 "result": In(array_result_layout(p)),
                 "bias_addr": Out(_lanes(unsigned(p.bias_addr_bits), p.cols, col_field)),
@@ -918,7 +931,7 @@ class FoldDrain(wiring.Component):
         y_odd = Signal()
         window = Signal(_bits(2 * p.out_depth))
         window_row = Signal(_bits(2 * p.out_depth))
-        half = Mux(fold.block[0], p.out_depth, 0)
+        half = Mux(fold.block[0] ^ self.half0, p.out_depth, 0)
         with m.If(fold_valid):
             m.d.sync += [
                 active.eq(1),
@@ -1110,14 +1123,19 @@ class PoolWriter(wiring.Component):
 class OutputEmitter(wiring.Component):
     """Streams drained filter blocks out of the transpose buffer in (C, H, W) order.
 
-    Once a block is drained (``drained > emitted``) and the previous one is out, it reads the
-    block channel after channel (lane after lane, raster order inside), all lanes' banks at one
-    address (``rd_addr``, a register); the lane is chosen when the data returns. With
-    ``cfg.pool`` the banks already hold the pooled outputs (:class:`PoolWriter`), so it reads
-    ``out_h // 2`` rows of ``out_w // 2`` slots: one read per output either way. Reads are
-    issued against credit: an output is only started while the queue behind ``o`` has room for
-    it and every output already on its way, so ``o.valid`` never meets a full queue and the
-    memory read latency needs no skid buffer.
+    Once a block is drained (``drained`` differs from ``emitted``) and the previous one is
+    out, it reads the block channel after channel (lane after lane, raster order inside), all
+    lanes' banks at one address (``rd_addr``, a register); the lane is chosen when the data
+    returns. With ``cfg.pool`` the banks already hold the pooled outputs (:class:`PoolWriter`),
+    so it reads ``out_h // 2`` rows of ``out_w // 2`` slots: one read per output either way.
+    Reads are issued against credit: an output is only started while the queue behind ``o`` has
+    room for it and every output already on its way, so ``o.valid`` never meets a full queue and
+    the memory read latency needs no skid buffer.
+
+    The emitter follows runs on its own: it samples ``cfg``, ``out_h`` and ``out_w`` when a
+    run's first block begins (``latch``), so the engine may compute the next run while the
+    emitter still reads this one. After a run's last block it waits until that run's outputs
+    have all left the queue (``run_done``) before it begins the next run's first block.
 
     ::
 
@@ -1136,23 +1154,24 @@ class OutputEmitter(wiring.Component):
     Members
     -------
     cfg : ``In(conv_cfg_layout(params))``
-        Reads ``out_channels`` and ``pool``.
+        Reads ``out_channels`` and ``pool``, sampled with ``latch``.
     out_h, out_w : ``In``
-        Output size before pooling.
-    restart : ``In(1)``
-        A new layer: no block emitted, first channel 0.
-    drained : ``In(range(bias_depth + 2))``
-        Filter blocks in the transpose buffer so far.
-    emitted : ``Out(range(bias_depth + 2))``
-        Filter blocks whose reads have all issued.
+        Output size before pooling, sampled with ``latch``.
+    drained : ``In(block_count_shape(params))``
+        Filter blocks put in the transpose buffer so far, over every run (modulo its width).
+    emitted : ``Out(block_count_shape(params))``
+        Filter blocks whose reads have all issued, counted the same way; a block's half of the
+        buffer is its count's parity.
+    latch : ``Out(1)``
+        A run's first block begins: ``cfg``, ``out_h`` and ``out_w`` are sampled this cycle.
+    run_done : ``Out(1)``
+        One-cycle pulse: the last output of a run has left the queue.
     rd_addr : ``Out``, rd_data : ``In``, a field ``col_field(c)`` of ``signed(act_bits)`` per bank
         Transpose buffer read (every bank at ``rd_addr``, data one cycle later).
     queue_level : ``In(range(queue_depth + 1))``
         Payloads in the queue behind ``o``.
     o : ``Out(stream.Signature(signed(act_bits)))``
         Outputs; valid only when the queue has room (``o.ready`` is not waited for).
-    idle : ``Out(1)``
-        No block being read, no output on its way.
     """
 
     #: Cycles from a read address to its value on ``o``: the memory's read, a register on the
@@ -1174,14 +1193,14 @@ class OutputEmitter(wiring.Component):
                 "cfg": In(conv_cfg_layout(p)),
                 "out_h": In(size),
                 "out_w": In(size),
-                "restart": In(1),
-                "drained": In(range(p.bias_depth + 2)),
-                "emitted": Out(range(p.bias_depth + 2)),
+                "drained": In(block_count_shape(p)),
+                "emitted": Out(block_count_shape(p)),
+                "latch": Out(1),
+                "run_done": Out(1),
                 "rd_addr": Out(_bits(2 * p.out_depth) + 1),
                 "rd_data": In(_lanes(signed(p.act_bits), p.cols, col_field)),
                 "queue_level": In(range(queue_depth + 1)),
                 "o": Out(stream.Signature(signed(p.act_bits))),
-                "idle": Out(1),
             }
         )
 
@@ -1191,6 +1210,13 @@ class OutputEmitter(wiring.Component):
         cols = p.cols
         cfg = self.cfg
         active = Signal()
+        # The run being read: its cfg and output size, sampled when its first block begins.
+        fresh = Signal(init=1)  # the next block is a run's first
+        finishing = Signal()  # the run's last block was read; its outputs are on their way
+        channels = Signal.like(cfg.out_channels)
+        pool = Signal()
+        out_h = Signal.like(self.out_h)
+        out_w = Signal.like(self.out_w)
         lane = Signal(range(cols))
         channel = Signal(p.out_channel_bits + 1)
         block_channel = Signal(p.out_channel_bits + 1)  # first channel of the next block
@@ -1201,9 +1227,8 @@ class OutputEmitter(wiring.Component):
         rd_addr = Signal(len(self.rd_addr))
         half_base = Signal(len(self.rd_addr))
         pending = Signal(range(self.queue_depth + 1))  # outputs started, not yet in the queue
-        pool = cfg.pool
-        n_x = Mux(pool, self.out_w >> 1, self.out_w)
-        n_y = Mux(pool, self.out_h >> 1, self.out_h)
+        n_x = Mux(pool, out_w >> 1, out_w)
+        n_y = Mux(pool, out_h >> 1, out_h)
         credit = self.queue_level + pending < self.queue_depth
         issue = active & credit
         m.d.comb += self.rd_addr.eq(rd_addr)
@@ -1216,7 +1241,16 @@ class OutputEmitter(wiring.Component):
                 m.d.sync += x.eq(0)
                 with m.If(y + 1 == n_y):
                     m.d.sync += [y.eq(0), rd_addr.eq(half_base)]
-                    with m.If((lane + 1 == cols) | (channel + 1 >= cfg.out_channels)):
+                    with m.If(channel + 1 >= channels):
+                        # The run's last block.
+                        m.d.sync += [
+                            active.eq(0),
+                            self.emitted.eq(self.emitted + 1),
+                            block_channel.eq(0),
+                            fresh.eq(1),
+                            finishing.eq(1),
+                        ]
+                    with m.Elif(lane + 1 == cols):
                         m.d.sync += [
                             active.eq(0),
                             self.emitted.eq(self.emitted + 1),
@@ -1228,7 +1262,8 @@ class OutputEmitter(wiring.Component):
                     m.d.sync += y.eq(y + 1)
             with m.Else():
                 m.d.sync += x.eq(x + 1)
-        with m.If(~active & (self.drained > self.emitted)):
+        begin = ~active & ~finishing & (self.drained != self.emitted)
+        with m.If(begin):
             base = Mux(self.emitted[0], p.out_depth, 0)
             m.d.sync += [
                 active.eq(1),
@@ -1239,8 +1274,15 @@ class OutputEmitter(wiring.Component):
                 x.eq(0),
                 y.eq(0),
             ]
-        with m.If(self.restart):
-            m.d.sync += [self.emitted.eq(0), block_channel.eq(0)]
+            with m.If(fresh):
+                m.d.sync += [
+                    fresh.eq(0),
+                    channels.eq(cfg.out_channels),
+                    pool.eq(cfg.pool),
+                    out_h.eq(self.out_h),
+                    out_w.eq(self.out_w),
+                ]
+        m.d.comb += self.latch.eq(begin & fresh)
 
         # Every bank's word is registered as it leaves the memory; the lane is chosen behind,
         # into a register that is the output.
@@ -1254,10 +1296,13 @@ class OutputEmitter(wiring.Component):
             out.eq(Array(banks[col_field(c)] for c in range(cols))[d_lane]),
             push.eq(d_valid),
         ]
+        run_done = finishing & ~active & (pending == 0) & (self.queue_level == 0)
+        with m.If(run_done):
+            m.d.sync += finishing.eq(0)
         m.d.comb += [
             self.o.valid.eq(push),
             self.o.payload.eq(out),
-            self.idle.eq(~active & (pending == 0)),
+            self.run_done.eq(run_done),
         ]
         m.d.sync += pending.eq(pending + issue - push)
         return m
@@ -1294,7 +1339,7 @@ class ConvEngine(wiring.Component):
     busy : Out(1)
         A ``start`` is not taken. One input bank: from the cycle after ``start`` until
         ``done``. Two banks: while a run's input is loading, or while a run waits for the one
-        computing to finish (see below).
+        computing (see below).
     done : Out(1)
         One-cycle pulse the cycle after the last output of a run was accepted.
     i_act : In(stream.Signature(signed(act_bits)))
@@ -1322,9 +1367,12 @@ class ConvEngine(wiring.Component):
 
     With two input banks (``params.input_banks == 2``) the engine takes the next ``start`` as
     soon as the current run's input is in: the next run's input loads into the other bank
-    while the current run computes, and the next run computes from the cycle the current
-    one's ``done`` pulses (its cfg was sampled at its ``start``). Runs' outputs never overlap;
-    the loads do. :func:`~squeezeforge.hw.conv.cycles.conv_stream_dones` gives each ``done``.
+    while the current run computes, and the next run computes (with the cfg sampled at its
+    ``start``) once the current one's last filter block is drained and the emitter has begun
+    the current run, so the array works on the next run while the emitter reads this one's
+    last block. The emitter keeps the cfg of the run it reads (:class:`OutputEmitter`), and
+    begins a run only after the run before is ``done``: runs' outputs never interleave.
+    :func:`~squeezeforge.hw.conv.cycles.conv_stream_dones` gives each ``done``.
     """
 
     # Pipeline latencies the cycle model (:mod:`squeezeforge.hw.conv.cycles`) schedules with;
@@ -1374,19 +1422,24 @@ class ConvEngine(wiring.Component):
 
         # Layer control: a run's cfg latched when its compute begins, the input load, done once
         # everything is out. With two input banks a run can be accepted while the one before it
-        # computes: it loads into the other bank and waits ("queued") until that one is done.
+        # computes: it loads into the other bank and waits ("queued") until that one's last
+        # block is drained, and computes while the emitter still reads the one before.
         double = p.input_banks == 2
         cfg = Signal(conv_cfg_layout(p))
-        busy = Signal()  # a run is computing
+        computing = Signal()  # a run computes (until its last block is drained)
+        running = Signal()  # one bank: a run is in (until done)
+        unlatched = Signal()  # the emitter has not yet sampled the computing run's cfg
         loading = Signal()
         act_ready = Signal()  # the computing run's input is all in
         seq_start = Signal()
-        blocks_drained = Signal(range(p.bias_depth + 2))
+        blocks_drained = Signal(range(p.bias_depth + 2))  # the computing run's
+        count = block_count_shape(p)
+        all_drained = Signal(count)  # every run's, modulo its width
+        first_block = Signal(count)  # all_drained when the computing run began
         l_addr = Signal(p.act_addr_bits)
         l_c = Signal(p.dim_bits)
         l_h = Signal(p.dim_bits)
         l_w = Signal(p.dim_bits)
-        all_out = Signal()
         # The loader counts against the sizes of the run it loads, which with two banks may
         # not be the run computing.
         # A queued run is the last one taken, so its cfg is the loader's.
@@ -1397,19 +1450,32 @@ class ConvEngine(wiring.Component):
         c_bank = Signal()
         load_done = Signal()
 
+        # The computing run's last block is drained (its sequencer's flags are stale in the
+        # cycle it starts).
+        computed = (
+            computing & act_ready & ~seq_start & seq.finished & (blocks_drained == seq.blocks)
+        )
+        done = emitter.run_done
         if double:
             refuse = loading | queued
+            # The compute side can take a run at this edge: the drain and the requantizers
+            # are free, and the emitter knows the computing run's cfg (it keeps one run's).
+            free = (~computing | computed) & ~unlatched
         else:
-            refuse = busy
+            refuse = running
+            free = ~running
         accept_start = self.start & ~refuse
-        free = ~busy | all_out  # the compute side can take a run at this edge
         dequeue = queued & free
         direct = accept_start & free
         compute_start = dequeue | direct
         m.d.comb += self.busy.eq(refuse)
         m.d.sync += seq_start.eq(compute_start)
-        with m.If(all_out):
-            m.d.sync += busy.eq(0)
+        with m.If(computed):
+            m.d.sync += computing.eq(0)
+        with m.If(done):
+            m.d.sync += running.eq(0)
+        with m.If(emitter.latch):
+            m.d.sync += unlatched.eq(0)
         with m.If(accept_start):
             m.d.sync += [
                 loading.eq(1),
@@ -1423,7 +1489,7 @@ class ConvEngine(wiring.Component):
                 with m.If(~free):
                     m.d.sync += [queued.eq(1), q_loaded.eq(0)]
         with m.If(compute_start):
-            m.d.sync += busy.eq(1)
+            m.d.sync += [computing.eq(1), running.eq(1), unlatched.eq(1)]
         with m.If(direct):
             m.d.sync += [cfg.eq(self.cfg), act_ready.eq(0)]
             if double:
@@ -1515,7 +1581,7 @@ class ConvEngine(wiring.Component):
             seq.cfg.eq(cfg),
             seq.start.eq(seq_start),
             seq.act_ready.eq(act_ready),
-            seq.emitted_blocks.eq(emitter.emitted),
+            seq.emitted_blocks.eq((emitter.emitted - first_block)[: count.width].as_signed()),
         ]
 
         # Operand fetch (FETCH_LATENCY): the step's memory reads, then a register on the read
@@ -1568,6 +1634,7 @@ class ConvEngine(wiring.Component):
             drain.bias_base.eq(cfg.bias_base),
             drain.pool.eq(cfg.pool),
             drain.out_w.eq(seq.out_w),
+            drain.half0.eq(first_block[0]),
             drain.fold.valid.eq(fold_valid),
             drain.fold.payload.eq(fold),
             drain.result.eq(array.result),
@@ -1598,18 +1665,21 @@ class ConvEngine(wiring.Component):
                 out_wps[c].data.eq(writers[c].write.data),
             ]
         with m.If(writers[-1].block_end):
-            m.d.sync += blocks_drained.eq(blocks_drained + 1)
-        # A run's compute start clears the count (after the increment above, so it wins).
+            m.d.sync += [
+                blocks_drained.eq(blocks_drained + 1),
+                all_drained.eq(all_drained + 1),
+            ]
+        # A run's compute start clears its count (after the increment above, so it wins); the
+        # run before is all drained then.
         with m.If(compute_start):
-            m.d.sync += blocks_drained.eq(0)
+            m.d.sync += [blocks_drained.eq(0), first_block.eq(all_drained)]
 
         # Emitter and output queue.
         m.d.comb += [
             emitter.cfg.eq(cfg),
             emitter.out_h.eq(seq.out_h),
             emitter.out_w.eq(seq.out_w),
-            emitter.restart.eq(compute_start),
-            emitter.drained.eq(Mux(busy, blocks_drained, 0)),
+            emitter.drained.eq(all_drained),
             emitter.queue_level.eq(out_queue.level),
         ]
         for c in range(cols):
@@ -1620,14 +1690,5 @@ class ConvEngine(wiring.Component):
         wiring.connect(m, emitter.o, out_queue.w)
         wiring.connect(m, out_queue.r, wiring.flipped(self.o_act))
 
-        m.d.comb += all_out.eq(
-            busy
-            & act_ready
-            & ~seq_start
-            & seq.finished
-            & (emitter.emitted == seq.blocks)
-            & emitter.idle
-            & (out_queue.level == 0)
-        )
-        m.d.comb += self.done.eq(all_out)
+        m.d.comb += self.done.eq(done)
         return m

@@ -67,12 +67,12 @@ def test_target_key_and_flag(tmp_path, capsys) -> None:
 def test_prefetch_needs_a_first_stage_that_begins_and_ends_on_one_engine() -> None:
     net = chain_net(2)
     plan = compile_net(net, Target(double_buffer=True, pipeline=True))
-    assert plan.steps[0].prefetched and plan.prefetch_cycles is not None
+    assert plan.steps[0].prefetched and plan.stage_period is not None
     params = top_params(plan)
     assert params.prefetch
     # Without two stages, or with a first stage ending on another engine: refused.
     with pytest.raises(ValueError, match="TopParams.prefetch: needs two stages"):
         replace(params, split=None)
     latency = compile_net(net, Target(double_buffer=True))
-    assert latency.prefetch_cycles is None and not top_params(latency).prefetch
+    assert latency.stage_period is None and not top_params(latency).prefetch
     assert not latency.steps[0].prefetched  # one image at a time: nothing to prefetch

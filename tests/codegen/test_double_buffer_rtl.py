@@ -101,10 +101,13 @@ def test_bit_exact_and_every_conv_step_exact(report: dict, net: Net) -> None:
     assert report["streamed_bit_exact"] == IMAGES
     # Conv-bound: the first stage sets the pace, and the interval is its estimate exactly:
     # the next image's pixels load while the last conv finishes, so the first conv's load
-    # goes too, and the stage never idles between images.
+    # goes too, the next image's first conv computes while the last one's outputs leave, and
+    # the stage never idles between images.
     plan = compile_net(net, Target(double_buffer=True, pipeline=True))
-    assert plan.prefetch_cycles is not None
-    assert plan.prefetch_cycles < report["steps"][0]["cycles_measured"] - 0.8 * 64
+    assert plan.stage_period is not None
+    one_at_a_time = sum(step["cycles_measured"] for step in report["steps"][:3])
+    # Most of the 64-pixel load goes (the last conv, 49 cycles, is shorter than it).
+    assert plan.stage_period < one_at_a_time - 0.6 * 64
     assert report["interval"] == report["interval_estimated"] == plan.interval_estimated
     assert report["intervals"] == [report["interval_estimated"]] * (IMAGES - 1)
 

@@ -406,26 +406,34 @@ def test_output_emitter_streams_blocks_in_chw_order(pool, ready_probability):
         ctx.set(em.cfg.pool, pool)
         ctx.set(em.out_h, out_h)
         ctx.set(em.out_w, out_w)
-        ctx.set(em.restart, 1)
-        await ctx.tick()
-        ctx.set(em.restart, 0)
         got = []
         emitted_at = []
+        latched = []
+        done_at = None
         for cycle in range(2000):
             # Block 1 is drained a while after block 0.
             ctx.set(em.drained, 1 if cycle < 30 else 2)
             ctx.set(dut.o.ready, ready.random() < ready_probability)
+            if latched:
+                # The run's sizes were sampled: later values belong to another run.
+                ctx.set(em.out_w, 1)
             if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
                 got.append(ctx.get(dut.o.payload))
             emitted_at.append(ctx.get(em.emitted))
-            if len(got) == len(expected) and ctx.get(em.idle):
+            if ctx.get(em.latch):
+                latched.append(cycle)
+            if ctx.get(em.run_done):
+                done_at = cycle
                 break
             await ctx.tick()
-        return got, emitted_at, ctx.get(em.emitted)
+        return got, emitted_at, latched, done_at
 
-    got, emitted_at, emitted = run_testbench(dut, bench)
+    got, emitted_at, latched, done_at = run_testbench(dut, bench)
     assert got == expected
-    assert emitted == 2
+    assert emitted_at[-1] == 2
+    # The run's cfg is sampled once, when block 0 begins; done comes once every output is out.
+    assert len(latched) == 1 and emitted_at[latched[0]] == 0
+    assert done_at is not None and len(got) == len(expected)
     # Block 1 waits for its drain.
     assert emitted_at[30] <= 1
     reads = out_h * out_w if not pool else (out_h // 2) * (out_w // 2)

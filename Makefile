@@ -26,10 +26,12 @@ sweep: $(STAMP)
 	$(VENV)/bin/squeezeforge sweep digits-cnn -o runs/sweep
 
 # One pytest worker per core (override: make test WORKERS=1). A file's tests stay on one worker,
-# so a module's Verilator build or trained net is made once.
+# so a module's Verilator build or trained net is made once. Files go out in the order
+# tests/conftest.py gives them (longest first); xdist would otherwise reorder them by their
+# number of tests and hand the longest file out last.
 WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not rtl and not slow"

@@ -181,8 +181,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.nets:
-        paths = dict(str(p).split("=", 1) for p in args.nets)
-        paths = {k: Path(v) for k, v in paths.items()}
+        bad = [str(p) for p in args.nets if "=" not in str(p)]
+        if bad:
+            ap.error(f"--nets takes recipe=path.sfnet pairs, not {bad[0]!r}")
+        paths = {k: Path(v) for k, v in (str(p).split("=", 1) for p in args.nets)}
     else:
         paths = nets(args.out, args.recipes)
     rows: dict[str, list[dict]] = {}

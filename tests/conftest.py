@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -23,6 +24,11 @@ os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
 # Tests simulate a few inputs per build: a model compiled at -O0 is ready ~10 s sooner and runs
 # slower, which they do not notice (sim/rtl.py). What it computes is the same.
 os.environ.setdefault("SQUEEZEFORGE_VERILATOR_OPT", "-O0")
+# Verilator's run-time library, compiled once for every build of the suite (sim/objcache.py),
+# in a folder of the suite's own rather than the user's cache.
+os.environ.setdefault(
+    "SQUEEZEFORGE_CACHE", str(Path(tempfile.gettempdir()) / f"squeezeforge-tests-{os.getuid()}")
+)
 
 from squeezeforge.sim.toolchain import setup_verilator_env  # noqa: E402
 

@@ -123,6 +123,23 @@ def test_identical_verilog_reuses_the_build(adder_verilog: str, adder_build: Pat
 
 
 @pytest.mark.rtl
+def test_a_second_build_takes_the_runtime_library_from_the_cache(
+    adder_verilog: str, adder_build: Path, tmp_path: Path
+) -> None:
+    # The module's build filled the suite's cache folder (tests/conftest.py) or found it full.
+    cache = toolchain.cache_dir()
+    assert cache is not None
+    objects = sorted(cache.glob("verilator-runtime/*/*/o"))
+    # verilated, verilated_vpi, verilated_dpi, verilated_threads: at the suite's -O0 at least.
+    assert len(objects) >= 4
+    before = [o.stat().st_mtime_ns for o in objects]
+    build = build_verilog(adder_verilog, TOP, tmp_path / "again")
+    assert sorted(cache.glob("verilator-runtime/*/*/o")) == objects
+    assert [o.stat().st_mtime_ns for o in objects] == before
+    run_cocotb(build, TOP, BENCH, BENCH_DIR).check()
+
+
+@pytest.mark.rtl
 def test_waves_are_recorded(adder_verilog: str, tmp_path: Path) -> None:
     build = build_verilog(adder_verilog, TOP, tmp_path / "waves", waves=True)
     result = run_cocotb(build, TOP, BENCH, BENCH_DIR, waves=True)

@@ -464,11 +464,6 @@ def _step_inputs(s: Step, values: dict[str, np.ndarray]) -> np.ndarray:
     return joined[:, s.in_offset : s.in_offset + s.in_count]
 
 
-#: Cycles from the stage's last step's launch to the next image's first start the top offers
-#: (the stage shows ``ready`` once that step runs, and arms the start a cycle later).
-_WRAP_OFFER = 2
-
-
 @dataclass(frozen=True)
 class _Timed:
     """A step on a time line: the cycle it was launched (the done of the step before), its
@@ -508,8 +503,9 @@ def _time_line(
                 taken = max(before.run.last_word, before.run.began) + 1
                 last_word = before.run.done - 1
             else:
-                taken = (
-                    max(before.run.last_word, before.run.began, before.launched + _WRAP_OFFER) + 1
+                taken = max(
+                    max(before.run.last_word, before.run.began) + 1,
+                    before.launched + Top.WRAP_TAKE_CYCLES,
                 )
                 last_word = taken + s.in_count
                 if last_word > before.done:

@@ -267,6 +267,11 @@ class Top(wiring.Component):
     #: A step fed from the activation memory waits two more cycles for its first word: the
     #: synchronous read, then the input queue (a word leaves it the cycle after it enters).
     PREFETCH_CYCLES = 2
+    #: With ``prefetch``: cycles from the launch of a stage's last step (the done of the step
+    #: before it) to the earliest cycle its engine takes the next image's first start: the
+    #: step's LAUNCH state, its RUN state showing ``ready`` (a ``start`` is taken then), the
+    #: armed start offered to the engine.
+    WRAP_TAKE_CYCLES = 3
     #: Words of the queue between the activation memory and the running engine: the read in
     #: flight and the queue's own one-cycle latency, with room to spare, keep one word per
     #: cycle going.

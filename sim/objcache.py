@@ -45,17 +45,24 @@ def cached_compile(cache: Path, include: Path, command: list[str]) -> int:
         return 0
     code = subprocess.call(command)
     if code == 0:
-        # Filled aside, then renamed into place: a parallel build sees a whole entry or none.
-        cache.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(dir=cache, prefix=".new-"))
-        shutil.copyfile(out, scratch / "o")
-        if dep.is_file():
-            shutil.copyfile(dep, scratch / "d")
         try:
-            scratch.rename(entry)
-        except OSError:  # another build stored it first
-            shutil.rmtree(scratch, ignore_errors=True)
+            _store(cache, entry, out, dep)
+        except OSError:
+            pass  # a cache that cannot be written (a full disk, no permission) is only slower
     return code
+
+
+def _store(cache: Path, entry: Path, out: Path, dep: Path) -> None:
+    # Filled aside, then renamed into place: a parallel build sees a whole entry or none.
+    cache.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=cache, prefix=".new-"))
+    shutil.copyfile(out, scratch / "o")
+    if dep.is_file():
+        shutil.copyfile(dep, scratch / "d")
+    try:
+        scratch.rename(entry)
+    except OSError:  # another build stored it first
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,15 @@ def test_a_failed_compile_is_not_kept(world) -> None:
     assert not world["cache"].exists()
 
 
+def test_a_cache_that_cannot_be_written_only_costs_the_compile(world) -> None:
+    world["cache"].write_text("a file where the folder should be")
+    runtime = world["include"] / "verilated.cpp"
+    for _ in range(2):
+        assert compile_(world, runtime, "verilated.o") == 0
+    assert calls(world) == ["verilated.cpp", "verilated.cpp"]
+    assert (world["build"] / "verilated.o").read_text() == "object of runtime"
+
+
 def test_cache_folder_from_the_environment(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "c"))
     assert cache_dir() == tmp_path / "c"

@@ -5,7 +5,6 @@
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -116,9 +115,8 @@ def test_identical_verilog_reuses_the_build(adder_verilog: str, adder_build: Pat
     stamp = adder_build / "squeezeforge-build.json"
     binary = adder_build / TOP
     before = (stamp.stat().st_mtime_ns, binary.stat().st_mtime_ns)
-    start = time.perf_counter()
     assert build_verilog(adder_verilog, TOP, adder_build) == adder_build
-    assert time.perf_counter() - start < 1.0
+    # Neither the stamp nor the model was written again: nothing was rebuilt.
     assert (stamp.stat().st_mtime_ns, binary.stat().st_mtime_ns) == before
 
 

@@ -1432,7 +1432,6 @@ class ConvEngine(wiring.Component):
         loading = Signal()
         act_ready = Signal()  # the computing run's input is all in
         seq_start = Signal()
-        blocks_drained = Signal(range(p.bias_depth + 2))  # the computing run's
         count = block_count_shape(p)
         all_drained = Signal(count)  # every run's, modulo its width
         first_block = Signal(count)  # all_drained when the computing run began
@@ -1450,6 +1449,8 @@ class ConvEngine(wiring.Component):
         c_bank = Signal()
         load_done = Signal()
 
+        # The computing run's blocks drained so far (counts are modulo their width).
+        blocks_drained = (all_drained - first_block)[: count.width]
         # The computing run's last block is drained (its sequencer's flags are stale in the
         # cycle it starts).
         computed = (
@@ -1665,14 +1666,10 @@ class ConvEngine(wiring.Component):
                 out_wps[c].data.eq(writers[c].write.data),
             ]
         with m.If(writers[-1].block_end):
-            m.d.sync += [
-                blocks_drained.eq(blocks_drained + 1),
-                all_drained.eq(all_drained + 1),
-            ]
-        # A run's compute start clears its count (after the increment above, so it wins); the
-        # run before is all drained then.
+            m.d.sync += all_drained.eq(all_drained + 1)
+        # The run before is all drained when a run's compute starts.
         with m.If(compute_start):
-            m.d.sync += [blocks_drained.eq(0), first_block.eq(all_drained)]
+            m.d.sync += first_block.eq(all_drained)
 
         # Emitter and output queue.
         m.d.comb += [
